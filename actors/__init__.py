@@ -1,0 +1,1 @@
+"""mbgen actors package."""

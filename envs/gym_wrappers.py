@@ -1,0 +1,65 @@
+"""Single-environment Gymnasium wrappers: gymnasium.make("mbgen/ProcMaze-v0", grid_size=4).
+
+Observations are MultiBinary(obs_dim) int8 arrays, actions Discrete(num_actions).
+Episodic environments terminate; continuing ones run until the TimeLimit of 100
+steps (the paper's evaluation length), which callers may change with
+`max_episode_steps`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+GYM_IDS = {
+    "mbgen/PanFlute-v0": "panflute",
+    "mbgen/ButtonGrid-v0": "buttongrid",
+    "mbgen/ProcMaze-v0": "procmaze",
+    "mbgen/OpenGrid-v0": "opengrid",
+    "mbgen/WallGrid3x3-v0": "wallgrid3x3",
+}
+
+
+class MbgenEnv(gymnasium.Env):
+    metadata = {"render_modes": []}
+
+    def __init__(self, env_name: str, **params: Any):
+        from envs import make
+
+        self._name = env_name
+        self._params = params
+        self._env = make(env_name, 1, 0, **params)
+        self.observation_space = spaces.MultiBinary(self._env.obs_dim)
+        self.action_space = spaces.Discrete(self._env.num_actions)
+        self._obs: np.ndarray | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        # self.np_random is Gymnasium's seeded generator; the dynamics draw from it.
+        self._obs = self._env.initial_obs(1, self.np_random)
+        return self._obs[0].astype(np.int8), {}
+
+    def step(self, action):
+        if self._obs is None:
+            raise RuntimeError("call reset() before step()")
+        if not self.action_space.contains(action):
+            raise ValueError(f"action must be in [0, {self.action_space.n - 1}], got {action!r}")
+        next_obs, reward, terminal = self._env.transition(self._obs, np.array([int(action)]), self.np_random)
+        self._obs = next_obs
+        return next_obs[0].astype(np.int8), float(reward[0]), bool(terminal[0]), False, {}
+
+
+def _register() -> None:
+    for gym_id, name in GYM_IDS.items():
+        if gym_id not in gymnasium.registry:
+            gymnasium.register(
+                id=gym_id,
+                entry_point="envs.gym_wrappers:MbgenEnv",
+                kwargs={"env_name": name},
+                max_episode_steps=100,
+            )
+
+
+_register()
