@@ -1,0 +1,170 @@
+"""ReplayClient: an actor's connection to the replay service (a DEALER socket).
+
+Messages are numbered per actor and kept until acknowledged. Unacknowledged
+messages are sent again after a reconnect or when the oldest has waited
+`resend_after_s`; the service drops the copies it already stored. At most
+`window` messages are in flight: `send` blocks beyond that, which, together
+with the service pausing its reads, is how a lagging learner slows the actors.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+import numpy as np
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from replay.logs import get_logger
+from replay.protocol import ProtocolError, decode_reply, encode_insert, pack
+from replay.security import ClientKeys
+
+
+class ReplayRejected(RuntimeError):
+    """The service refused a message; the text says why."""
+
+
+class ReplayUnavailable(RuntimeError):
+    """The service did not answer in time."""
+
+
+class ReplayClient:
+    def __init__(
+        self,
+        endpoint: str,
+        actor_id: str,
+        *,
+        window: int = 64,
+        resend_after_s: float = 30.0,
+        keys: ClientKeys | None = None,
+        ctx: zmq.Context | None = None,
+        first_seq: int = 0,
+    ):
+        if window < 1:
+            raise ValueError(f"window must be an integer >= 1, got {window}")
+        self.endpoint = endpoint
+        self.actor_id = actor_id
+        self.window = window
+        self.resend_after_s = resend_after_s
+        self._own_ctx = ctx is None
+        self.ctx = ctx or zmq.Context()
+        self.socket = self.ctx.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.ROUTING_ID, actor_id.encode())
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SNDHWM, window)
+        if keys is not None:
+            keys.apply(self.socket)
+        self.monitor = self.socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self.socket.connect(endpoint)
+        self.poller = zmq.Poller()
+        self.poller.register(self.socket, zmq.POLLIN)
+        self.poller.register(self.monitor, zmq.POLLIN)
+        self.next_seq = first_seq
+        self.unacked: OrderedDict[int, tuple[list, float]] = OrderedDict()
+        self.stored = 0
+        self.duplicates = 0
+        self.resends = 0
+        self._disconnected = False
+        self._pending_reply: dict | None = None
+        self.log = get_logger()
+
+    # -- inserts ----------------------------------------------------------------
+    def send(self, member: int, obs, action, reward, next_obs, terminal) -> int:
+        """Send one message of transitions for `member`; returns its sequence number."""
+        seq = self.next_seq
+        self.next_seq += 1
+        frames = encode_insert(self.actor_id, seq, member, obs, action, reward, next_obs, terminal)
+        self.unacked[seq] = (frames, time.monotonic())
+        self.socket.send_multipart(frames, copy=False)
+        self.poll(0)
+        while len(self.unacked) >= self.window:
+            self.poll(1000)
+        return seq
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Block until every message sent so far is acknowledged."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self.unacked:
+            if deadline is not None and time.monotonic() > deadline:
+                raise ReplayUnavailable(f"{len(self.unacked)} messages unacknowledged after {timeout_s}s")
+            self.poll(200)
+
+    def poll(self, timeout_ms: int) -> None:
+        """Handle replies and connection events; resend what is due."""
+        events = dict(self.poller.poll(timeout_ms))
+        if self.monitor in events:
+            self._connection_events()
+        if self.socket in events:
+            while True:
+                try:
+                    frame = self.socket.recv(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self._reply(decode_reply(frame))
+        if self.unacked:
+            oldest = next(iter(self.unacked.values()))[1]
+            if time.monotonic() - oldest > self.resend_after_s:
+                self._resend("timeout")
+
+    def _reply(self, reply: dict) -> None:
+        kind = reply.get("type")
+        if kind == "ack":
+            if self.unacked.pop(reply.get("seq"), None) is not None:
+                if reply.get("status") == "duplicate":
+                    self.duplicates += 1
+                else:
+                    self.stored += 1
+        elif kind == "error":
+            self.unacked.pop(reply.get("seq"), None)
+            raise ReplayRejected(f"replay service refused message {reply.get('seq')}: {reply.get('error')}")
+        else:
+            self._pending_reply = reply
+
+    def _connection_events(self) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self._disconnected = True
+            elif event["event"] == zmq.EVENT_CONNECTED and self._disconnected:
+                self._disconnected = False
+                self._resend("reconnect")
+
+    def _resend(self, reason: str) -> None:
+        now = time.monotonic()
+        self.log.info("resend", reason=reason, messages=len(self.unacked))
+        for seq, (frames, _) in list(self.unacked.items()):
+            self.unacked[seq] = (frames, now)
+            self.socket.send_multipart(frames, copy=False)
+            self.resends += 1
+
+    # -- requests -----------------------------------------------------------------
+    def request(self, message: dict, timeout_s: float = 10.0) -> dict:
+        """A hello or report round trip (inserts keep flowing meanwhile)."""
+        self._pending_reply = None
+        self.socket.send(pack({"actor": self.actor_id, **message}))
+        deadline = time.monotonic() + timeout_s
+        while self._pending_reply is None:
+            if time.monotonic() > deadline:
+                raise ReplayUnavailable(f"no answer to {message['type']} from {self.endpoint} within {timeout_s}s")
+            try:
+                self.poll(100)
+            except ProtocolError as error:
+                raise ReplayUnavailable(str(error)) from None
+        reply, self._pending_reply = self._pending_reply, None
+        return reply
+
+    def hello(self, timeout_s: float = 10.0) -> dict:
+        return self.request({"type": "hello"}, timeout_s)
+
+    def report(self, sent: list[int], timeout_s: float = 10.0) -> dict:
+        return self.request({"type": "report", "sent": [int(x) for x in np.asarray(sent)]}, timeout_s)
+
+    def close(self) -> None:
+        self.socket.disable_monitor()
+        self.monitor.close(linger=0)
+        self.socket.close(linger=0)
+        if self._own_ctx:
+            self.ctx.term()

@@ -1,0 +1,67 @@
+"""Doorbells: cross-process wake-ups over ZeroMQ, so that no process polls a counter with sleep.
+
+A waiting process owns one `Doorbell` (a PULL socket bound to an ipc endpoint);
+any process that changes something the owner may be waiting for calls
+`Ringer.ring()` after publishing the change in shared memory. Rings never
+block; the waiter drains every queued ring at once. (A small send high-water
+mark would drop rings: ZeroMQ returns pipe credit lazily, so a ring can be
+refused although the previous one was already consumed.) The waiter drains its bell *before* re-checking the shared counters, so
+a change published before a ring is always seen.
+"""
+from __future__ import annotations
+
+import zmq
+
+
+def bell_endpoint(run_id: str, owner: str) -> str:
+    # Linux abstract-namespace ipc: no socket file to clean up.
+    return f"ipc://@mbgen-{run_id}-bell-{owner}"
+
+
+class Doorbell:
+    def __init__(self, ctx: zmq.Context, endpoint: str):
+        self.endpoint = endpoint
+        self.socket = ctx.socket(zmq.PULL)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind(endpoint)
+
+    def drain(self) -> None:
+        while True:
+            try:
+                self.socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until rung or `timeout_s` passes; True if rung. Signals interrupt the wait."""
+        if self.socket.poll(int(timeout_s * 1000)):
+            self.drain()
+            return True
+        return False
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+
+
+class Ringer:
+    """Rings one or more doorbells."""
+
+    def __init__(self, ctx: zmq.Context, endpoints: list[str]):
+        self.sockets = []
+        for endpoint in endpoints:
+            s = ctx.socket(zmq.PUSH)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(endpoint)
+            self.sockets.append(s)
+
+    def ring(self) -> None:
+        for s in self.sockets:
+            try:
+                s.send(b"", zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # a thousand wake-ups are already pending (or the owner is gone)
+
+    def close(self) -> None:
+        for s in self.sockets:
+            s.close(linger=0)
+        self.sockets = []

@@ -1,0 +1,67 @@
+"""Process lifecycle shared by every role: stop signals, parent-death, heartbeats.
+
+SIGTERM and SIGINT raise `StopRequested` in the main thread, which interrupts any
+blocking wait (ZeroMQ polls, doorbells). Work that must not be cut in half (an
+optimiser step, a checkpoint) runs inside `stop.deferred()`: a signal arriving
+there takes effect when the section ends. A second signal while stopping is
+ignored so clean-up code runs to the end.
+"""
+from __future__ import annotations
+
+import ctypes
+import signal
+from contextlib import contextmanager
+
+
+class StopRequested(BaseException):
+    """Raised in the main thread when the process is asked to stop."""
+
+
+class StopSignal:
+    def __init__(self) -> None:
+        self.requested = False
+        self.signum: int | None = None
+        self._deferring = 0
+        self._raised = False
+
+    def install(self) -> "StopSignal":
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            return
+        self.requested = True
+        self.signum = signum
+        if self._deferring == 0:
+            self._raise()
+
+    def _raise(self) -> None:
+        if not self._raised:
+            self._raised = True
+            raise StopRequested(self.signum)
+
+    def check(self) -> None:
+        if self.requested:
+            self._raise()
+
+    @contextmanager
+    def deferred(self):
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+        if self.requested and self._deferring == 0:
+            self._raise()
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask Linux to send `sig` to this process when its parent dies (no orphans)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except OSError:
+        pass

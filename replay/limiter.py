@@ -1,0 +1,83 @@
+"""RateLimiter: holds Q updates within a tolerance of the protocol's updates-per-step ratio.
+
+The contract, with I the fewest env steps stored for any member, L
+`learning_starts`, k `updates_per_step`, T `tolerance` (in updates) and u the
+updates done:
+
+    target(I) = k * max(0, I - L)      the updates the protocol calls for after I steps
+    the learner may start update u+1   iff  I > L  and  u + 1 <= target(I) + T
+    the service stops reading inserts  iff  target(I) - u > T
+
+so u stays within T of target(I) (the insert side checks before each message,
+which is atomic, so it may overshoot by one message's worth). T = 0 is lock-step:
+one insert, then exactly k updates, then the next insert. This is Reverb's
+SampleToInsertRatio with min_size_to_sample = L + 1 and error_buffer = T, for a
+population whose members advance together.
+
+Waiting is done on doorbells (see replay/doorbell.py); a wait that lasts longer
+than `stall_warning_s` logs a warning naming the side that is stalled.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from replay.doorbell import Doorbell
+from replay.logs import get_logger
+
+
+@dataclass(frozen=True)
+class RatioPolicy:
+    updates_per_step: int  # k: Q updates per env step per member
+    learning_starts: int  # L: env steps stored before the first update
+    tolerance: float  # T: how far (in updates) u may drift from target(I); 0 is lock-step
+
+    def __post_init__(self):
+        if self.updates_per_step < 1:
+            raise ValueError(f"updates_per_step must be an integer >= 1, got {self.updates_per_step}")
+        if self.learning_starts < 0:
+            raise ValueError(f"learning_starts must be an integer >= 0, got {self.learning_starts}")
+        if self.tolerance < 0:
+            raise ValueError(f"tolerance must be >= 0, got {self.tolerance}")
+
+    def target(self, inserts: int) -> int:
+        return self.updates_per_step * max(0, inserts - self.learning_starts)
+
+    def may_update(self, inserts: int, done: int) -> bool:
+        return inserts > self.learning_starts and done + 1 <= self.target(inserts) + self.tolerance
+
+    def inserts_paused(self, inserts: int, done: int) -> bool:
+        return self.target(inserts) - done > self.tolerance
+
+    def total_updates(self, steps: int) -> int:
+        return self.target(steps)
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    bell: Doorbell,
+    *,
+    heartbeat: Callable[[], None] | None = None,
+    stall_warning_s: float = 30.0,
+    describe_stall: Callable[[], dict] | None = None,
+    slice_s: float = 1.0,
+) -> float:
+    """Block until `ready()`, waking on `bell`; returns the seconds waited.
+
+    The bell is drained before each check, so a change published before its ring
+    is never missed. Every `slice_s` the heartbeat is refreshed; after
+    `stall_warning_s` (and each further interval) a warning describes the stall.
+    """
+    start = time.monotonic()
+    next_warning = start + stall_warning_s
+    bell.drain()
+    while not ready():
+        bell.wait(slice_s)
+        if heartbeat is not None:
+            heartbeat()
+        now = time.monotonic()
+        if now >= next_warning and not ready():
+            get_logger().warning("stalled", waited_s=round(now - start, 1), **(describe_stall() if describe_stall else {}))
+            next_warning = now + stall_warning_s
+    return time.monotonic() - start

@@ -1,0 +1,268 @@
+"""The replay ingest service: a ROUTER socket in front of the shared-memory ReplayStore.
+
+It owns the store and the run's counters (creates them, unlinks them on every
+exit path), validates each message, writes good transitions, acknowledges, and
+drops duplicates by (actor, sequence). When the learner lags the ratio by more
+than the tolerance it stops reading its socket, so ZeroMQ's high-water marks
+push back on the actors.
+
+Run it in its own process with `serve(config_dict)`; `ServiceConfig` documents
+the keys.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import zmq
+
+from replay.counters import ACTOR_SLOTS, RunCounters
+from replay.doorbell import Doorbell, Ringer
+from replay.lifecycle import StopRequested, StopSignal, die_with_parent
+from replay.limiter import RatioPolicy
+from replay.logs import configure_logging, get_logger
+from replay.protocol import ProtocolError, StoreSpec, decode_header, decode_insert, pack
+from replay.security import ServerKeys, check_bind, start_authenticator
+from replay.shm import segment_name
+from replay.store import DEFAULT_CAPACITY, ReplayStore
+
+# Bounds what one garbage message can make the service allocate.
+MAX_MESSAGE_BYTES = 256 << 20
+
+
+@dataclass
+class ServiceConfig:
+    run_id: str  # names the shared-memory segments
+    endpoint: str  # where actors connect (ipc://, or tcp:// with keys when not loopback)
+    members: int  # population size P
+    obs_dim: int  # observation width D
+    num_actions: int  # actions are 0..num_actions-1
+    capacity: int = DEFAULT_CAPACITY  # transitions kept per member
+    ratio: dict | None = None  # RatioPolicy fields; None: no limiter (inserts never pause)
+    bell: str | None = None  # this service's doorbell (rung by the learner after updates)
+    ring_on_insert: list[str] = field(default_factory=list)  # doorbells to ring after each insert
+    keys_dir: str | None = None  # CurveZMQ key directory (see replay/security.py)
+    run_info: dict[str, Any] = field(default_factory=dict)  # what a remote actor's hello receives
+    log_path: str | None = None  # events.jsonl; None: stderr
+    heartbeat_slot: int = 0  # this process's slot in RunCounters.heartbeat
+    first_remote_slot: int = 0  # actor slots from here on go to actors that say hello
+    stall_warning_s: float = 30.0  # warn when inserts stay paused this long
+    accounting_period_s: float = 10.0  # log the counters this often
+
+    @property
+    def store_name(self) -> str:
+        return segment_name(self.run_id, "replay")
+
+    @property
+    def counters_name(self) -> str:
+        return segment_name(self.run_id, "counters")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SequenceTracker:
+    """Which (actor, sequence) pairs were stored, in O(out-of-order window) memory per actor."""
+
+    def __init__(self) -> None:
+        self._below: dict[str, int] = {}  # every seq below this was stored
+        self._above: dict[str, set[int]] = {}
+
+    def seen(self, actor: str, seq: int) -> bool:
+        return seq < self._below.get(actor, 0) or seq in self._above.get(actor, ())
+
+    def mark(self, actor: str, seq: int) -> None:
+        below = self._below.get(actor, 0)
+        above = self._above.setdefault(actor, set())
+        above.add(seq)
+        while below in above:
+            above.remove(below)
+            below += 1
+        self._below[actor] = below
+
+
+class ReplayService:
+    def __init__(self, cfg: ServiceConfig, store: ReplayStore, counters: RunCounters, stop: StopSignal):
+        self.cfg = cfg
+        self.store = store
+        self.counters = counters
+        self.stop = stop
+        self.spec = StoreSpec(cfg.members, cfg.obs_dim, cfg.num_actions)
+        self.policy = RatioPolicy(**cfg.ratio) if cfg.ratio else None
+        self.log = get_logger()
+        self.sequences = SequenceTracker()
+        self.remote_slots: dict[str, int] = {}
+        self.ctx = zmq.Context()
+        self.auth = None
+        keys = ServerKeys.load(cfg.keys_dir) if cfg.keys_dir else None
+        check_bind(cfg.endpoint, keys)
+        self.socket = self.ctx.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting actor keeps its identity
+        self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self.socket.setsockopt(zmq.RCVHWM, 64)
+        if keys is not None:
+            self.auth = start_authenticator(self.ctx, keys)
+            keys.apply(self.socket)
+        self.socket.bind(cfg.endpoint)
+        self.bell = Doorbell(self.ctx, cfg.bell) if cfg.bell else None
+        self.ringer = Ringer(self.ctx, cfg.ring_on_insert)
+
+    def close(self) -> None:
+        self.ringer.close()
+        if self.bell is not None:
+            self.bell.close()
+        self.socket.close(linger=0)
+        if self.auth is not None:
+            self.auth.stop()
+        self.ctx.term()
+
+    # -- main loop ------------------------------------------------------------
+    def paused(self) -> bool:
+        return self.policy is not None and self.policy.inserts_paused(self.counters.min_inserts(), self.counters.updates)
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        next_accounting = time.monotonic() + self.cfg.accounting_period_s
+        next_stall_warning = None
+        while True:
+            self.counters.beat(self.cfg.heartbeat_slot)
+            now = time.monotonic()
+            if now >= next_accounting:
+                self.log_accounting("accounting")
+                next_accounting = now + self.cfg.accounting_period_s
+            if self.paused():
+                if self.counters.inserts_paused_since == 0:
+                    self.counters.inserts_paused_since = time.time()
+                    next_stall_warning = now + self.cfg.stall_warning_s
+                elif now >= next_stall_warning:
+                    self.log.warning("stalled", side="learner", detail="inserts paused: the learner lags the ratio",
+                                     paused_s=round(time.time() - self.counters.inserts_paused_since, 1),
+                                     updates=self.counters.updates,
+                                     target=self.policy.target(self.counters.min_inserts()))
+                    next_stall_warning = now + self.cfg.stall_warning_s
+                if self.bell is not None:
+                    self.bell.wait(1.0)
+                continue
+            self.counters.inserts_paused_since = 0
+            if poller.poll(1000):
+                # Handle what is queued, re-checking the limiter before each message.
+                while not self.paused():
+                    try:
+                        frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self.handle(frames)
+
+    def handle(self, frames: list) -> None:
+        identity, body = frames[0], frames[1:]
+        if not body:
+            return self.refuse(identity, ProtocolError("empty message"))
+        try:
+            header = decode_header(body[0])
+            kind = header["type"]
+            if kind == "insert":
+                reply = self.insert(decode_insert(header, body[1:], self.spec))
+            elif kind == "hello":
+                reply = self.hello(header)
+            else:
+                reply = self.report(header)
+        except ProtocolError as error:
+            return self.refuse(identity, error)
+        self.socket.send_multipart([identity, pack(reply)])
+
+    def insert(self, msg) -> dict:
+        m, n = msg.member, msg.count
+        self.counters.received[m] += n
+        if self.sequences.seen(msg.actor, msg.seq):
+            self.counters.duplicates[m] += n
+            self.log.info("duplicate", actor=msg.actor, seq=msg.seq, member=m, count=n)
+            return {"type": "ack", "seq": msg.seq, "status": "duplicate"}
+        with self.stop.deferred():
+            self.store.add(m, msg.obs, msg.action, msg.reward, msg.next_obs, msg.terminal)
+            self.sequences.mark(msg.actor, msg.seq)
+            self.counters.stored[m] += n
+        self.ringer.ring()
+        return {"type": "ack", "seq": msg.seq, "status": "stored"}
+
+    def hello(self, header: dict) -> dict:
+        actor = header["actor"]
+        if actor not in self.remote_slots:
+            slot = self.cfg.first_remote_slot + len(self.remote_slots)
+            if slot >= ACTOR_SLOTS:
+                raise ProtocolError(f"no actor slot left: at most {ACTOR_SLOTS} actors per run")
+            self.remote_slots[actor] = slot
+            self.log.info("actor_joined", actor=actor, slot=slot)
+        return {"type": "welcome", "run": self.cfg.run_info, "slot": self.remote_slots[actor]}
+
+    def report(self, header: dict) -> dict:
+        actor, sent = header["actor"], header.get("sent")
+        if actor not in self.remote_slots:
+            raise ProtocolError(f"report from actor {actor!r} before its hello")
+        if not (isinstance(sent, list) and len(sent) == self.cfg.members
+                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in sent)):
+            raise ProtocolError(f"sent must list {self.cfg.members} non-negative integers, one per member")
+        self.counters.sent[self.remote_slots[actor]] = sent
+        return {"type": "reported"}
+
+    def refuse(self, identity, error: ProtocolError) -> None:
+        member = error.member if error.member is not None else self.cfg.members
+        self.counters.rejected[member] += error.count
+        self.counters.rejected_messages[0] += 1
+        self.log.warning("rejected", error=error.reason, seq=error.seq, member=error.member, count=error.count)
+        self.socket.send_multipart([identity, pack({"type": "error", "seq": error.seq, "error": error.reason})])
+
+    def log_accounting(self, event: str) -> None:
+        self.log.info(event, **self.counters.accounting(), per_member=self.counters.per_member(),
+                      paused=bool(self.counters.inserts_paused_since))
+
+
+def serve(config: dict, ready=None) -> None:
+    """Process entry point: create the store and counters, serve until stopped, clean up."""
+    die_with_parent()
+    stop = StopSignal().install()
+    cfg = ServiceConfig(**config)
+    configure_logging("replay", cfg.log_path)
+    log = get_logger()
+    store = counters = service = None
+    try:
+        store = ReplayStore.create(cfg.store_name, cfg.members, cfg.obs_dim, cfg.num_actions, cfg.capacity)
+        counters = RunCounters.create(cfg.counters_name, cfg.members)
+        service = ReplayService(cfg, store, counters, stop)
+        log.info("replay_started", endpoint=cfg.endpoint, members=cfg.members, capacity=cfg.capacity,
+                 store_bytes=store.segment.nbytes, curve=bool(cfg.keys_dir))
+        if ready is not None:
+            ready.set()
+        service.run()
+    except StopRequested:
+        pass
+    except Exception:
+        log.exception("replay_failed")
+        raise
+    finally:
+        if service is not None:
+            service.log_accounting("final_accounting")
+            service.close()
+        for segment in (store, counters):
+            if segment is not None:
+                segment.close()
+        log.info("replay_stopped")
+
+
+def start(cfg: ServiceConfig, timeout_s: float = 60.0):
+    """Start the service in a spawned process and wait until it serves; returns the process."""
+    import multiprocessing
+
+    mp = multiprocessing.get_context("spawn")
+    ready = mp.Event()
+    process = mp.Process(target=serve, args=(cfg.to_dict(), ready), name="mbgen-replay")
+    process.start()
+    deadline = time.monotonic() + timeout_s
+    while not ready.wait(0.1):
+        if not process.is_alive() or time.monotonic() > deadline:
+            process.kill()
+            process.join()
+            raise RuntimeError(f"the replay service did not start (exit code {process.exitcode})")
+    return process

@@ -1,0 +1,135 @@
+"""Self-describing shared-memory segments of named numpy arrays.
+
+A segment starts with a small msgpack header (its fields, dtypes, shapes,
+offsets and free-form metadata), so another process attaches with the name
+alone. Segments are created by one owner, which unlinks them; the supervisor
+unlinks any a dead owner left behind (`unlink_segment`). Names start with
+`SEGMENT_PREFIX` so tests and the supervisor can find strays in /dev/shm.
+
+Cross-process consistency relies on x86-64 (TSO) ordering of plain stores and
+loads: writers publish a counter after the data it covers, readers check
+counters after reading data.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from multiprocessing import shared_memory
+from typing import Any
+
+import msgpack
+import numpy as np
+
+SEGMENT_PREFIX = "mbgen_"
+_ALIGN = 64
+_HEADER_ROOM = 4096
+
+
+def new_run_id() -> str:
+    return f"{os.getpid():x}{secrets.token_hex(3)}"
+
+
+def segment_name(run_id: str, role: str) -> str:
+    return f"{SEGMENT_PREFIX}{run_id}_{role}"
+
+
+def _align(n: int) -> int:
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+class Segment:
+    """Named numpy arrays laid out in one shared-memory block."""
+
+    def __init__(self, shm: shared_memory.SharedMemory, fields: list, meta: dict, owner: bool):
+        self._shm = shm
+        self.name = shm.name
+        self.meta = meta
+        self.owner = owner
+        self.arrays: dict[str, np.ndarray] = {}
+        for field_name, dtype, shape, offset in fields:
+            count = int(np.prod(shape)) if shape else 1
+            self.arrays[field_name] = np.ndarray(shape, dtype=np.dtype(dtype), buffer=shm.buf, offset=offset)
+            assert offset + count * np.dtype(dtype).itemsize <= shm.size
+
+    @classmethod
+    def create(cls, name: str, spec: dict[str, tuple[Any, tuple[int, ...]]], meta: dict | None = None) -> "Segment":
+        """Create (zeroed) with fields {name: (dtype, shape)}."""
+        meta = meta or {}
+        fields, offset = [], _HEADER_ROOM
+        for field_name, (dtype, shape) in spec.items():
+            dtype = np.dtype(dtype)
+            shape = tuple(int(s) for s in shape)
+            fields.append([field_name, dtype.str, list(shape), offset])
+            offset = _align(offset + int(np.prod(shape)) * dtype.itemsize)
+        header = msgpack.packb({"fields": fields, "meta": meta})
+        if len(header) + 8 > _HEADER_ROOM:
+            raise ValueError(f"segment {name}: header of {len(header)} bytes exceeds {_HEADER_ROOM - 8}")
+        shm = shared_memory.SharedMemory(name=name, create=True, size=offset)
+        try:
+            shm.buf[:8] = len(header).to_bytes(8, "little")
+            shm.buf[8 : 8 + len(header)] = header
+            segment = cls(shm, fields, meta, owner=True)
+        except BaseException:
+            shm.close()
+            shm.unlink()
+            raise
+        for array in segment.arrays.values():
+            array.fill(0)
+        return segment
+
+    @classmethod
+    def attach(cls, name: str) -> "Segment":
+        shm = shared_memory.SharedMemory(name=name)
+        size = int.from_bytes(bytes(shm.buf[:8]), "little")
+        header = msgpack.unpackb(bytes(shm.buf[8 : 8 + size]))
+        return cls(shm, header["fields"], header["meta"], owner=False)
+
+    def __getitem__(self, field_name: str) -> np.ndarray:
+        return self.arrays[field_name]
+
+    @property
+    def nbytes(self) -> int:
+        return self._shm.size
+
+    def close(self) -> None:
+        """Drop this process's mapping; the owner also unlinks the name."""
+        if self._shm is None:
+            return
+        self.arrays.clear()
+        shm, self._shm = self._shm, None
+        try:
+            shm.close()
+        except BufferError:
+            # Views handed out (e.g. torch.from_numpy) still reference the buffer;
+            # the mapping is released when they are collected.
+            pass
+        if self.owner:
+            unlink_segment(shm.name)
+
+    def __enter__(self) -> "Segment":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def unlink_segment(name: str) -> bool:
+    """Remove a segment by name if it exists; True if something was removed."""
+    try:
+        shm = shared_memory.SharedMemory(name=name)
+    except FileNotFoundError:
+        return False
+    shm.close()
+    try:
+        shm.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def leftover_segments(prefix: str = SEGMENT_PREFIX) -> list[str]:
+    """Segments with our prefix in /dev/shm (what a clean exit must leave empty)."""
+    try:
+        return sorted(n for n in os.listdir("/dev/shm") if n.startswith(prefix))
+    except FileNotFoundError:
+        return []

@@ -1,0 +1,133 @@
+"""Process entry points and builders shared by the integration tests (importable by spawned children)."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+
+import numpy as np
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def transitions(seed: int, n: int, obs_dim: int, num_actions: int, tag: float):
+    """n deterministic transitions whose rewards tag + 0..n-1 identify them."""
+    rng = np.random.default_rng(seed)
+    obs = rng.random((n, obs_dim)) < 0.5
+    return dict(
+        obs=obs,
+        action=rng.integers(0, num_actions, n),
+        reward=(tag + np.arange(n)).astype(np.float32),
+        next_obs=~obs,
+        terminal=rng.random(n) < 0.1,
+    )
+
+
+def message(actor: int, seq: int, size: int, obs_dim: int, num_actions: int):
+    """Message `seq` of actor `actor`: rewards actor*1e6 + seq*size + i (exact in float32)."""
+    return transitions(actor * 1000 + seq, size, obs_dim, num_actions, actor * 1_000_000 + seq * size)
+
+
+def send_messages(endpoint, actor, member, first, count, size, obs_dim, num_actions, keys_dir=None, progress=None):
+    """Actor process: send messages first..first+count-1 for `member`, wait for all acks."""
+    from replay.client import ReplayClient
+    from replay.security import ClientKeys
+
+    keys = ClientKeys.load(keys_dir) if keys_dir else None
+    client = ReplayClient(endpoint, f"actor{actor}", keys=keys, first_seq=first, resend_after_s=5.0)
+    try:
+        for seq in range(first, first + count):
+            client.send(member, **message(actor, seq, size, obs_dim, num_actions))
+            if progress is not None:
+                progress.value = seq + 1
+        client.flush(60)
+    finally:
+        client.close()
+
+
+def run_in_process(target, *args, **kwargs):
+    p = SPAWN.Process(target=target, args=args, kwargs=kwargs)
+    p.start()
+    return p
+
+
+def stop_process(p, sig=signal.SIGTERM, timeout=15):
+    if p.is_alive():
+        os.kill(p.pid, sig)
+    p.join(timeout)
+    assert not p.is_alive(), "process did not stop"
+    return p.exitcode
+
+
+def wait_for(predicate, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def consumer(counters_name, store_name, ratio, bell, service_bell, total_updates, work, out_path, log_path=None,
+             stall_warning_s=30.0, ready=None):
+    """A learner stand-in: waits on the limiter, samples, does `work` matmuls, counts the update.
+
+    Saves (min inserts seen, update index) per update to `out_path`.
+    """
+    import zmq
+
+    from replay.counters import RunCounters
+    from replay.doorbell import Doorbell, Ringer
+    from replay.lifecycle import StopRequested, StopSignal
+    from replay.limiter import RatioPolicy, wait_until
+    from replay.logs import configure_logging
+    from replay.store import Batch, ReplayStore
+
+    StopSignal().install()
+    configure_logging("consumer", log_path)
+    policy = RatioPolicy(**ratio)
+    ctx = zmq.Context()
+    counters = RunCounters.attach(counters_name)
+    store = ReplayStore.attach(store_name)
+    own, ring = Doorbell(ctx, bell), Ringer(ctx, [service_bell])
+    batch = Batch.allocate(store.members, 32, store.obs_dim)
+    rngs = [np.random.default_rng(m) for m in range(store.members)]
+    a = np.random.default_rng(0).random((128, 128)).astype(np.float32)
+    records = []
+    if ready is not None:
+        ready.set()
+    try:
+        for u in range(total_updates):
+            wait_until(lambda: policy.may_update(counters.min_inserts(), u), own, stall_warning_s=stall_warning_s,
+                       describe_stall=lambda: {"side": "actors", "inserts": counters.min_inserts(), "updates": u})
+            records.append((counters.min_inserts(), u))
+            store.sample(rngs, batch)
+            for _ in range(work):
+                a = np.tanh(a @ a)
+            counters.updates = u + 1
+            ring.ring()
+    except StopRequested:
+        pass
+    finally:
+        np.save(out_path, np.array(records, dtype=np.int64).reshape(-1, 2))
+        own.close()
+        ring.close()
+        store.close()
+        counters.close()
+        ctx.term()
+
+
+def paced_sender(endpoint, actor, member, count, size, obs_dim, num_actions, work):
+    """Actor process that computes (`work` matmuls) between messages: a slow producer."""
+    from replay.client import ReplayClient
+
+    a = np.random.default_rng(1).random((128, 128)).astype(np.float32)
+    client = ReplayClient(endpoint, f"actor{actor}")
+    try:
+        for seq in range(count):
+            for _ in range(work):
+                a = np.tanh(a @ a)
+            client.send(member, **message(actor, seq, size, obs_dim, num_actions))
+        client.flush(60)
+    finally:
+        client.close()
