@@ -14,6 +14,7 @@ from envs.base import Transitions, VectorEnv
 from envs.buttongrid import ButtonGrid
 from envs.panflute import PanFlute
 from envs.procmaze import OpenGrid, ProcMaze
+from envs.seeding import derive_seed
 from envs.wallgrid import WallGrid3x3
 
 ENVIRONMENTS: dict[str, type[VectorEnv]] = {
@@ -51,4 +52,4 @@ def make(name: str, num_envs: int = 1, seed: int = 0, **params: Any) -> VectorEn
 
 from envs import gym_wrappers  # noqa: E402  (registers the mbgen/*-v0 Gymnasium ids)
 
-__all__ = ["ENVIRONMENTS", "Transitions", "VectorEnv", "env_params", "make", "gym_wrappers"]
+__all__ = ["ENVIRONMENTS", "Transitions", "VectorEnv", "derive_seed", "env_params", "make", "gym_wrappers"]

@@ -27,6 +27,7 @@ from replay.security import ServerKeys, check_bind, start_authenticator
 from replay.shm import segment_name
 from replay.store import DEFAULT_CAPACITY, ReplayStore
 
+STORE_SEGMENT, COUNTERS_SEGMENT = "replay", "counters"  # segment roles; see replay.shm.segment_name
 # Bounds what one garbage message can make the service allocate.
 MAX_MESSAGE_BYTES = 256 << 20
 
@@ -52,11 +53,11 @@ class ServiceConfig:
 
     @property
     def store_name(self) -> str:
-        return segment_name(self.run_id, "replay")
+        return segment_name(self.run_id, STORE_SEGMENT)
 
     @property
     def counters_name(self) -> str:
-        return segment_name(self.run_id, "counters")
+        return segment_name(self.run_id, COUNTERS_SEGMENT)
 
     def to_dict(self) -> dict:
         return asdict(self)

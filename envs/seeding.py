@@ -1,0 +1,15 @@
+"""Seeds derived from a member's seed, so every random stream of a member is its own.
+
+A member with seed s draws its network initialisations, environment resets,
+behaviour and replay sampling from streams derived from s alone, so a member
+behaves the same whatever else is in the population.
+"""
+from __future__ import annotations
+
+import hashlib
+
+
+def derive_seed(seed: int, *words: object) -> int:
+    """A stable 63-bit seed from `seed` and a path of words, e.g. derive_seed(3, "actor", 0)."""
+    text = "/".join([str(int(seed)), *map(str, words)])
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1

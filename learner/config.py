@@ -1,0 +1,225 @@
+"""RunConfig: the one flat configuration of a run, shared by every process role.
+
+Every field has a one-line comment; `validate()` refuses bad values with a
+message naming the key and the allowed values. Zero or empty values marked
+"auto" are resolved by `resolved()` from the data regime and the paper's tuned
+hyperparameters (PAPER.md section 4), so the saved config.toml holds concrete
+numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import envs
+
+AGENTS = ("er", "simple", "perfect", "latent-cat", "latent-gauss")
+MODEL_AGENTS = AGENTS[1:]
+REGIMES = {"high": {"updates_per_step": 1, "eval_period": 500}, "low": {"updates_per_step": 10, "eval_period": 50}}
+DEVICES = ("auto", "cpu", "cuda")
+
+# Tuned (Q step size, softmax temperature) per (agent, environment, regime): PAPER.md section 4.
+TUNED: dict[tuple[str, str, str], tuple[float, float]] = {
+    ("er", "procmaze", "high"): (5e-5, 0.1), ("simple", "procmaze", "high"): (2e-4, 0.8),
+    ("perfect", "procmaze", "high"): (1e-4, 0.4), ("latent-cat", "procmaze", "high"): (2e-4, 1.6),
+    ("latent-gauss", "procmaze", "high"): (3.125e-6, 12.8),
+    ("er", "buttongrid", "high"): (5e-5, 0.0125), ("simple", "buttongrid", "high"): (2e-4, 1.6),
+    ("perfect", "buttongrid", "high"): (2e-4, 0.0125), ("latent-cat", "buttongrid", "high"): (1e-4, 0.05),
+    ("latent-gauss", "buttongrid", "high"): (1.25e-5, 0.1),
+    ("er", "panflute", "high"): (1e-4, 0.1), ("simple", "panflute", "high"): (1e-4, 0.4),
+    ("perfect", "panflute", "high"): (2e-4, 0.1), ("latent-cat", "panflute", "high"): (8e-4, 0.05),
+    ("latent-gauss", "panflute", "high"): (2e-4, 0.1),
+    ("er", "procmaze", "low"): (2.5e-5, 1.6), ("simple", "procmaze", "low"): (2.5e-5, 0.4),
+    ("perfect", "procmaze", "low"): (4e-4, 0.4), ("latent-cat", "procmaze", "low"): (1e-4, 0.8),
+    ("latent-gauss", "procmaze", "low"): (3.125e-6, 0.8),
+    ("er", "buttongrid", "low"): (2.5e-5, 0.1), ("simple", "buttongrid", "low"): (5e-5, 0.4),
+    ("perfect", "buttongrid", "low"): (2e-4, 0.0125), ("latent-cat", "buttongrid", "low"): (2e-4, 0.1),
+    ("latent-gauss", "buttongrid", "low"): (2.5e-5, 0.8),
+    ("er", "panflute", "low"): (3.125e-6, 0.8), ("simple", "panflute", "low"): (2e-4, 0.2),
+    ("perfect", "panflute", "low"): (1e-4, 0.1), ("latent-cat", "panflute", "low"): (1.6e-3, 0.05),
+    ("latent-gauss", "panflute", "low"): (2e-4, 0.1),
+}
+# Environments the paper did not tune on borrow the values of the closest one.
+TUNED_PROXY = {"opengrid": "procmaze", "wallgrid3x3": "procmaze"}
+
+
+def tuned(agent: str, env: str, regime: str) -> tuple[float, float]:
+    return TUNED[(agent, TUNED_PROXY.get(env, env), regime)]
+
+
+@dataclass
+class RunConfig:
+    # -- what to run -----------------------------------------------------------------------
+    agent: str = "er"  # where Q's training transitions come from: er | simple | perfect | latent-cat | latent-gauss
+    env: str = "procmaze"  # environment: panflute | buttongrid | procmaze | opengrid | wallgrid3x3
+    env_params: dict[str, Any] = field(default_factory=dict)  # environment parameters, e.g. grid_size = 4
+    regime: str = "high"  # high: 1 update per env step, eval every 500 steps; low: 10 per step, every 50
+    steps: int = 1_000_000  # env steps per member
+    seeds: list[int] = field(default_factory=lambda: [0])  # one population member per seed
+    # -- learning (PAPER.md sections 3-4) ----------------------------------------------------
+    lr: float | list[float] = 0.0  # Q step size, one or one per member; 0 = auto (the paper's tuned value)
+    temperature: float | list[float] = 0.0  # softmax temperature, one or one per member; 0 = auto (tuned)
+    model_lr: float = 2e-4  # model step size
+    gamma: float = 0.9  # discount
+    batch_size: int = 320  # transitions per Q update (ER: replay samples; models: starts x rollout length)
+    rollout_starts: int = 32  # replay states per model update, each rolled out in the model
+    rollout_length: int = 10  # imagined steps per rollout (1 for the paper's ablation)
+    hidden: list[int] = field(default_factory=lambda: [200, 200, 200])  # hidden layer sizes of every MLP
+    latent_features: int = 32  # latent agents: number of latent features
+    latent_classes: int = 32  # latent-cat: classes per categorical feature
+    target_period: int = 100  # Q updates between target-network refreshes
+    learning_starts: int = 1000  # env steps per member before the first update
+    capacity: int = 100_000  # replay transitions kept per member
+    updates_per_step: int = 0  # Q updates per env step; 0 = auto (from regime)
+    eval_period: int = 0  # env steps between evaluations; 0 = auto (from regime)
+    eval_episodes: int = 32  # greedy episodes per evaluation and member
+    eval_steps: int = 100  # steps per evaluation episode
+    # -- system ----------------------------------------------------------------------------
+    actors: int = 1  # local actor processes
+    envs_per_actor: int = 1  # environment copies per member in each actor
+    message_size: int = 16  # transitions per member per message to the replay service
+    tolerance: float = 100.0  # updates the learner may drift from the ratio; 0 = lock-step (reproducible)
+    policy_lag: int = 1  # Q versions a rollout's policy may trail the learner (0 in lock-step)
+    queue_depth: int = 2  # imagined batches the model server may prepare ahead
+    publish_period: int = 1  # Q updates between parameter publications
+    remote_publish_period: int = 100  # Q updates between publications to remote actors (ZeroMQ PUB)
+    checkpoint_period: int = 100_000  # Q updates between checkpoints (and one at the end)
+    diagnostics_period: int = 1000  # model updates between model diagnostics events
+    device: str = "auto"  # learner and model server: auto | cpu | cuda
+    threads: int = 0  # torch threads for the learner and model server; 0 = auto
+    out: str = ""  # run directory; empty = runs/<time>-<agent>-<env>
+    endpoint: str = ""  # replay ingest endpoint; empty = local ipc; tcp://HOST:PORT admits remote actors
+    param_endpoint: str = ""  # where remote actors subscribe to parameters; empty = none
+    keys: str = ""  # CurveZMQ key directory (required for non-loopback endpoints; see `mbgen keys`)
+    stall_warning_s: float = 30.0  # warn when a process waits this long for another
+    heartbeat_timeout_s: float = 120.0  # stop the run when a process shows no sign of life this long
+
+    # ------------------------------------------------------------------------------------
+    @property
+    def members(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def lockstep(self) -> bool:
+        return self.tolerance == 0
+
+    @property
+    def total_updates(self) -> int:
+        return self.updates_per_step * max(0, self.steps - self.learning_starts)
+
+    def eval_points(self) -> list[int]:
+        """Env steps after which the policy is evaluated: 0, eval_period, ..., steps."""
+        return list(range(0, self.steps + 1, self.eval_period))
+
+    def target_updates(self, env_steps: int) -> int:
+        """Q updates the protocol calls for after `env_steps` steps per member."""
+        return self.updates_per_step * max(0, env_steps - self.learning_starts)
+
+    def per_member(self, value: float | list[float]) -> list[float]:
+        return [float(v) for v in value] if isinstance(value, list) else [float(value)] * self.members
+
+    def resolved(self) -> "RunConfig":
+        """A copy with every auto value replaced by a concrete one; validates first."""
+        self.validate()
+        c = dataclasses.replace(self, env_params=dict(self.env_params), seeds=list(self.seeds), hidden=list(self.hidden))
+        regime = REGIMES[c.regime]
+        c.updates_per_step = c.updates_per_step or regime["updates_per_step"]
+        c.eval_period = c.eval_period or regime["eval_period"]
+        lr, temperature = tuned(c.agent, c.env, c.regime)
+        c.lr = c.lr or lr
+        c.temperature = c.temperature or temperature
+        c.env_params = envs.make(c.env, 1, 0, **c.env_params).params
+        c.validate()
+        return c
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config key {', '.join(unknown)}; see `mbgen run --help` for the keys")
+        return cls(**values)
+
+    # ------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        def fail(key: str, allowed: str, value: Any) -> None:
+            raise ValueError(f"{key} must be {allowed}, got {value!r}")
+
+        def integer(key: str, low: int) -> None:
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                fail(key, f"an integer >= {low}", v)
+
+        def number(key: str, low: float, strict: bool) -> None:
+            v = getattr(self, key)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            if not ok or (v <= low if strict else v < low):
+                fail(key, f"a number {'>' if strict else '>='} {low}", v)
+
+        if self.agent not in AGENTS:
+            fail("agent", "one of " + ", ".join(AGENTS), self.agent)
+        if self.env not in envs.ENVIRONMENTS:
+            fail("env", "one of " + ", ".join(envs.ENVIRONMENTS), self.env)
+        if self.regime not in REGIMES:
+            fail("regime", "one of " + ", ".join(REGIMES), self.regime)
+        if self.device not in DEVICES:
+            fail("device", "one of " + ", ".join(DEVICES), self.device)
+        if not isinstance(self.env_params, dict):
+            fail("env_params", "a table of environment parameters", self.env_params)
+        try:
+            envs.make(self.env, 1, 0, **self.env_params)
+        except ValueError as error:
+            raise ValueError(f"env_params: {error}") from None
+        if (not isinstance(self.seeds, list) or not self.seeds
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds)):
+            fail("seeds", "a non-empty list of integers >= 0", self.seeds)
+        if len(set(self.seeds)) != len(self.seeds):
+            fail("seeds", "distinct", self.seeds)
+        for key in ("lr", "temperature"):
+            v = getattr(self, key)
+            values = v if isinstance(v, list) else [v]
+            if isinstance(v, list) and len(v) != self.members:
+                fail(key, f"one number or a list of {self.members} (one per seed)", v)
+            for x in values:
+                if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0 \
+                        or (isinstance(v, list) and x == 0):
+                    fail(key, "a number > 0 (or 0 for the tuned value)", v)
+        for key in ("model_lr",):
+            number(key, 0, strict=True)
+        if not 0 <= self.gamma < 1:
+            fail("gamma", "in [0, 1)", self.gamma)
+        for key in ("steps", "batch_size", "rollout_starts", "rollout_length", "latent_features", "latent_classes",
+                    "target_period", "capacity", "eval_episodes", "eval_steps", "actors", "envs_per_actor",
+                    "message_size", "queue_depth", "publish_period", "remote_publish_period",
+                    "checkpoint_period", "diagnostics_period"):
+            integer(key, 1)
+        for key in ("learning_starts", "updates_per_step", "eval_period", "policy_lag", "threads"):
+            integer(key, 0)
+        for key in ("tolerance",):
+            number(key, 0, strict=False)
+        for key in ("stall_warning_s", "heartbeat_timeout_s"):
+            number(key, 0, strict=True)
+        if not isinstance(self.hidden, list) or not self.hidden or not all(
+                isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in self.hidden):
+            fail("hidden", "a non-empty list of integers >= 1", self.hidden)
+        if self.agent in MODEL_AGENTS and self.rollout_starts * self.rollout_length != self.batch_size:
+            fail("batch_size", f"rollout_starts x rollout_length = {self.rollout_starts * self.rollout_length} "
+                               "for model agents (equal transitions per update)", self.batch_size)
+        per_step = self.actors * self.envs_per_actor
+        if self.steps % per_step:
+            fail("steps", f"a multiple of actors x envs_per_actor = {per_step}", self.steps)
+        if self.eval_period and self.steps % self.eval_period:
+            fail("steps", f"a multiple of eval_period = {self.eval_period}", self.steps)
+        if self.steps <= self.learning_starts:
+            fail("steps", f"more than learning_starts = {self.learning_starts}", self.steps)
+        if self.lockstep and self.actors != 1:
+            fail("actors", "1 when tolerance is 0 (lock-step runs are reproducible with one actor)", self.actors)
+        for key in ("endpoint", "param_endpoint"):
+            v = getattr(self, key)
+            if v and not v.startswith(("tcp://", "ipc://")):
+                fail(key, "empty, tcp://HOST:PORT or ipc://PATH", v)

@@ -1,0 +1,212 @@
+"""Learner numerics against hand-worked values, and its shared-memory plumbing across processes."""
+import numpy as np
+import pytest
+import torch
+import zmq
+
+from helpers import SPAWN, run_in_process, stop_process
+from learner.dqn import DQN
+from learner.losses import q_loss, td_targets
+from learner.networks import PopulationMLP, init_flat, layer_views, mlp_forward, mlp_shape
+from learner.optim import adam_init, adam_step
+from learner.params import ParamBlock, ParamReader
+from replay.doorbell import Doorbell, Ringer, bell_endpoint
+from replay.shm import new_run_id, segment_name
+from replay.slots import SlotQueue
+
+# A linear Q (no hidden layer) over 2 features and 2 actions: W = [[1, 2], [3, 4]], b = [0.5, -0.5].
+LINEAR = mlp_shape(2, [], 2)
+W_B = torch.tensor([[1.0, 2.0, 3.0, 4.0, 0.5, -0.5]])
+BATCH = dict(
+    obs=torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]),
+    action=torch.tensor([[0, 1]]),
+    reward=torch.tensor([[1.0, 0.0]]),
+    next_obs=torch.tensor([[[0.0, 1.0], [1.0, 1.0]]]),
+    continuation=torch.tensor([[1.0, 0.0]]),
+)
+
+
+def linear_dqn(lr=0.01):
+    dqn = DQN(LINEAR, [0], [lr], target_period=100)
+    dqn.q.load_(W_B)
+    dqn.target.load_(W_B)
+    return dqn
+
+
+def test_td_loss_by_hand():
+    # Q(s1) = [1, 2] + b = [1.5, 1.5]; Q(s2) = [3, 4] + b = [3.5, 3.5]
+    # y1 = 1 + 0.9 * 1 * max(Q(s1')) = 1 + 0.9 * 3.5 = 4.15;  y2 = 0 + 0.9 * 0 * 5.5 = 0
+    dqn = linear_dqn()
+    loss = dqn.loss(**BATCH)
+    assert loss.tolist() == pytest.approx([((1.5 - 4.15) ** 2 + 3.5**2) / 2])
+    weighted = dqn.loss(**BATCH, weight=torch.tensor([[1.0, 0.5]]))
+    assert weighted.tolist() == pytest.approx([((1.5 - 4.15) ** 2 + 0.5 * 3.5**2) / 2])
+    q = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])
+    assert td_targets(q, torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 0.5]]), 0.5).tolist() == [[1.5, 1.5]]
+    assert q_loss(q, torch.tensor([[1, 0]]), torch.tensor([[0.0, 0.0]])).tolist() == [(4 + 9) / 2]
+
+
+def test_one_optimiser_step_by_hand():
+    # dL/dQ(s1, 0) = (1.5 - 4.15) = -2.65 and dL/dQ(s2, 1) = 3.5 (the mean over 2 halves 2*err)
+    # so g = [dW00, dW01, dW10, dW11, db0, db1] = [-2.65, 0, 0, 3.5, -2.65, 3.5].
+    # First Adam step: mhat = g, vhat = g^2, so w <- w - lr * g / (|g| + 1e-5) - 1e-6 * w.
+    lr = 0.01
+    dqn = linear_dqn(lr)
+    dqn.update(**BATCH)
+    g = np.array([-2.65, 0.0, 0.0, 3.5, -2.65, 3.5])
+    w = W_B.numpy()[0].astype(np.float64)
+    expected = w - lr * g / (np.abs(g) + 1e-5) - 1e-6 * w
+    assert dqn.q.flat.detach().numpy()[0] == pytest.approx(expected, abs=1e-6)
+    assert dqn.opt.t == 1
+    assert dqn.opt.m.numpy()[0] == pytest.approx(0.1 * g, abs=1e-6)
+    assert dqn.opt.v.numpy()[0] == pytest.approx(0.01 * g**2, abs=1e-6)
+
+
+def test_adam_second_step_bias_correction():
+    # With the same gradient twice: m = 0.19 g, v = 0.0199 g^2, and the corrections give mhat = g, vhat = g^2.
+    w = torch.tensor([[1.0, -2.0]])
+    g = torch.tensor([[0.3, -4.0]])
+    state = adam_init(w)
+    lr = torch.tensor([0.1])
+    adam_step(w, g, state, lr)
+    adam_step(w, g, state, lr)
+    assert state.m.numpy() == pytest.approx(0.19 * g.numpy())
+    assert state.v.numpy() == pytest.approx(0.0199 * g.numpy() ** 2, rel=1e-5)
+    one = np.array([1.0, -2.0]) - 0.1 * np.sign([0.3, -4.0]) * np.array([0.3, 4.0]) / (np.array([0.3, 4.0]) + 1e-5)
+    one -= 1e-6 * np.array([1.0, -2.0])
+    two = one - 0.1 * np.sign([0.3, -4.0]) * np.array([0.3, 4.0]) / (np.array([0.3, 4.0]) + 1e-5) - 1e-6 * one
+    assert w.numpy()[0] == pytest.approx(two, abs=1e-6)
+
+
+def test_members_are_independent_with_their_own_step_sizes():
+    shape = mlp_shape(4, [8], 3)
+    dqn = DQN(shape, [5, 6], [1e-3, 0.0])
+    before = dqn.q.flat.detach().clone()
+    rng = torch.Generator().manual_seed(0)
+    batch = dict(obs=torch.rand(2, 16, 4, generator=rng), action=torch.randint(0, 3, (2, 16), generator=rng),
+                 reward=torch.rand(2, 16, generator=rng), next_obs=torch.rand(2, 16, 4, generator=rng),
+                 continuation=torch.ones(2, 16))
+    dqn.update(**batch)
+    assert not torch.allclose(dqn.q.flat[0], before[0])
+    assert torch.allclose(dqn.q.flat[1], before[1] * (1 - 1e-6))  # lr 0: only the decay
+    # member 0 alone, same seed, same data: the same step
+    solo = DQN(shape, [5], [1e-3])
+    solo.update(**{k: v[:1] for k, v in batch.items()})
+    assert torch.allclose(solo.q.flat[0], dqn.q.flat[0], atol=1e-7)
+
+
+def test_target_refreshes_every_period():
+    dqn = DQN(mlp_shape(2, [4], 2), [0], [0.1], target_period=3)
+    initial = dqn.target.flat.clone()
+    for u in range(1, 7):
+        dqn.update(**BATCH)
+        if u % 3:
+            assert torch.equal(dqn.target.flat, initial if u < 3 else refreshed)
+        else:
+            assert torch.equal(dqn.target.flat, dqn.q.flat.detach())
+            refreshed = dqn.target.flat.clone()
+
+
+def test_population_mlp_matches_per_member_computation_and_seeds():
+    shape = mlp_shape(3, [5, 4], 2)
+    net = PopulationMLP.create(shape, [11, 12, 13], trainable=False)
+    x = torch.randn(3, 7, 3)
+    out = net(x)
+    for p in range(3):
+        h = x[p]
+        for k, (w, b) in enumerate(layer_views(net.flat, shape)):
+            h = h @ w[p] + b[p]
+            if k < 2:
+                h = torch.where(h > 0, h, torch.exp(h) - 1)
+        assert torch.allclose(out[p], h, atol=1e-6)
+    # a member's initialisation depends on its seed alone
+    assert torch.equal(init_flat(shape, [12])[0], net.flat[1])
+    # weights are truncated normal with std 1/sqrt(fan_in); biases zero
+    big = init_flat(mlp_shape(400, [], 300), [1])
+    w, b = layer_views(big, mlp_shape(400, [], 300))[0]
+    assert abs(w.std().item() - 0.05 * 0.88) < 0.002 and w.abs().max() <= 0.1 and (b == 0).all()
+    assert mlp_forward(layer_views(net.flat, shape), x).shape == (3, 7, 2)
+
+
+def test_dqn_checkpoint_round_trip():
+    a = DQN(mlp_shape(2, [4], 2), [0], [0.1])
+    a.update(**BATCH)
+    b = DQN(mlp_shape(2, [4], 2), [9], [0.1])
+    b.load_state(a.state())
+    assert torch.equal(a.q.flat, b.q.flat) and b.opt.t == 1 and b.updates == 1
+    assert torch.equal(a.loss(**BATCH), b.loss(**BATCH))
+
+
+# ------------------------------------------------------------- shared memory
+def publish_versions(name, count):
+    block = ParamBlock.attach(name)
+    try:
+        for v in range(count):
+            block.publish(np.full(block.shape, float(v), np.float32), v)
+    finally:
+        block.close()
+
+
+def test_param_block_readers_never_see_a_half_written_version():
+    block = ParamBlock.create(segment_name(new_run_id(), "params"), members=4, numel=200_000)
+    writer = None
+    try:
+        assert block.version == -1
+        writer = run_in_process(publish_versions, block.segment.name, 2000)
+        reader = ParamReader(block, torch.zeros(block.shape))
+        seen = set()
+        while writer.is_alive() or reader.version < 1999:
+            if reader.refresh():
+                lo, hi = reader.out.min().item(), reader.out.max().item()
+                assert lo == hi == reader.version, "a read mixed two versions"
+                seen.add(reader.version)
+        assert len(seen) > 20 and reader.version == 1999
+    finally:
+        if writer is not None:
+            stop_process(writer)
+        block.close()
+
+
+def produce_items(queue_name, bell, consumer_bell, count):
+    ctx = zmq.Context()
+    q, own, ring = SlotQueue.attach(queue_name), Doorbell(ctx, bell), Ringer(ctx, [consumer_bell])
+    try:
+        for i in range(count):
+            slot = q.await_room(own)
+            slot["item"][...] = i
+            slot["data"][...] = i
+            q.commit()
+            ring.ring()
+    finally:
+        own.close()
+        ring.close()
+        q.close()
+        ctx.term()
+
+
+def test_slot_queue_hands_every_item_to_exactly_one_consumer_read():
+    run_id = new_run_id()
+    producer_bell, consumer_bell = bell_endpoint(run_id, "producer"), bell_endpoint(run_id, "consumer")
+    q = SlotQueue.create(segment_name(run_id, "queue"), 2, {"item": (np.int64, ()), "data": (np.float32, (64, 64))})
+    ctx = zmq.Context()
+    own, ring = Doorbell(ctx, consumer_bell), Ringer(ctx, [producer_bell])
+    producer = run_in_process(produce_items, q.segment.name, producer_bell, consumer_bell, 500)
+    try:
+        got = []
+        for _ in range(500):
+            slot = q.await_item(own)
+            assert q.pending() <= 2
+            got.append(int(slot["item"]))
+            assert (slot["data"] == got[-1]).all()
+            q.release()
+            ring.ring()
+        assert got == list(range(500))
+        producer.join(30)
+        assert producer.exitcode == 0 and q.pending() == 0
+    finally:
+        if producer.is_alive():
+            stop_process(producer)
+        own.close()
+        ring.close()
+        q.close()
+        ctx.term()
