@@ -8,6 +8,7 @@ Each counter has exactly one writer, so plain stores suffice:
   model_updates                              the model server
   heartbeat [PROCESS_SLOTS]                  each process its own slot (unix time)
   inserts_paused_since                       the service (0 when reading its socket)
+  update_times [2]                           the learner: unix times of the first and latest update
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class RunCounters:
         self._model_updates = a["model_updates"]
         self.heartbeat = a["heartbeat"]
         self._paused_since = a["inserts_paused_since"]
+        self.update_times = a["update_times"]
 
     @classmethod
     def create(cls, name: str, members: int) -> "RunCounters":
@@ -51,6 +53,7 @@ class RunCounters:
             "model_updates": (np.int64, (1,)),
             "heartbeat": (np.float64, (PROCESS_SLOTS,)),
             "inserts_paused_since": (np.float64, (1,)),
+            "update_times": (np.float64, (2,)),
         }
         return cls(Segment.create(name, spec, {"kind": "counters", "members": members}))
 

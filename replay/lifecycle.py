@@ -42,6 +42,11 @@ class StopSignal:
             self._raised = True
             raise StopRequested(self.signum)
 
+    @property
+    def exit_code(self) -> int:
+        """What a process stopped by this signal exits with (the shell's 128 + signal number)."""
+        return 128 + int(self.signum) if self.requested and self.signum else 0
+
     def check(self) -> None:
         if self.requested:
             self._raise()

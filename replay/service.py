@@ -11,6 +11,7 @@ the keys.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -250,6 +251,8 @@ def serve(config: dict, ready=None) -> None:
             if segment is not None:
                 segment.close()
         log.info("replay_stopped")
+    if stop.exit_code:
+        sys.exit(stop.exit_code)
 
 
 def start(cfg: ServiceConfig, timeout_s: float = 60.0):

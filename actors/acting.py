@@ -1,0 +1,34 @@
+"""ActingPolicy: a process's local copy of the Q-network (and encoder) for choosing actions."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from learner.agent import encode, encoder_shape, greedy_actions, q_shape, softmax_actions
+from learner.config import RunConfig
+from learner.networks import PopulationMLP
+
+
+class ActingPolicy:
+    def __init__(self, cfg: RunConfig, obs_dim: int, num_actions: int, generator: torch.Generator):
+        self.cfg = cfg
+        shape = q_shape(cfg, obs_dim, num_actions)
+        self.q = PopulationMLP(shape, torch.zeros(cfg.members, shape.numel))
+        enc = encoder_shape(cfg, obs_dim)
+        self.encoder = PopulationMLP(enc, torch.zeros(cfg.members, enc.numel)) if enc else None
+        self.generator = generator
+        self.temperature = torch.tensor(cfg.per_member(cfg.temperature), dtype=torch.float32)
+
+    @torch.no_grad()
+    def q_values(self, obs: np.ndarray) -> torch.Tensor:
+        """bool obs [P, E, D] -> Q-values [P, E, A] (latent agents act on a sampled latent)."""
+        x = torch.from_numpy(obs).to(torch.float32)
+        if self.encoder is not None:
+            x = encode(self.cfg, self.encoder(x), self.generator)
+        return self.q(x)
+
+    def behaviour(self, obs: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+        return softmax_actions(self.q_values(obs), self.temperature, uniforms)
+
+    def greedy(self, obs: np.ndarray) -> np.ndarray:
+        return greedy_actions(self.q_values(obs))

@@ -1,0 +1,154 @@
+"""The actor: steps its environments for every member and streams transitions to replay.
+
+Each actor runs `envs_per_actor` copies of the environment for every member
+(seeded from the member's seed and the actor's index), picks actions by
+softmax over Q/temperature with the newest parameters it has, and sends each
+member's transitions in messages of `message_size`. In lock-step mode it sends
+every step and, before acting at step t, waits for the parameters of exactly
+the updates the protocol calls for after t steps, which makes a run
+reproducible bit for bit. (Otherwise it waits only for the first version.)
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import zmq
+
+import envs
+from actors.acting import ActingPolicy
+from envs.seeding import derive_seed
+from learner.agent import is_latent
+from learner.config import RunConfig
+from learner.params import ParamBlock, ParamReader
+from learner.wiring import FIRST_ACTOR_SLOT, Wiring
+from replay.client import ReplayClient
+from replay.counters import RunCounters
+from replay.doorbell import Doorbell
+from replay.lifecycle import StopRequested, StopSignal, die_with_parent
+from replay.limiter import wait_until
+from replay.logs import configure_logging, get_logger
+
+PROGRESS_PERIOD_S = 10.0
+
+
+class Actor:
+    def __init__(self, cfg: RunConfig, index: int, client: ReplayClient, policy: ActingPolicy,
+                 refresh: Callable[[], None], on_sent: Callable[[int, int], None],
+                 heartbeat: Callable[[], None] = lambda: None,
+                 await_version: Callable[[int], None] | None = None):
+        self.cfg, self.index, self.client, self.policy = cfg, index, client, policy
+        self.refresh, self.on_sent, self.heartbeat, self.await_version = refresh, on_sent, heartbeat, await_version
+        self.log = get_logger()
+        self.E = cfg.envs_per_actor
+        self.envs = [envs.make(cfg.env, self.E, derive_seed(s, "actor", index), **cfg.env_params) for s in cfg.seeds]
+        self.rngs = [np.random.default_rng(derive_seed(s, "behaviour", index)) for s in cfg.seeds]
+        self.steps = cfg.steps // (cfg.actors * self.E)
+        self.buffers: list[list[tuple]] = [[] for _ in cfg.seeds]
+
+    def run(self) -> None:
+        obs = np.stack([env.reset() for env in self.envs])  # [P, E, D]
+        flush_every = 1 if self.cfg.lockstep else max(1, self.cfg.message_size // self.E)
+        next_report = time.monotonic() + PROGRESS_PERIOD_S
+        for t in range(self.steps):
+            if self.await_version is not None and (self.cfg.lockstep or t == 0):
+                self.await_version(self.cfg.target_updates(t * self.E))
+            self.refresh()
+            uniforms = np.stack([rng.random(self.E) for rng in self.rngs])
+            actions = self.policy.behaviour(obs, uniforms)
+            new_obs = np.empty_like(obs)
+            for m, env in enumerate(self.envs):
+                next_obs, reward, terminal, new_obs[m] = env.step(actions[m])
+                self.buffers[m].append((obs[m], actions[m], reward, next_obs, terminal))
+            obs = new_obs
+            if (t + 1) % flush_every == 0:
+                self.flush()
+            self.heartbeat()
+            if time.monotonic() >= next_report:
+                self.log.info("actor_progress", steps=t + 1, of=self.steps, resends=self.client.resends)
+                next_report = time.monotonic() + PROGRESS_PERIOD_S
+        self.flush()
+        self.client.flush()
+        self.log.info("actor_finished", steps=self.steps, stored=self.client.stored, duplicates=self.client.duplicates)
+
+    def flush(self) -> None:
+        for m, buffer in enumerate(self.buffers):
+            if not buffer:
+                continue
+            obs, action, reward, next_obs, terminal = (np.concatenate(x) for x in zip(*buffer))
+            self.client.send(m, obs, action, reward, next_obs, terminal)
+            self.on_sent(m, len(action))
+            buffer.clear()
+
+
+class LocalParams:
+    """Parameters from the run's shared-memory blocks (what a local actor or the evaluator reads)."""
+
+    def __init__(self, cfg: RunConfig, wiring: Wiring, policy: ActingPolicy):
+        self.q = ParamReader(ParamBlock.attach(wiring.q_params), policy.q.flat)
+        self.encoder = (ParamReader(ParamBlock.attach(wiring.model_params), policy.encoder.flat)
+                        if is_latent(cfg.agent) else None)
+
+    def refresh(self) -> None:
+        self.q.refresh()
+        if self.encoder is not None:
+            self.encoder.refresh()
+
+    def versions(self) -> list[int]:
+        """Versions currently published (not necessarily read yet)."""
+        return [r.block.version for r in (self.q, self.encoder) if r is not None]
+
+    def close(self) -> None:
+        for r in (self.q, self.encoder):
+            if r is not None:
+                r.block.close()
+
+
+def _env_dims(cfg: RunConfig) -> tuple[int, int]:
+    env = envs.make(cfg.env, 1, 0, **cfg.env_params)
+    return env.obs_dim, env.num_actions
+
+
+def run_actor(config: dict, wiring: dict, index: int) -> None:
+    """Process entry point of local actor `index`."""
+    die_with_parent()
+    stop = StopSignal().install()
+    cfg, w = RunConfig(**config), Wiring(**wiring)
+    configure_logging("actor", w.events, actor=index)
+    torch.set_num_threads(1)
+    log = get_logger()
+    ctx = zmq.Context()
+    counters = RunCounters.attach(w.counters)
+    policy = ActingPolicy(cfg, *_env_dims(cfg), torch.Generator().manual_seed(derive_seed(cfg.seeds[0], "latent", index)))
+    params = LocalParams(cfg, w, policy)
+    client = ReplayClient(w.ingest, f"actor{index}", ctx=ctx)
+    bell = Doorbell(ctx, w.bell(f"actor{index}"))
+    slot = FIRST_ACTOR_SLOT + index
+    beat = lambda: counters.beat(slot)  # noqa: E731
+
+    def await_version(version: int) -> None:
+        wait_until(lambda: min(params.versions()) >= version, bell, heartbeat=beat,
+                   stall_warning_s=cfg.stall_warning_s, describe_stall=lambda: {"side": "learner", "version": version})
+
+    def on_sent(member: int, n: int) -> None:
+        counters.sent[index, member] += n
+
+    try:
+        actor = Actor(cfg, index, client, policy, params.refresh, on_sent, beat, await_version)
+        actor.run()
+    except StopRequested:
+        log.info("actor_stopping")
+    except Exception:
+        log.exception("actor_failed")
+        raise
+    finally:
+        client.close()
+        bell.close()
+        ctx.term()
+        params.close()
+        counters.close()
+    if stop.exit_code:
+        sys.exit(stop.exit_code)

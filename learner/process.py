@@ -1,0 +1,234 @@
+"""The learner process: DQN updates at the enforced ratio, parameter publishing, eval snapshots, checkpoints.
+
+Per update: wait until the rate limiter allows update u+1 (and, for model agents,
+until the model server has the imagined batch u+1 ready), train on it, count
+it, ring the processes waiting on the count, then
+  - push an evaluation snapshot when u equals the updates the protocol calls for
+    at an evaluation point t (k * max(0, t - learning_starts)), so evaluation at
+    t always sees the policy after exactly that many updates;
+  - publish the Q parameters every `publish_period` updates (version = u);
+  - checkpoint every `checkpoint_period` updates and at the end.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import zmq
+
+import envs
+from envs.seeding import derive_seed
+from learner.agent import is_latent, q_shape
+from learner.config import MODEL_AGENTS, RunConfig
+from learner.dqn import DQN
+from learner.params import ParamBlock, ParamPublisher
+from learner.wiring import LEARNER_SLOT, Wiring
+from replay.counters import RunCounters
+from replay.doorbell import Doorbell, Ringer
+from replay.lifecycle import StopRequested, StopSignal, die_with_parent
+from replay.limiter import RatioPolicy, wait_until
+from replay.logs import configure_logging, get_logger
+from replay.security import ServerKeys
+from replay.slots import SlotQueue
+from replay.store import Batch, ReplayStore
+
+PROGRESS_PERIOD_S = 10.0
+
+
+def choose_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device must be auto or cpu on this machine: CUDA is not available")
+    return torch.device(name)
+
+
+def set_threads(cfg: RunConfig, busy_processes: int) -> int:
+    """Torch threads for a compute process: the cores shared among the busy ones."""
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // busy_processes)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def eval_snapshot_spec(cfg: RunConfig, q_numel: int, encoder_numel: int) -> dict:
+    spec = {"env_steps": (np.int64, ()), "updates": (np.int64, ()), "q": (np.float32, (cfg.members, q_numel))}
+    if encoder_numel:
+        spec["encoder"] = (np.float32, (cfg.members, encoder_numel))
+    return spec
+
+
+class Learner:
+    def __init__(self, cfg: RunConfig, wiring: Wiring, stop: StopSignal):
+        self.cfg, self.wiring, self.stop = cfg, wiring, stop
+        self.log = get_logger()
+        env = envs.make(cfg.env, 1, 0, **cfg.env_params)
+        self.device = choose_device(cfg.device)
+        self.model_agent = cfg.agent in MODEL_AGENTS
+        self.threads = set_threads(cfg, 2 if self.model_agent else 1)
+        self.dqn = DQN(q_shape(cfg, env.obs_dim, env.num_actions), cfg.seeds, cfg.per_member(cfg.lr),
+                       gamma=cfg.gamma, target_period=cfg.target_period, device=self.device)
+        self.policy = RatioPolicy(cfg.updates_per_step, cfg.learning_starts, cfg.tolerance)
+        self.total = cfg.total_updates
+        self.counters = RunCounters.attach(wiring.counters)
+        self.params = ParamBlock.attach(wiring.q_params)
+        self.eval_queue = SlotQueue.attach(wiring.eval_queue)
+        self.encoder = ParamBlock.attach(wiring.model_params) if is_latent(cfg.agent) else None
+        self.ctx = zmq.Context()
+        self.bell = Doorbell(self.ctx, wiring.bell("learner"))
+        waiting_on_updates = [wiring.bell("replay")] + ([wiring.bell("modelserver")] if self.model_agent else [])
+        self.ring_updates = Ringer(self.ctx, waiting_on_updates)
+        self.ring_evaluator = Ringer(self.ctx, [wiring.bell("evaluator")])
+        self.ring_actors = Ringer(self.ctx, wiring.actor_bells() if cfg.lockstep else [])
+        self.publisher = None
+        if cfg.param_endpoint:
+            keys = ServerKeys.load(cfg.keys) if cfg.keys else None
+            self.publisher = ParamPublisher(self.ctx, cfg.param_endpoint, keys)
+        if self.model_agent:
+            self.imagined = SlotQueue.attach(wiring.imagined)
+        else:
+            self.store = ReplayStore.attach(wiring.store)
+            self.batch = Batch.allocate(cfg.members, cfg.batch_size, env.obs_dim)
+            self.batch_tensors = self.batch.tensors()
+            self.rngs = [np.random.default_rng(derive_seed(s, "replay-sample")) for s in cfg.seeds]
+        self.eval_points = cfg.eval_points()
+        self.next_eval = 0
+        self.wait_s = 0.0
+        self.losses: list[torch.Tensor] = []
+
+    def close(self) -> None:
+        for closable in (self.ring_updates, self.ring_evaluator, self.ring_actors, self.bell):
+            closable.close()
+        if self.publisher is not None:
+            self.publisher.close()
+        self.ctx.term()
+        segments = [self.counters, self.params, self.eval_queue, self.encoder,
+                    getattr(self, "imagined", None), getattr(self, "store", None)]
+        for segment in segments:
+            if segment is not None:
+                segment.close()
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self) -> None:
+        self.publish()
+        self.push_due_evals()
+        self.log.info("learner_started", total_updates=self.total, device=str(self.device), threads=self.threads,
+                      q_parameters=self.dqn.shape.numel, members=self.cfg.members)
+        next_report = time.monotonic() + PROGRESS_PERIOD_S
+        while self.dqn.updates < self.total:
+            self.await_next()
+            with self.stop.deferred():
+                self.update_once()
+                self.counters.updates = self.dqn.updates
+            if self.dqn.updates == 1:
+                self.counters.update_times[0] = time.time()
+            self.counters.update_times[1] = time.time()
+            self.ring_updates.ring()
+            self.push_due_evals()
+            if self.dqn.updates % self.cfg.publish_period == 0:
+                self.publish()
+            if self.dqn.updates % self.cfg.checkpoint_period == 0:
+                self.checkpoint()
+            self.counters.beat(LEARNER_SLOT)
+            if time.monotonic() >= next_report:
+                self.report()
+                next_report = time.monotonic() + PROGRESS_PERIOD_S
+        self.publish()
+        self.checkpoint(final=True)
+        self.report()
+        self.log.info("learner_finished", updates=self.dqn.updates, wait_s=round(self.wait_s, 3))
+
+    def await_next(self) -> None:
+        u = self.dqn.updates
+        allowed = lambda: self.policy.may_update(self.counters.min_inserts(), u)  # noqa: E731
+        ready = (lambda: allowed() and self.imagined.has_item()) if self.model_agent else allowed
+        self.wait_s += wait_until(
+            ready, self.bell, heartbeat=lambda: self.counters.beat(LEARNER_SLOT),
+            stall_warning_s=self.cfg.stall_warning_s,
+            describe_stall=lambda: {"side": "model server" if self.model_agent and allowed() else "actors",
+                                    "updates": u, "inserts": self.counters.min_inserts(),
+                                    "target": self.policy.target(self.counters.min_inserts())})
+
+    def update_once(self) -> None:
+        if self.model_agent:
+            slot = self.imagined.slot(self.imagined.consumed)
+            t = {k: torch.from_numpy(slot[k]).to(self.device, non_blocking=True)
+                 for k in ("obs", "action", "reward", "next_obs", "continuation", "weight")}
+            loss = self.dqn.update(t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"], t["weight"])
+            self.imagined.release()
+        else:
+            self.store.sample(self.rngs, self.batch)
+            t = {k: v.to(self.device, non_blocking=True) for k, v in self.batch_tensors.items()}
+            loss = self.dqn.update(t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"])
+        self.losses.append(loss)
+
+    # -- outputs --------------------------------------------------------------------------
+    def publish(self) -> None:
+        self.params.publish(self.dqn.q.flat, self.dqn.updates)
+        self.ring_actors.ring()
+        if self.publisher is not None and self.dqn.updates % self.cfg.remote_publish_period == 0:
+            self.publisher.publish("q", self.dqn.q.flat, self.dqn.updates)
+            if self.encoder is not None:
+                encoder = np.empty(self.encoder.shape, np.float32)
+                version = self.encoder.read(encoder)
+                self.publisher.publish("encoder", torch.from_numpy(encoder), version)
+
+    def push_due_evals(self) -> None:
+        """Snapshot the policy for every evaluation point whose update count is now reached."""
+        while (self.next_eval < len(self.eval_points)
+               and self.cfg.target_updates(self.eval_points[self.next_eval]) <= self.dqn.updates):
+            env_steps = self.eval_points[self.next_eval]
+            slot = self.eval_queue.await_room(self.bell, heartbeat=lambda: self.counters.beat(LEARNER_SLOT),
+                                              stall_warning_s=self.cfg.stall_warning_s,
+                                              describe_stall=lambda: {"side": "evaluator"})
+            slot["env_steps"][...] = env_steps
+            slot["updates"][...] = self.dqn.updates
+            slot["q"][...] = self.dqn.q.flat.detach().cpu().numpy()
+            if self.encoder is not None:
+                self.encoder.read(slot["encoder"])
+            self.eval_queue.commit()
+            self.ring_evaluator.ring()
+            self.next_eval += 1
+
+    def checkpoint(self, final: bool = False) -> None:
+        os.makedirs(self.wiring.checkpoints, exist_ok=True)
+        name = "learner-final.npz" if final else f"learner-{self.dqn.updates:09d}.npz"
+        path = os.path.join(self.wiring.checkpoints, name)
+        with self.stop.deferred():
+            np.savez(path + ".tmp.npz", **self.dqn.state(), env_steps=self.counters.inserts().copy(),
+                     seeds=np.array(self.cfg.seeds))
+            os.replace(path + ".tmp.npz", path)
+        self.log.info("checkpoint", path=path, updates=self.dqn.updates)
+
+    def report(self) -> None:
+        loss = torch.stack(self.losses).mean(0).cpu().tolist() if self.losses else None
+        self.losses.clear()
+        self.log.info("learner_progress", updates=self.dqn.updates, inserts=self.counters.min_inserts(),
+                      wait_s=round(self.wait_s, 3), loss=loss)
+
+
+def run_learner(config: dict, wiring: dict) -> None:
+    """Process entry point."""
+    die_with_parent()
+    stop = StopSignal().install()
+    cfg, w = RunConfig(**config), Wiring(**wiring)
+    configure_logging("learner", w.events)
+    log = get_logger()
+    learner = None
+    try:
+        learner = Learner(cfg, w, stop)
+        learner.run()
+    except StopRequested:
+        log.info("learner_stopping", updates=learner.dqn.updates if learner else 0)
+        if learner is not None:
+            learner.checkpoint(final=True)
+    except Exception:
+        log.exception("learner_failed")
+        raise
+    finally:
+        if learner is not None:
+            learner.close()
+    if stop.exit_code:
+        sys.exit(stop.exit_code)
