@@ -124,10 +124,10 @@ def run_actor(config: dict, wiring: dict, index: int) -> None:
     counters = RunCounters.attach(w.counters)
     policy = ActingPolicy(cfg, *_env_dims(cfg), torch.Generator().manual_seed(derive_seed(cfg.seeds[0], "latent", index)))
     params = LocalParams(cfg, w, policy)
-    client = ReplayClient(w.ingest, f"actor{index}", ctx=ctx)
-    bell = Doorbell(ctx, w.bell(f"actor{index}"))
     slot = FIRST_ACTOR_SLOT + index
     beat = lambda: counters.beat(slot)  # noqa: E731
+    client = ReplayClient(w.ingest, f"actor{index}", ctx=ctx, on_wait=beat, stall_warning_s=cfg.stall_warning_s)
+    bell = Doorbell(ctx, w.bell(f"actor{index}"))
 
     def await_version(version: int) -> None:
         wait_until(lambda: min(params.versions()) >= version, bell, heartbeat=beat,

@@ -19,7 +19,6 @@ def default_run_dir(agent: str, env: str) -> str:
 
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     from launch.config import config_from_args
-    from launch.supervisor import Supervisor
     from learner.config import RunConfig
 
     if not args.given:
@@ -28,6 +27,8 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
               f"{cfg.steps:,} steps; random behaviour scores about 0.15, the optimum about 0.41)", file=sys.stderr)
     else:
         cfg = config_from_args(args, extra)
+    from launch.supervisor import Supervisor  # after validation: bad options fail fast
+
     run_dir = cfg.out or default_run_dir(cfg.agent, cfg.env)
     print(f"run directory: {run_dir}", file=sys.stderr)
     supervisor = Supervisor(cfg, run_dir, progress=not args.quiet)

@@ -63,7 +63,7 @@ class Supervisor:
         self.cfg = cfg
         self.run_dir = os.path.abspath(run_dir)
         self.show_progress = progress
-        self.wiring = Wiring(run_id=new_run_id(), run_dir=self.run_dir, actors=cfg.actors, endpoint=cfg.endpoint)
+        self.wiring = Wiring(run_id=new_run_id(), run_dir=self.run_dir, actors=cfg.actors)
         self.children: dict[str, multiprocessing.Process] = {}
         self.slots: dict[str, int] = {}
         self.segments: list = []
@@ -124,10 +124,10 @@ class Supervisor:
             run_id=w.run_id, endpoint=w.ingest, members=cfg.members, obs_dim=self.obs_dim,
             num_actions=self.num_actions, capacity=cfg.capacity,
             ratio={"updates_per_step": cfg.updates_per_step, "learning_starts": cfg.learning_starts,
-                   "tolerance": cfg.tolerance},
+                   "tolerance": cfg.tolerance, "total": cfg.total_updates},
             bell=w.bell("replay"),
             ring_on_insert=[w.bell("learner")] + ([w.bell("modelserver")] if model_agent else []),
-            keys_dir=cfg.keys or None,
+            remote_endpoint=cfg.remote_endpoint or None, keys_dir=cfg.keys or None,
             run_info={"config": cfg.to_dict(), "param_endpoint": cfg.param_endpoint},
             log_path=w.events, heartbeat_slot=REPLAY_SLOT, first_remote_slot=cfg.actors,
             stall_warning_s=cfg.stall_warning_s)

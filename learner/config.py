@@ -90,8 +90,8 @@ class RunConfig:
     device: str = "auto"  # learner and model server: auto | cpu | cuda
     threads: int = 0  # torch threads for the learner and model server; 0 = auto
     out: str = ""  # run directory; empty = runs/<time>-<agent>-<env>
-    endpoint: str = ""  # replay ingest endpoint; empty = local ipc; tcp://HOST:PORT admits remote actors
-    param_endpoint: str = ""  # where remote actors subscribe to parameters; empty = none
+    remote_endpoint: str = ""  # tcp://HOST:PORT where remote actors send transitions; empty = local actors only
+    param_endpoint: str = ""  # tcp://HOST:PORT where remote actors subscribe to parameters; empty = none
     keys: str = ""  # CurveZMQ key directory (required for non-loopback endpoints; see `mbgen keys`)
     stall_warning_s: float = 30.0  # warn when a process waits this long for another
     heartbeat_timeout_s: float = 120.0  # stop the run when a process shows no sign of life this long
@@ -219,7 +219,15 @@ class RunConfig:
             fail("steps", f"more than learning_starts = {self.learning_starts}", self.steps)
         if self.lockstep and self.actors != 1:
             fail("actors", "1 when tolerance is 0 (lock-step runs are reproducible with one actor)", self.actors)
-        for key in ("endpoint", "param_endpoint"):
+        for key in ("remote_endpoint", "param_endpoint"):
             v = getattr(self, key)
             if v and not v.startswith(("tcp://", "ipc://")):
                 fail(key, "empty, tcp://HOST:PORT or ipc://PATH", v)
+        if bool(self.remote_endpoint) != bool(self.param_endpoint):
+            fail("param_endpoint", "set together with remote_endpoint (remote actors need both)", self.param_endpoint)
+        if self.lockstep and self.remote_endpoint:
+            fail("remote_endpoint", "empty when tolerance is 0 (remote actors would break lock-step)",
+                 self.remote_endpoint)
+        if self.lockstep and self.publish_period != 1:
+            fail("publish_period", "1 when tolerance is 0 (lock-step actors wait for every version)",
+                 self.publish_period)

@@ -36,6 +36,7 @@ from replay.slots import SlotQueue
 from replay.store import Batch, ReplayStore
 
 PROGRESS_PERIOD_S = 10.0
+REMOTE_REPUBLISH_S = 1.0  # remote actors also get the current version this often while nothing changes
 
 
 def choose_device(name: str) -> torch.device:
@@ -70,7 +71,7 @@ class Learner:
         self.threads = set_threads(cfg, 2 if self.model_agent else 1)
         self.dqn = DQN(q_shape(cfg, env.obs_dim, env.num_actions), cfg.seeds, cfg.per_member(cfg.lr),
                        gamma=cfg.gamma, target_period=cfg.target_period, device=self.device)
-        self.policy = RatioPolicy(cfg.updates_per_step, cfg.learning_starts, cfg.tolerance)
+        self.policy = RatioPolicy(cfg.updates_per_step, cfg.learning_starts, cfg.tolerance, cfg.total_updates)
         self.total = cfg.total_updates
         self.counters = RunCounters.attach(wiring.counters)
         self.params = ParamBlock.attach(wiring.q_params)
@@ -93,6 +94,7 @@ class Learner:
             self.batch = Batch.allocate(cfg.members, cfg.batch_size, env.obs_dim)
             self.batch_tensors = self.batch.tensors()
             self.rngs = [np.random.default_rng(derive_seed(s, "replay-sample")) for s in cfg.seeds]
+        self.last_remote = 0.0
         self.eval_points = cfg.eval_points()
         self.next_eval = 0
         self.wait_s = 0.0
@@ -131,7 +133,7 @@ class Learner:
                 self.publish()
             if self.dqn.updates % self.cfg.checkpoint_period == 0:
                 self.checkpoint()
-            self.counters.beat(LEARNER_SLOT)
+            self.tick()
             if time.monotonic() >= next_report:
                 self.report()
                 next_report = time.monotonic() + PROGRESS_PERIOD_S
@@ -145,7 +147,7 @@ class Learner:
         allowed = lambda: self.policy.may_update(self.counters.min_inserts(), u)  # noqa: E731
         ready = (lambda: allowed() and self.imagined.has_item()) if self.model_agent else allowed
         self.wait_s += wait_until(
-            ready, self.bell, heartbeat=lambda: self.counters.beat(LEARNER_SLOT),
+            ready, self.bell, heartbeat=self.tick,
             stall_warning_s=self.cfg.stall_warning_s,
             describe_stall=lambda: {"side": "model server" if self.model_agent and allowed() else "actors",
                                     "updates": u, "inserts": self.counters.min_inserts(),
@@ -165,22 +167,32 @@ class Learner:
         self.losses.append(loss)
 
     # -- outputs --------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Liveness: the heartbeat, and a periodic copy of the parameters for remote actors."""
+        self.counters.beat(LEARNER_SLOT)
+        if self.publisher is not None and time.monotonic() - self.last_remote > REMOTE_REPUBLISH_S:
+            self.publish_remote()
+
     def publish(self) -> None:
         self.params.publish(self.dqn.q.flat, self.dqn.updates)
         self.ring_actors.ring()
         if self.publisher is not None and self.dqn.updates % self.cfg.remote_publish_period == 0:
-            self.publisher.publish("q", self.dqn.q.flat, self.dqn.updates)
-            if self.encoder is not None:
-                encoder = np.empty(self.encoder.shape, np.float32)
-                version = self.encoder.read(encoder)
-                self.publisher.publish("encoder", torch.from_numpy(encoder), version)
+            self.publish_remote()
+
+    def publish_remote(self) -> None:
+        self.publisher.publish("q", self.dqn.q.flat, self.dqn.updates)
+        if self.encoder is not None:
+            encoder = np.empty(self.encoder.shape, np.float32)
+            version = self.encoder.read(encoder)
+            self.publisher.publish("encoder", torch.from_numpy(encoder), version)
+        self.last_remote = time.monotonic()
 
     def push_due_evals(self) -> None:
         """Snapshot the policy for every evaluation point whose update count is now reached."""
         while (self.next_eval < len(self.eval_points)
                and self.cfg.target_updates(self.eval_points[self.next_eval]) <= self.dqn.updates):
             env_steps = self.eval_points[self.next_eval]
-            slot = self.eval_queue.await_room(self.bell, heartbeat=lambda: self.counters.beat(LEARNER_SLOT),
+            slot = self.eval_queue.await_room(self.bell, heartbeat=self.tick,
                                               stall_warning_s=self.cfg.stall_warning_s,
                                               describe_stall=lambda: {"side": "evaluator"})
             slot["env_steps"][...] = env_steps

@@ -22,7 +22,6 @@ class Wiring:
     run_id: str  # names the run's segments and ipc endpoints
     run_dir: str  # where events, metrics, checkpoints and plots go
     actors: int  # local actor processes
-    endpoint: str = ""  # ingest endpoint; empty = abstract ipc
 
     def segment(self, role: str) -> str:
         return segment_name(self.run_id, role)
@@ -56,7 +55,8 @@ class Wiring:
 
     @property
     def ingest(self) -> str:
-        return self.endpoint or f"ipc://@mbgen-{self.run_id}-ingest"
+        """Where local actors send transitions."""
+        return f"ipc://@mbgen-{self.run_id}-ingest"
 
     def bell(self, owner: str) -> str:
         return bell_endpoint(self.run_id, owner)

@@ -28,6 +28,10 @@ class ReplayUnavailable(RuntimeError):
     """The service did not answer in time."""
 
 
+class ReplayClosed(RuntimeError):
+    """The service said the run is over."""
+
+
 class ReplayClient:
     def __init__(
         self,
@@ -39,6 +43,8 @@ class ReplayClient:
         keys: ClientKeys | None = None,
         ctx: zmq.Context | None = None,
         first_seq: int = 0,
+        on_wait=None,
+        stall_warning_s: float = 30.0,
     ):
         if window < 1:
             raise ValueError(f"window must be an integer >= 1, got {window}")
@@ -66,6 +72,10 @@ class ReplayClient:
         self.resends = 0
         self._disconnected = False
         self._pending_reply: dict | None = None
+        self.on_wait = on_wait  # called while blocked waiting for acknowledgements (heartbeats)
+        self.stall_warning_s = stall_warning_s
+        self._last_ack = time.monotonic()
+        self._next_warning = self._last_ack + stall_warning_s
         self.log = get_logger()
 
     # -- inserts ----------------------------------------------------------------
@@ -78,7 +88,7 @@ class ReplayClient:
         self.socket.send_multipart(frames, copy=False)
         self.poll(0)
         while len(self.unacked) >= self.window:
-            self.poll(1000)
+            self._wait(1000)
         return seq
 
     def flush(self, timeout_s: float | None = None) -> None:
@@ -87,7 +97,18 @@ class ReplayClient:
         while self.unacked:
             if deadline is not None and time.monotonic() > deadline:
                 raise ReplayUnavailable(f"{len(self.unacked)} messages unacknowledged after {timeout_s}s")
-            self.poll(200)
+            self._wait(200)
+
+    def _wait(self, timeout_ms: int) -> None:
+        self.poll(timeout_ms)
+        if self.on_wait is not None:
+            self.on_wait()
+        now = time.monotonic()
+        if self.unacked and now >= self._next_warning and now - self._last_ack >= self.stall_warning_s:
+            self.log.warning("stalled", side="replay service", detail="no acknowledgement (service paused by the "
+                             "rate limiter, gone, or refusing our keys?)", endpoint=self.endpoint,
+                             waited_s=round(now - self._last_ack, 1), unacked=len(self.unacked))
+            self._next_warning = now + self.stall_warning_s
 
     def poll(self, timeout_ms: int) -> None:
         """Handle replies and connection events; resend what is due."""
@@ -108,6 +129,7 @@ class ReplayClient:
 
     def _reply(self, reply: dict) -> None:
         kind = reply.get("type")
+        self._last_ack = time.monotonic()
         if kind == "ack":
             if self.unacked.pop(reply.get("seq"), None) is not None:
                 if reply.get("status") == "duplicate":
@@ -117,6 +139,8 @@ class ReplayClient:
         elif kind == "error":
             self.unacked.pop(reply.get("seq"), None)
             raise ReplayRejected(f"replay service refused message {reply.get('seq')}: {reply.get('error')}")
+        elif kind == "closing":
+            raise ReplayClosed(f"the run at {self.endpoint} has ended ({len(self.unacked)} messages unacknowledged)")
         else:
             self._pending_reply = reply
 

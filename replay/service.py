@@ -24,7 +24,7 @@ from replay.lifecycle import StopRequested, StopSignal, die_with_parent
 from replay.limiter import RatioPolicy
 from replay.logs import configure_logging, get_logger
 from replay.protocol import ProtocolError, StoreSpec, decode_header, decode_insert, pack
-from replay.security import ServerKeys, check_bind, start_authenticator
+from replay.security import ServerKeys, check_bind, endpoint_is_local, start_authenticator
 from replay.shm import segment_name
 from replay.store import DEFAULT_CAPACITY, ReplayStore
 
@@ -36,7 +36,7 @@ MAX_MESSAGE_BYTES = 256 << 20
 @dataclass
 class ServiceConfig:
     run_id: str  # names the shared-memory segments
-    endpoint: str  # where actors connect (ipc://, or tcp:// with keys when not loopback)
+    endpoint: str  # where local actors connect (ipc:// or loopback tcp://, never encrypted)
     members: int  # population size P
     obs_dim: int  # observation width D
     num_actions: int  # actions are 0..num_actions-1
@@ -44,6 +44,7 @@ class ServiceConfig:
     ratio: dict | None = None  # RatioPolicy fields; None: no limiter (inserts never pause)
     bell: str | None = None  # this service's doorbell (rung by the learner after updates)
     ring_on_insert: list[str] = field(default_factory=list)  # doorbells to ring after each insert
+    remote_endpoint: str | None = None  # where remote actors connect (CurveZMQ when keys_dir is set)
     keys_dir: str | None = None  # CurveZMQ key directory (see replay/security.py)
     run_info: dict[str, Any] = field(default_factory=dict)  # what a remote actor's hello receives
     log_path: str | None = None  # events.jsonl; None: stderr
@@ -95,27 +96,45 @@ class ReplayService:
         self.log = get_logger()
         self.sequences = SequenceTracker()
         self.remote_slots: dict[str, int] = {}
+        self.remote_peers: dict[bytes, zmq.Socket] = {}  # routing identity -> socket, for the goodbye
         self.ctx = zmq.Context()
         self.auth = None
-        keys = ServerKeys.load(cfg.keys_dir) if cfg.keys_dir else None
-        check_bind(cfg.endpoint, keys)
-        self.socket = self.ctx.socket(zmq.ROUTER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting actor keeps its identity
-        self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        self.socket.setsockopt(zmq.RCVHWM, 64)
-        if keys is not None:
-            self.auth = start_authenticator(self.ctx, keys)
-            keys.apply(self.socket)
-        self.socket.bind(cfg.endpoint)
+        if not endpoint_is_local(cfg.endpoint):
+            raise ValueError(f"endpoint {cfg.endpoint} is for local actors: use ipc:// or loopback tcp://; "
+                             "remote actors connect to remote_endpoint")
+        self.sockets = [self._router(cfg.endpoint, None)]
+        if cfg.remote_endpoint:
+            keys = ServerKeys.load(cfg.keys_dir) if cfg.keys_dir else None
+            check_bind(cfg.remote_endpoint, keys)
+            if keys is not None:
+                self.auth = start_authenticator(self.ctx, keys)
+            self.sockets.append(self._router(cfg.remote_endpoint, keys))
         self.bell = Doorbell(self.ctx, cfg.bell) if cfg.bell else None
         self.ringer = Ringer(self.ctx, cfg.ring_on_insert)
 
+    def _router(self, endpoint: str, keys: ServerKeys | None) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting actor keeps its identity
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        sock.setsockopt(zmq.RCVHWM, 64)
+        if keys is not None:
+            keys.apply(sock)
+        sock.bind(endpoint)
+        return sock
+
     def close(self) -> None:
+        # Tell actors that said hello that the run is over, so they stop instead of waiting for acks.
+        for identity, sock in self.remote_peers.items():
+            try:
+                sock.send_multipart([identity, pack({"type": "closing"})], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
         self.ringer.close()
         if self.bell is not None:
             self.bell.close()
-        self.socket.close(linger=0)
+        for sock in self.sockets:
+            sock.close(linger=500 if self.remote_peers else 0)
         if self.auth is not None:
             self.auth.stop()
         self.ctx.term()
@@ -126,7 +145,8 @@ class ReplayService:
 
     def run(self) -> None:
         poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
+        for sock in self.sockets:
+            poller.register(sock, zmq.POLLIN)
         next_accounting = time.monotonic() + self.cfg.accounting_period_s
         next_stall_warning = None
         while True:
@@ -149,19 +169,24 @@ class ReplayService:
                     self.bell.wait(1.0)
                 continue
             self.counters.inserts_paused_since = 0
-            if poller.poll(1000):
-                # Handle what is queued, re-checking the limiter before each message.
-                while not self.paused():
+            ready = [sock for sock, _ in poller.poll(1000)]
+            # Handle what is queued, one message per socket in turn (fair to remote actors),
+            # re-checking the limiter before each message.
+            while ready and not self.paused():
+                for sock in list(ready):
                     try:
-                        frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
+                        ready.remove(sock)
+                        continue
+                    self.handle(sock, frames)
+                    if self.paused():
                         break
-                    self.handle(frames)
 
-    def handle(self, frames: list) -> None:
+    def handle(self, sock: zmq.Socket, frames: list) -> None:
         identity, body = frames[0], frames[1:]
         if not body:
-            return self.refuse(identity, ProtocolError("empty message"))
+            return self.refuse(sock, identity, ProtocolError("empty message"))
         try:
             header = decode_header(body[0])
             kind = header["type"]
@@ -169,11 +194,12 @@ class ReplayService:
                 reply = self.insert(decode_insert(header, body[1:], self.spec))
             elif kind == "hello":
                 reply = self.hello(header)
+                self.remote_peers[bytes(identity.bytes)] = sock
             else:
                 reply = self.report(header)
         except ProtocolError as error:
-            return self.refuse(identity, error)
-        self.socket.send_multipart([identity, pack(reply)])
+            return self.refuse(sock, identity, error)
+        sock.send_multipart([identity, pack(reply)])
 
     def insert(self, msg) -> dict:
         m, n = msg.member, msg.count
@@ -209,12 +235,12 @@ class ReplayService:
         self.counters.sent[self.remote_slots[actor]] = sent
         return {"type": "reported"}
 
-    def refuse(self, identity, error: ProtocolError) -> None:
+    def refuse(self, sock: zmq.Socket, identity, error: ProtocolError) -> None:
         member = error.member if error.member is not None else self.cfg.members
         self.counters.rejected[member] += error.count
         self.counters.rejected_messages[0] += 1
         self.log.warning("rejected", error=error.reason, seq=error.seq, member=error.member, count=error.count)
-        self.socket.send_multipart([identity, pack({"type": "error", "seq": error.seq, "error": error.reason})])
+        sock.send_multipart([identity, pack({"type": "error", "seq": error.seq, "error": error.reason})])
 
     def log_accounting(self, event: str) -> None:
         self.log.info(event, **self.counters.accounting(), per_member=self.counters.per_member(),
@@ -233,8 +259,8 @@ def serve(config: dict, ready=None) -> None:
         store = ReplayStore.create(cfg.store_name, cfg.members, cfg.obs_dim, cfg.num_actions, cfg.capacity)
         counters = RunCounters.create(cfg.counters_name, cfg.members)
         service = ReplayService(cfg, store, counters, stop)
-        log.info("replay_started", endpoint=cfg.endpoint, members=cfg.members, capacity=cfg.capacity,
-                 store_bytes=store.segment.nbytes, curve=bool(cfg.keys_dir))
+        log.info("replay_started", endpoint=cfg.endpoint, remote_endpoint=cfg.remote_endpoint, members=cfg.members,
+                 capacity=cfg.capacity, store_bytes=store.segment.nbytes, curve=bool(cfg.keys_dir))
         if ready is not None:
             ready.set()
         service.run()

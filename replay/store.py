@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from replay.shm import Segment
 
@@ -66,8 +65,10 @@ class Batch:
             terminal=np.zeros((members, batch_size), bool),
         )
 
-    def tensors(self) -> dict[str, torch.Tensor]:
+    def tensors(self) -> dict:
         """Zero-copy torch views of the buffers."""
+        import torch  # the replay service itself never needs torch
+
         return {k: torch.from_numpy(getattr(self, k)) for k in ("obs", "action", "reward", "next_obs", "continuation")}
 
 

@@ -389,15 +389,21 @@ def test_curve_refuses_an_unknown_key(service, tmp_path):
     # a stranger knows the server's public key but its own key is not authorised
     (tmp_path / "stranger" / "server.key").write_bytes((tmp_path / "run" / "server.key").read_bytes())
     port = 20000 + os.getpid() % 20000
-    svc = service(members=1, keys_dir=str(tmp_path / "run"), endpoint=f"tcp://127.0.0.1:{port}")
-    stranger = run_in_process(send_messages, svc.cfg.endpoint, 1, 0, 0, 3, 4, D, A, str(tmp_path / "stranger"))
-    friend = run_in_process(send_messages, svc.cfg.endpoint, 2, 0, 0, 3, 4, D, A, str(tmp_path / "run"))
-    friend.join(30)
-    assert friend.exitcode == 0
+    svc = service(members=1, keys_dir=str(tmp_path / "run"), remote_endpoint=f"tcp://127.0.0.1:{port}")
+    remote = svc.cfg.remote_endpoint
+    stranger = run_in_process(send_messages, remote, 1, 0, 0, 3, 4, D, A, str(tmp_path / "stranger"))
+    friend = run_in_process(send_messages, remote, 2, 0, 0, 3, 4, D, A, str(tmp_path / "run"))
+    keyless = run_in_process(send_messages, remote, 3, 0, 0, 3, 4, D, A)
+    local = run_in_process(send_messages, svc.cfg.endpoint, 4, 0, 0, 3, 4, D, A)
+    for p in (friend, local):
+        p.join(30)
+        assert p.exitcode == 0
     stranger.join(3)
-    assert stranger.is_alive(), "the stranger must still be waiting for an acknowledgement"
-    stop_process(stranger)
-    assert (stored_rewards(svc.store, 0) == 2_000_000 + np.arange(12)).all()
+    for p in (stranger, keyless):
+        assert p.is_alive(), "an unauthorised actor must still be waiting for an acknowledgement"
+        stop_process(p)
+    expected = np.concatenate([2_000_000 + np.arange(12), 4_000_000 + np.arange(12)])
+    assert (stored_rewards(svc.store, 0) == expected).all()
 
 
 # ------------------------------------------------------------------ lifecycle

@@ -1,0 +1,202 @@
+"""`mbgen run` as a user runs it: real processes, sockets and shared memory, end to end."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+from launch.config import load_toml
+from learner.config import RunConfig
+from replay.security import make_keys
+
+pytestmark = pytest.mark.slow
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--agent", "er", "--env", "panflute", "--env.num_pipes", "2", "--seeds", "2", "--steps", "1500",
+        "--learning-starts", "500", "--eval-period", "250", "--quiet"]
+
+
+def mbgen(*args, timeout=180):
+    return subprocess.run([sys.executable, "-m", "launch.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def start(*args):
+    return subprocess.Popen([sys.executable, "-m", "launch.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+
+
+def metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def events(run_dir):
+    with open(os.path.join(run_dir, "events.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def summary(run_dir):
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        return json.load(f)
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def descendants(pid):
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_small_run_end_to_end(tmp_path):
+    run_dir = str(tmp_path / "run")
+    done = mbgen("run", *TINY, "--out", run_dir)
+    assert done.returncode == 0, done.stderr
+    assert "completed" in done.stderr and "(reconciled)" in done.stderr
+    s = summary(run_dir)
+    assert s["outcome"] == "completed"
+    assert s["transitions"] == {"sent": 3000, "stored": 3000, "rejected": 0, "duplicates": 0} and s["reconciled"]
+    assert len(s["final"]["per_member"]) == 2 and s["final"]["ci95"][0] <= s["final"]["mean"] <= s["final"]["ci95"][1]
+    assert s["throughput"]["updates"] == 1000 and s["throughput"]["wall_s"] > 0
+    rows = metrics(run_dir)
+    assert len(rows) == 2 * 7  # points 0, 250, ..., 1500 for 2 members
+    cfg = RunConfig.from_dict(load_toml(os.path.join(run_dir, "config.toml")))
+    assert cfg == cfg.resolved() and cfg.seeds == [0, 1] and cfg.env_params["num_pipes"] == 2
+    for row in rows:
+        assert set(row) == {"env_steps", "updates", "member", "seed", "eval_return", "wall_s"}
+        # evaluation at t sees the policy after exactly the updates the protocol calls for at t
+        assert row["updates"] == cfg.target_updates(row["env_steps"])
+        assert 0.0 <= row["eval_return"] <= 1.0
+    log = events(run_dir)
+    roles = {e["role"] for e in log}
+    assert {"supervisor", "replay", "learner", "actor", "evaluator"} <= roles
+    assert all({"t", "level", "role", "pid", "event"} <= set(e) for e in log)
+    final = [e for e in log if e["event"] == "final_accounting"][0]
+    assert final["stored"] == 3000 and final["rejected"] == 0
+    checkpoint = np.load(os.path.join(run_dir, "checkpoints", "learner-final.npz"))
+    assert int(checkpoint["updates"]) == 1000 and checkpoint["q"].shape[0] == 2
+    assert {"q", "target", "adam_m", "adam_v", "adam_t", "env_steps"} <= set(checkpoint.files)
+    with open(os.path.join(run_dir, "curve.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    plot = mbgen("plot", run_dir, run_dir, "--out", str(tmp_path / "both.png"))
+    assert plot.returncode == 0 and (tmp_path / "both.png").exists()
+
+
+def test_lock_step_runs_are_reproducible(tmp_path):
+    scores = []
+    for name in ("a", "b"):
+        run_dir = str(tmp_path / name)
+        done = mbgen("run", *TINY, "--tolerance", "0", "--out", run_dir)
+        assert done.returncode == 0, done.stderr
+        scores.append([(r["env_steps"], r["member"], r["eval_return"]) for r in metrics(run_dir)])
+    assert scores[0] == scores[1]
+    assert len({s[2] for s in scores[0]}) > 2  # not a trivial constant
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_partial_metrics(tmp_path):
+    run_dir = str(tmp_path / "run")
+    proc = start("run", *TINY[:-5], "--steps", "400000", "--learning-starts", "500", "--eval-period", "250",
+                 "--quiet", "--out", run_dir)
+    try:
+        wait_for(lambda: os.path.exists(os.path.join(run_dir, "metrics.jsonl")) and len(metrics(run_dir)) >= 6,
+                 120, "a few evaluations")
+        children = descendants(proc.pid)
+        assert len(children) >= 4
+        t = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        proc.wait(15)
+        assert time.monotonic() - t < 10
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    s = summary(run_dir)
+    assert s["outcome"] == "interrupted"
+    assert len(metrics(run_dir)) >= 6 and s["final"]["mean"] is not None
+    assert os.path.exists(os.path.join(run_dir, "checkpoints", "learner-final.npz"))
+
+
+def test_a_killed_learner_stops_the_run_and_everything_is_cleaned(tmp_path):
+    run_dir = str(tmp_path / "run")
+    proc = start("run", *TINY[:-5], "--steps", "400000", "--learning-starts", "500", "--quiet", "--out", run_dir)
+    try:
+        wait_for(lambda: os.path.exists(os.path.join(run_dir, "events.jsonl"))
+                 and any(e["event"] == "learner_progress" or e["event"] == "learner_started" for e in events(run_dir)),
+                 120, "the learner to start")
+        learner = [e["pid"] for e in events(run_dir) if e["event"] == "learner_started"][0]
+        children = descendants(proc.pid)
+        t = time.monotonic()
+        os.kill(learner, signal.SIGKILL)
+        proc.wait(15)
+        assert time.monotonic() - t < 10
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1
+    assert "learner" in proc.stderr.read() and "SIGKILL" in summary(run_dir)["reason"]
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert summary(run_dir)["outcome"] == "failed"
+
+
+def test_remote_actor_joins_over_tcp_with_keys(tmp_path):
+    keys = str(tmp_path / "keys")
+    make_keys(keys)
+    port = 21000 + os.getpid() % 20000
+    run_dir = str(tmp_path / "run")
+    proc = start("run", *TINY[:-5], "--steps", "2000", "--learning-starts", "500", "--quiet", "--out", run_dir,
+                 "--remote-endpoint", f"tcp://127.0.0.1:{port}", "--param-endpoint", f"tcp://127.0.0.1:{port + 1}",
+                 "--keys", keys)
+    try:
+        remote = subprocess.run([sys.executable, "-m", "launch.cli", "actor", "--connect", f"tcp://127.0.0.1:{port}",
+                                 "--keys", keys, "--name", "faraway"], capture_output=True, text=True, timeout=120,
+                                cwd=ROOT)
+        proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert remote.returncode == 0, remote.stderr
+    joined = [e for e in events(run_dir) if e["event"] == "actor_joined"]
+    assert joined and joined[0]["actor"] == "faraway"
+    s = summary(run_dir)
+    assert s["transitions"]["stored"] > 2 * 2000  # the remote actor's transitions landed too
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--steps", "-5"], "steps must be an integer >= 1, got -5"),
+    (["--agent", "dreamer"], "agent must be one of er, simple, perfect, latent-cat, latent-gauss, got 'dreamer'"),
+    (["--env", "panflute", "--env.num_pipes", "0"], "env_params: num_pipes must be an integer >= 1, got 0"),
+    (["--tolerance", "lots"], "tolerance must be a number >= 0, got 'lots'"),
+    (["--regime", "medium"], "regime must be one of high, low, got 'medium'"),
+    (["--device", "tpu"], "device must be one of auto, cpu, cuda, got 'tpu'"),
+    (["--bogus", "3"], "unknown option --bogus"),
+    (["--lr", "1e-4,2e-4", "--seeds", "3"], "lr must be one number or a list of 3"),
+    (["--config", "/nonexistent.toml"], "config file /nonexistent.toml does not exist"),
+])
+def test_bad_options_are_refused_before_anything_starts(tmp_path, args, message):
+    run_dir = tmp_path / "never"
+    done = mbgen("run", *args, "--out", str(run_dir))
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert not run_dir.exists()
+
+
+def test_help_documents_every_key():
+    done = mbgen("run", "--help")
+    assert done.returncode == 0
+    for field in RunConfig.__dataclass_fields__:
+        if field not in ("seeds", "env_params"):
+            assert "--" + field.replace("_", "-") in done.stdout, field
+    assert "--seeds" in done.stdout and "--seed-list" in done.stdout and "--env.PARAM" in done.stdout
