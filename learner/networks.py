@@ -95,3 +95,30 @@ class PopulationMLP:
     def load_(self, flat: torch.Tensor) -> None:
         with torch.no_grad():
             self.flat.copy_(flat)
+
+
+class NetworkPack:
+    """Several population MLPs sharing one flat [P, N] parameter tensor (one optimiser step for all).
+
+    Network `name` of member p is initialised from derive_seed(seeds[p], name).
+    """
+
+    def __init__(self, shapes: dict[str, MLPShape], seeds: list[int], device="cpu", trainable: bool = True):
+        from envs.seeding import derive_seed
+
+        self.shapes = dict(shapes)
+        self.offsets: dict[str, tuple[int, int]] = {}
+        parts, off = [], 0
+        for name, shape in self.shapes.items():
+            parts.append(init_flat(shape, [derive_seed(s, name) for s in seeds]))
+            self.offsets[name] = (off, off + shape.numel)
+            off += shape.numel
+        self.flat = torch.cat(parts, dim=1).to(device).requires_grad_(trainable)
+        self.nets = {name: PopulationMLP(shape, self.slice(name)) for name, shape in self.shapes.items()}
+
+    def slice(self, name: str) -> torch.Tensor:
+        a, b = self.offsets[name]
+        return self.flat[:, a:b]
+
+    def __getitem__(self, name: str) -> PopulationMLP:
+        return self.nets[name]

@@ -1,0 +1,194 @@
+"""The model-server process: one model update and one imagined batch per Q update.
+
+For model update j+1 it waits until (a) the rate limiter allows update j+1, (b)
+the imagined-batch queue has a free slot, and (c) the learner has published Q
+parameters no more than `policy_lag` versions behind (0 in lock-step: exactly
+j, which keeps lock-step runs reproducible; 1 by default, so the next batch is
+prepared while the learner trains on the current one). Then it samples a
+[P, rollout_starts] batch of real transitions from the replay store in place,
+takes one gradient step on the model, rolls out `rollout_length` steps from
+those same states with the newest Q parameters, and commits the batch. Latent
+agents also publish the encoder (version j+1) for actors and the evaluator.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import torch
+import zmq
+
+import envs
+from envs.seeding import derive_seed
+from learner.agent import q_shape
+from learner.config import RunConfig
+from learner.networks import PopulationMLP
+from learner.optim import adam_init, adam_step
+from learner.params import ParamBlock, ParamReader
+from learner.process import choose_device, set_threads
+from learner.wiring import MODELSERVER_SLOT, Wiring
+from modelserver import diagnostics
+from modelserver.models import LatentModel, make_model
+from modelserver.rollout import FIELDS, rollout
+from replay.counters import RunCounters
+from replay.doorbell import Doorbell, Ringer
+from replay.lifecycle import StopRequested, StopSignal, die_with_parent
+from replay.limiter import RatioPolicy, wait_until
+from replay.logs import configure_logging, get_logger
+from replay.slots import SlotQueue
+from replay.store import Batch, ReplayStore
+
+DIAGNOSTIC_BATCH = 1024
+
+
+class ModelServer:
+    def __init__(self, cfg: RunConfig, wiring: Wiring, stop: StopSignal):
+        self.cfg, self.wiring, self.stop = cfg, wiring, stop
+        self.log = get_logger()
+        env = envs.make(cfg.env, 1, 0, **cfg.env_params)
+        self.env = env
+        self.device = choose_device(cfg.device)
+        self.threads = set_threads(cfg, 2)
+        self.generator = torch.Generator(device=self.device).manual_seed(derive_seed(cfg.seeds[0], "model-server"))
+        self.model = make_model(cfg, env.obs_dim, env.num_actions, self.device, self.generator)
+        self.opt = adam_init(self.model.pack.flat) if self.model.trainable else None
+        self.model_lr = torch.full((cfg.members,), cfg.model_lr, device=self.device)
+        shape = q_shape(cfg, env.obs_dim, env.num_actions)
+        self.q = PopulationMLP(shape, torch.zeros(cfg.members, shape.numel))  # the published Q, in host memory
+        self.q_params = ParamReader(ParamBlock.attach(wiring.q_params), self.q.flat)
+        self.q_device = self.q if self.device.type == "cpu" else PopulationMLP(shape, self.q.flat.to(self.device))
+        self.temperature = torch.tensor(cfg.per_member(cfg.temperature), dtype=torch.float32, device=self.device)
+        self.policy = RatioPolicy(cfg.updates_per_step, cfg.learning_starts, cfg.tolerance, cfg.total_updates)
+        self.lag = 0 if cfg.lockstep else cfg.policy_lag
+        self.counters = RunCounters.attach(wiring.counters)
+        self.store = ReplayStore.attach(wiring.store)
+        self.queue = SlotQueue.attach(wiring.imagined)
+        self.encoder_block = ParamBlock.attach(wiring.model_params) if isinstance(self.model, LatentModel) else None
+        self.batch = Batch.allocate(cfg.members, cfg.rollout_starts, env.obs_dim)
+        self.batch_tensors = self.batch.tensors()
+        self.rngs = [np.random.default_rng(derive_seed(s, "model-sample")) for s in cfg.seeds]
+        self.ctx = zmq.Context()
+        self.bell = Doorbell(self.ctx, wiring.bell("modelserver"))
+        self.ring_learner = Ringer(self.ctx, [wiring.bell("learner")])
+        self.ring_actors = Ringer(self.ctx, wiring.actor_bells() if cfg.lockstep and self.encoder_block else [])
+        self.done = 0
+        self.wait_s = 0.0
+        self.losses: list[torch.Tensor] = []
+        self.probe = diagnostics.panflute_probe(env.num_actions) if cfg.env == "panflute" else None
+        self.diagnostic_batch = Batch.allocate(cfg.members, DIAGNOSTIC_BATCH, env.obs_dim)
+        self.diagnostic_rngs = [np.random.default_rng(derive_seed(s, "model-diagnostics")) for s in cfg.seeds]
+
+    def close(self) -> None:
+        for closable in (self.bell, self.ring_learner, self.ring_actors):
+            closable.close()
+        self.ctx.term()
+        for segment in (self.counters, self.store, self.queue, self.q_params.block, self.encoder_block):
+            if segment is not None:
+                segment.close()
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self) -> None:
+        total = self.cfg.total_updates
+        self.publish_encoder()
+        self.log.info("modelserver_started", agent=self.cfg.agent, device=str(self.device), threads=self.threads,
+                      model_parameters=int(self.model.pack.flat.shape[1]) if self.model.trainable else 0,
+                      policy_lag=self.lag)
+        while self.done < total:
+            self.await_turn()
+            with self.stop.deferred():
+                self.update_and_roll_out()
+            self.counters.model_updates = self.done
+            self.ring_learner.ring()
+            self.counters.beat(MODELSERVER_SLOT)
+            if self.done % self.cfg.diagnostics_period == 0:
+                self.report()
+        self.report()
+        self.log.info("modelserver_finished", updates=self.done, wait_s=round(self.wait_s, 3))
+
+    def ready(self) -> bool:
+        return (self.policy.may_update(self.counters.min_inserts(), self.done) and self.queue.has_room()
+                and self.q_params.block.version >= self.done - self.lag)
+
+    def await_turn(self) -> None:
+        def stall() -> dict:
+            if not self.policy.may_update(self.counters.min_inserts(), self.done):
+                side = "actors"
+            elif not self.queue.has_room():
+                side = "learner (imagined batches unconsumed)"
+            else:
+                side = "learner (Q parameters)"
+            return {"side": side, "model_updates": self.done, "q_version": self.q_params.block.version}
+
+        self.wait_s += wait_until(self.ready, self.bell, heartbeat=lambda: self.counters.beat(MODELSERVER_SLOT),
+                                  stall_warning_s=self.cfg.stall_warning_s, describe_stall=stall)
+
+    def update_and_roll_out(self) -> None:
+        self.store.sample(self.rngs, self.batch)
+        real = {k: v.to(self.device, non_blocking=True) for k, v in self.batch_tensors.items()}
+        if self.model.trainable:
+            loss = self.model.loss(real["obs"], real["action"], real["reward"], real["next_obs"],
+                                   real["continuation"])
+            (grad,) = torch.autograd.grad(loss.sum(), self.model.pack.flat)
+            adam_step(self.model.pack.flat, grad, self.opt, self.model_lr)
+            self.losses.append(loss.detach())
+        self.done += 1
+        self.publish_encoder()
+        self.q_params.refresh()
+        if self.q_device.flat is not self.q.flat:
+            self.q_device.load_(self.q.flat)
+        slot = self.queue.slot(self.queue.produced)
+        out = {k: torch.from_numpy(slot[k]) for k in FIELDS}
+        if self.device.type == "cpu":
+            rollout(self.model, self.q_device, real["obs"], self.cfg.rollout_length, self.temperature,
+                    self.env.episodic, self.generator, out)
+        else:
+            result = rollout(self.model, self.q_device, real["obs"], self.cfg.rollout_length, self.temperature,
+                             self.env.episodic, self.generator)
+            for k in FIELDS:
+                out[k].copy_(result[k].cpu())
+        self.queue.commit()
+
+    def publish_encoder(self) -> None:
+        if self.encoder_block is not None:
+            self.encoder_block.publish(self.model.encoder_flat(), self.done)
+            self.ring_actors.ring()
+
+    def report(self) -> None:
+        fields: dict = {"model_updates": self.done, "wait_s": round(self.wait_s, 3)}
+        if self.losses:
+            fields["loss"] = torch.stack(self.losses).mean(0).tolist()
+            self.losses.clear()
+        if self.model.trainable and self.store.sizes().min() > 0:
+            self.store.sample(self.diagnostic_rngs, self.diagnostic_batch)
+            held_out = {k: v.to(self.device) for k, v in self.diagnostic_batch.tensors().items()}
+            fields.update(diagnostics.accuracy(self.model, held_out["obs"], held_out["action"], held_out["reward"],
+                                               held_out["next_obs"], held_out["continuation"]))
+            if self.probe is not None:
+                fields["reward_by_active_ends"] = diagnostics.reward_by_active_ends(
+                    self.model, self.probe, self.cfg.members, self.device)
+        self.log.info("model_diagnostics", **fields)
+
+
+def run_modelserver(config: dict, wiring: dict) -> None:
+    """Process entry point."""
+    die_with_parent()
+    stop = StopSignal().install()
+    cfg, w = RunConfig(**config), Wiring(**wiring)
+    configure_logging("modelserver", w.events)
+    log = get_logger()
+    server = None
+    started = time.time()
+    try:
+        server = ModelServer(cfg, w, stop)
+        server.run()
+    except StopRequested:
+        log.info("modelserver_stopping", updates=server.done if server else 0, after_s=round(time.time() - started, 1))
+    except Exception:
+        log.exception("modelserver_failed")
+        raise
+    finally:
+        if server is not None:
+            server.close()
+    if stop.exit_code:
+        sys.exit(stop.exit_code)

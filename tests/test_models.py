@@ -1,0 +1,242 @@
+"""Model losses by hand, rollouts on constructed models, the perfect model, and learning a real model."""
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import envs
+from learner.config import RunConfig
+from learner.networks import PopulationMLP, mlp_shape
+from learner.optim import adam_init, adam_step
+from modelserver.diagnostics import accuracy, panflute_probe
+from modelserver.losses import (balanced_kl, bernoulli_nll, categorical_kl, gaussian_kl, latent_model_loss,
+                                simple_model_loss)
+from modelserver.models import LatentModel, PerfectModel, SimpleModel
+from modelserver.rollout import rollout, softmax_sample
+
+LOG2 = math.log(2.0)
+
+
+def test_simple_model_loss_by_hand():
+    # transition 1 (continuing): reward 0.5 (1.5 - 0.5)^2 = 0.5; continuation BCE(0, 1) = log 2;
+    #   next obs BCE(0, 1) + BCE(2, 0) = log 2 + log(1 + e^2)
+    # transition 2 (terminal): reward 0.5; continuation BCE(0, 0) = log 2; next obs skipped
+    first = 0.5 + LOG2 + LOG2 + math.log1p(math.e**2)
+    second = 0.5 + LOG2
+    loss = simple_model_loss(
+        next_logits=torch.tensor([[[0.0, 2.0], [5.0, -5.0]]]),
+        reward_mean=torch.tensor([[0.5, 0.5]]),
+        cont_logit=torch.tensor([[0.0, 0.0]]),
+        reward=torch.tensor([[1.5, 1.5]]),
+        next_obs=torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]),
+        continuation=torch.tensor([[1.0, 0.0]]),
+    )
+    assert loss.tolist() == pytest.approx([(first + second) / 2], rel=1e-6)
+    assert bernoulli_nll(torch.tensor([100.0, -100.0]), torch.tensor([1.0, 0.0])).tolist() == pytest.approx([0, 0])
+
+
+def test_kl_values_by_hand():
+    p, q = torch.tensor([[0.5, 0.5]]).log(), torch.tensor([[0.25, 0.75]]).log()
+    assert categorical_kl(p, q).item() == pytest.approx(0.5 * LOG2 + 0.5 * math.log(0.5 / 0.75))
+    # KL(N(0, 1) || N(1, 2)) = log 2 + (1 + 1) / (2 * 4) - 1/2
+    kl = gaussian_kl(torch.tensor(0.0), torch.tensor(1.0), torch.tensor(1.0), torch.tensor(2.0))
+    assert kl.item() == pytest.approx(LOG2 + 0.25 - 0.5)
+    assert gaussian_kl(torch.tensor(0.3), torch.tensor(0.7), torch.tensor(0.3), torch.tensor(0.7)).item() == 0.0
+
+
+def test_balanced_kl_sends_0_8_to_the_prior_and_0_2_to_the_posterior():
+    post_logits = torch.tensor([[0.3, -0.2, 0.1]], requires_grad=True)
+    prior_logits = torch.tensor([[-0.5, 0.4, 0.2]], requires_grad=True)
+    post, prior = (torch.log_softmax(post_logits, -1),), (torch.log_softmax(prior_logits, -1),)
+    balanced_kl(post, prior, categorical_kl).sum().backward()
+    ref_post = post_logits.detach().clone().requires_grad_(True)
+    ref_prior = prior_logits.detach().clone().requires_grad_(True)
+    categorical_kl(torch.log_softmax(ref_post, -1), torch.log_softmax(ref_prior, -1)).sum().backward()
+    assert torch.allclose(post_logits.grad, 0.2 * ref_post.grad)
+    assert torch.allclose(prior_logits.grad, 0.8 * ref_prior.grad)
+
+
+def test_latent_model_loss_by_hand():
+    # reward 0.5 * 1^2; continuation BCE(0, 1) = log 2; reconstruction BCE(0, 1) = log 2; KL term 0.25
+    loss = latent_model_loss(torch.tensor([[[0.0]]]), torch.tensor([[[1.0]]]), torch.tensor([[0.0]]),
+                             torch.tensor([[0.0]]), torch.tensor([[1.0]]), torch.tensor([[1.0]]),
+                             torch.tensor([[0.25]]))
+    assert loss.item() == pytest.approx(0.5 + 2 * LOG2 + 0.25)
+
+
+def cfg(agent, env="procmaze", **kw):
+    return RunConfig(agent=agent, env=env, seeds=[0, 1], hidden=[16, 16], latent_features=4, latent_classes=3,
+                     **kw).resolved()
+
+
+def real_batch(env_name="procmaze", n=32, members=2, seed=0, **params):
+    env = envs.make(env_name, n, seed, **params)
+    obs = env.reset()
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(members):
+        a = rng.integers(0, env.num_actions, n)
+        nxt, r, term, obs2 = env.step(a)
+        out.append((obs, a, r, nxt, 1.0 - term))
+        obs = obs2
+    f = lambda i, dt: torch.from_numpy(np.stack([o[i] for o in out])).to(dt)  # noqa: E731
+    return f(0, torch.float32), f(1, torch.int64), f(2, torch.float32), f(3, torch.float32), f(4, torch.float32)
+
+
+@pytest.mark.parametrize("agent", ["simple", "latent-cat", "latent-gauss"])
+def test_learned_models_train(agent):
+    c = cfg(agent)
+    gen = torch.Generator().manual_seed(0)
+    model = (SimpleModel if agent == "simple" else LatentModel)(c, 64, 5, "cpu", gen)
+    batch = real_batch()
+    opt, lr = adam_init(model.pack.flat), torch.full((2,), 1e-3)
+    first = model.loss(*batch).detach()
+    assert first.shape == (2,) and torch.isfinite(first).all()
+    for _ in range(150):
+        loss = model.loss(*batch)
+        (g,) = torch.autograd.grad(loss.sum(), model.pack.flat)
+        adam_step(model.pack.flat, g, opt, lr)
+    assert (model.loss(*batch).detach() < 0.8 * first).all()
+    state = model.start(batch[0])
+    width = 12 if agent == "latent-cat" else (4 if agent == "latent-gauss" else 64)
+    assert state.shape == (2, 32, width)
+    if agent == "latent-cat":  # straight-through one-hot samples
+        assert ((state.view(2, 32, 4, 3).sum(-1) - 1).abs() < 1e-5).all()
+
+
+class CountingModel:
+    """A constructed model: the state counts steps, reward = action, continuation 0.5 (or 1)."""
+
+    def __init__(self, continuation):
+        self.continuation = continuation
+
+    def start(self, obs):
+        return obs.clone()
+
+    def step(self, state, action):
+        return state + 1, action.to(torch.float32), torch.full(action.shape, self.continuation)
+
+    def q_input(self, state):
+        return state
+
+
+class FixedQ:
+    def __call__(self, x):  # prefers action 2 overwhelmingly
+        q = torch.zeros(*x.shape[:2], 4)
+        q[..., 2] = 100.0
+        return q
+
+
+@pytest.mark.parametrize("episodic", [True, False])
+def test_rollout_shapes_weights_and_continuation_products(episodic):
+    P, S, L = 2, 3, 5
+    start = torch.arange(P * S, dtype=torch.float32).view(P, S, 1).repeat(1, 1, 4)
+    out = rollout(CountingModel(0.5), FixedQ(), start, L, torch.tensor([1.0, 1.0]), episodic, None)
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "obs": (P, S * L, 4), "action": (P, S * L), "reward": (P, S * L), "next_obs": (P, S * L, 4),
+        "continuation": (P, S * L), "weight": (P, S * L)}
+    for p in range(P):
+        for s in range(S):
+            rows = slice(s * L, (s + 1) * L)
+            assert out["obs"][p, rows, 0].tolist() == [p * S + s + i for i in range(L)]
+            assert out["next_obs"][p, rows, 0].tolist() == [p * S + s + i + 1 for i in range(L)]
+            expected = [0.5**i for i in range(L)] if episodic else [1.0] * L
+            assert out["weight"][p, rows].tolist() == pytest.approx(expected)
+    assert (out["action"] == 2).all() and (out["reward"] == 2).all() and (out["continuation"] == 0.5).all()
+
+
+def test_softmax_sampling_follows_the_temperature():
+    q = torch.tensor([[[0.0, 1.0]]]).expand(2, 20_000, 2)
+    gen = torch.Generator().manual_seed(0)
+    freq = softmax_sample(q, torch.tensor([1.0, 0.25]), gen).to(torch.float32).mean(1)
+    assert freq.tolist() == pytest.approx([1 / (1 + math.e**-1), 1 / (1 + math.e**-4)], abs=0.01)
+
+
+def test_perfect_model_rollouts_equal_environment_steps():
+    c = cfg("perfect", env_params={"grid_size": 4, "spontaneous": False})
+    model = PerfectModel(c, 64, 5, "cpu", None)
+    env = envs.make("procmaze", 1, 0, grid_size=4, spontaneous=False)
+    start = real_batch(grid_size=4, spontaneous=False)[0]
+    q = PopulationMLP.create(mlp_shape(64, [16], 5), [3, 4], trainable=False)
+    out = rollout(model, q, start, 10, torch.tensor([1.0, 1.0]), True, torch.Generator().manual_seed(1))
+    obs, act = out["obs"].view(2, 32, 10, 64), out["action"].view(2, 32, 10)
+    for p in range(2):
+        state = start[p].numpy().astype(bool)
+        weight = np.ones(32)
+        for i in range(10):
+            assert (obs[p, :, i].numpy() == state).all()
+            nxt, reward, terminal = env.transition(state, act[p, :, i].numpy(), env.rng)
+            assert (out["next_obs"].view(2, 32, 10, 64)[p, :, i].numpy() == nxt).all()
+            assert (out["reward"].view(2, 32, 10)[p, :, i].numpy() == reward).all()
+            assert (out["continuation"].view(2, 32, 10)[p, :, i].numpy() == 1 - terminal).all()
+            assert (out["weight"].view(2, 32, 10)[p, :, i].numpy() == weight).all()
+            weight = weight * (1 - terminal)
+            state = nxt
+
+
+@pytest.mark.slow
+def test_simple_model_learns_buttongrid_dynamics():
+    """Random-policy ButtonGrid(5, 2): next-observation feature error below 0.5% (PAPER.md's factored world)."""
+    torch.manual_seed(0)
+    env = envs.make("buttongrid", 256, 0, grid_size=5, num_buttons=2)
+    rng = np.random.default_rng(0)
+    obs, data = env.reset(), []
+    for _ in range(100):
+        a = rng.integers(0, 5, 256)
+        nxt, r, term, obs2 = env.step(a)
+        data.append((obs, a, r, nxt, 1.0 - term))
+        obs = obs2
+    O, A, R, N, C = (np.concatenate([d[i] for d in data]) for i in range(5))
+
+    def batch(idx):
+        f = lambda x, dt: torch.from_numpy(x[idx]).to(dt)[None]  # noqa: E731
+        return f(O, torch.float32), f(A, torch.int64), f(R, torch.float32), f(N, torch.float32), f(C, torch.float32)
+
+    c = RunConfig(agent="simple", env="buttongrid", env_params={"num_buttons": 2}, seeds=[0]).resolved()
+    model = SimpleModel(c, 75, 5, "cpu", torch.Generator().manual_seed(0))
+    opt, lr = adam_init(model.pack.flat), torch.tensor([c.model_lr])
+    held_out = batch(rng.integers(0, len(A), 4096))
+    assert accuracy(model, *held_out)["next_obs_error"][0] > 0.05
+    for _ in range(8000):
+        loss = model.loss(*batch(rng.integers(0, len(A), c.rollout_starts)))
+        (g,) = torch.autograd.grad(loss.sum(), model.pack.flat)
+        adam_step(model.pack.flat, g, opt, lr)
+    result = accuracy(model, *held_out)
+    assert result["next_obs_error"][0] < 0.005, result
+    assert result["continuation_acc"][0] == 1.0 and result["reward_se"][0] < 0.01
+
+
+def test_panflute_probe_covers_every_number_of_active_ends():
+    obs, actions, ends = panflute_probe(4)
+    assert obs.shape[1] == 10 and set(ends.tolist()) == {0, 1, 2, 3, 4}
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("agent", ["simple", "perfect", "latent-cat", "latent-gauss"])
+def test_each_model_agent_runs_as_a_multi_process_system(tmp_path, agent):
+    import json
+
+    run_dir = tmp_path / agent
+    done = subprocess.run(
+        [sys.executable, "-m", "launch.cli", "run", "--agent", agent, "--env", "panflute", "--env.num_pipes", "2",
+         "--seeds", "2", "--steps", "800", "--learning-starts", "500", "--eval-period", "200", "--hidden", "64,64",
+         "--diagnostics-period", "100", "--quiet", "--out", str(run_dir)],
+        capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["outcome"] == "completed" and summary["reconciled"] and summary["throughput"]["updates"] == 300
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    finished = [e for e in events if e["event"] == "modelserver_finished"][0]
+    assert finished["updates"] == 300  # one model update (and one imagined batch) per Q update
+    diagnostics = [e for e in events if e["event"] == "model_diagnostics" and "next_obs_error" in e]
+    if agent == "perfect":
+        assert not diagnostics
+    else:
+        assert diagnostics and len(diagnostics[-1]["reward_by_active_ends"]) == 3
