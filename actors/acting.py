@@ -6,16 +6,20 @@ import torch
 
 from learner.agent import encode, encoder_shape, greedy_actions, q_shape, softmax_actions
 from learner.config import RunConfig
-from learner.networks import PopulationMLP
+from learner.dqn import q_network
+from learner.networks import MLP, ParamStore
 
 
 class ActingPolicy:
     def __init__(self, cfg: RunConfig, obs_dim: int, num_actions: int, generator: torch.Generator):
         self.cfg = cfg
-        shape = q_shape(cfg, obs_dim, num_actions)
-        self.q = PopulationMLP(shape, torch.zeros(cfg.members, shape.numel))
+        self.q_store, self.q = q_network(q_shape(cfg, obs_dim, num_actions), cfg.seeds)
         enc = encoder_shape(cfg, obs_dim)
-        self.encoder = PopulationMLP(enc, torch.zeros(cfg.members, enc.numel)) if enc else None
+        self.encoder_store, self.encoder = None, None
+        if enc is not None:  # the same layout as the model server's encoder span
+            self.encoder_store = ParamStore(cfg.members, cfg.seeds)
+            self.encoder = MLP(self.encoder_store, "encoder", enc)
+            self.encoder_store.build()
         self.generator = generator
         self.temperature = torch.tensor(cfg.per_member(cfg.temperature), dtype=torch.float32)
 

@@ -28,7 +28,7 @@ from learner.wiring import FIRST_ACTOR_SLOT, Wiring
 from replay.client import ReplayClient
 from replay.counters import RunCounters
 from replay.doorbell import Doorbell
-from replay.lifecycle import StopRequested, StopSignal, die_with_parent
+from replay.lifecycle import StopRequested, StopSignal, die_with_parent, tune_allocator
 from replay.limiter import wait_until
 from replay.logs import configure_logging, get_logger
 
@@ -88,8 +88,8 @@ class LocalParams:
     """Parameters from the run's shared-memory blocks (what a local actor or the evaluator reads)."""
 
     def __init__(self, cfg: RunConfig, wiring: Wiring, policy: ActingPolicy):
-        self.q = ParamReader(ParamBlock.attach(wiring.q_params), policy.q.flat)
-        self.encoder = (ParamReader(ParamBlock.attach(wiring.model_params), policy.encoder.flat)
+        self.q = ParamReader(ParamBlock.attach(wiring.q_params), policy.q_store.flat)
+        self.encoder = (ParamReader(ParamBlock.attach(wiring.model_params), policy.encoder_store.flat)
                         if is_latent(cfg.agent) else None)
 
     def refresh(self) -> None:
@@ -115,6 +115,7 @@ def _env_dims(cfg: RunConfig) -> tuple[int, int]:
 def run_actor(config: dict, wiring: dict, index: int) -> None:
     """Process entry point of local actor `index`."""
     die_with_parent()
+    tune_allocator()
     stop = StopSignal().install()
     cfg, w = RunConfig(**config), Wiring(**wiring)
     configure_logging("actor", w.events, actor=index)

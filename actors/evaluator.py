@@ -24,7 +24,7 @@ from learner.config import RunConfig
 from learner.wiring import EVALUATOR_SLOT, Wiring
 from replay.counters import RunCounters
 from replay.doorbell import Doorbell, Ringer
-from replay.lifecycle import StopRequested, StopSignal, die_with_parent
+from replay.lifecycle import StopRequested, StopSignal, die_with_parent, tune_allocator
 from replay.logs import configure_logging, get_logger
 from replay.slots import SlotQueue
 
@@ -75,9 +75,9 @@ class Evaluator:
             slot = self.queue.await_item(self.bell, heartbeat=lambda: self.counters.beat(EVALUATOR_SLOT),
                                          stall_warning_s=max(self.cfg.stall_warning_s, 3600.0))
             env_steps, updates = int(slot["env_steps"]), int(slot["updates"])
-            self.policy.q.load_(torch.from_numpy(slot["q"]))
+            self.policy.q_store.flat.copy_(torch.from_numpy(slot["q"]))
             if self.policy.encoder is not None:
-                self.policy.encoder.load_(torch.from_numpy(slot["encoder"]))
+                self.policy.encoder_store.flat.copy_(torch.from_numpy(slot["encoder"]))
             self.queue.release()
             self.ring_learner.ring()
             self.counters.beat(EVALUATOR_SLOT)
@@ -95,6 +95,7 @@ class Evaluator:
 def run_evaluator(config: dict, wiring: dict) -> None:
     """Process entry point."""
     die_with_parent()
+    tune_allocator()
     stop = StopSignal().install()
     cfg, w = RunConfig(**config), Wiring(**wiring)
     configure_logging("evaluator", w.events)

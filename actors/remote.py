@@ -41,12 +41,12 @@ class RemoteParams:
 
     def refresh(self, timeout_ms: int = 0) -> None:
         self.sub.poll(timeout_ms)
-        for name, net in (("q", self.policy.q), ("encoder", self.policy.encoder)):
-            if net is None or name not in self.sub.newest:
+        for name, store in (("q", self.policy.q_store), ("encoder", self.policy.encoder_store)):
+            if store is None or name not in self.sub.newest:
                 continue
             version, array = self.sub.newest[name]
             if self.versions.get(name) != version:
-                net.load_(torch.from_numpy(array.copy()))
+                store.flat.copy_(torch.from_numpy(array))
                 self.versions[name] = version
 
     def ready(self) -> bool:

@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     actor.add_argument("--envs", type=int, default=1, help="environment copies per member")
     actor.set_defaults(func=cmd_actor)
 
+    from launch.bench import add_bench_options
+
+    bench = sub.add_parser("bench", help="throughput of environments, replay and end-to-end agents")
+    add_bench_options(bench)
+    bench.set_defaults(func=cmd_bench)
+
     plot = sub.add_parser("plot", help="draw several runs' learning curves on one figure")
     plot.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
     plot.add_argument("--out", help="image path (default: RUN/compare.png)")

@@ -106,13 +106,13 @@ class Supervisor:
         cfg, w = self.cfg, self.wiring
         env = envs.make(cfg.env, 1, 0, **cfg.env_params)
         self.obs_dim, self.num_actions = env.obs_dim, env.num_actions
-        q_numel = q_shape(cfg, env.obs_dim, env.num_actions).numel
+        q_numel = cfg.members * q_shape(cfg, env.obs_dim, env.num_actions).numel
         enc = encoder_shape(cfg, env.obs_dim)
-        self.segments.append(ParamBlock.create(w.q_params, cfg.members, q_numel))
+        enc_numel = cfg.members * enc.numel if enc else 0
+        self.segments.append(ParamBlock.create(w.q_params, q_numel))
         if enc is not None:
-            self.segments.append(ParamBlock.create(w.model_params, cfg.members, enc.numel))
-        self.segments.append(SlotQueue.create(w.eval_queue, EVAL_QUEUE_DEPTH,
-                                              eval_snapshot_spec(cfg, q_numel, enc.numel if enc else 0)))
+            self.segments.append(ParamBlock.create(w.model_params, enc_numel))
+        self.segments.append(SlotQueue.create(w.eval_queue, EVAL_QUEUE_DEPTH, eval_snapshot_spec(q_numel, enc_numel)))
         if cfg.agent in MODEL_AGENTS:
             width = q_input_width(cfg, env.obs_dim)
             self.segments.append(SlotQueue.create(w.imagined, cfg.queue_depth, imagined_batch_spec(cfg, width)))

@@ -53,13 +53,18 @@ def encoder_shape(cfg: RunConfig, obs_dim: int) -> MLPShape | None:
 
 
 # -- latent distributions (plain functions of tensors) ----------------------------------
-def categorical_sample(logits: torch.Tensor, classes: int, generator: torch.Generator | None = None):
-    """Straight-through one-hot sample: (latent [.., F*C], probs [.., F, C], log_probs [.., F, C])."""
+def categorical_sample(logits: torch.Tensor, classes: int, generator: torch.Generator | None = None,
+                       gumbel: torch.Tensor | None = None):
+    """Straight-through one-hot sample: (latent [.., F*C], probs [.., F, C], log_probs [.., F, C]).
+
+    `gumbel` is optional pre-drawn Gumbel noise shaped like the [.., F, C] logits.
+    """
     shaped = logits.unflatten(-1, (-1, classes))
     log_probs = torch.log_softmax(shaped, dim=-1)
     probs = log_probs.exp()
-    gumbel = -torch.log(-torch.log(torch.rand(shaped.shape, generator=generator, device=logits.device)
-                                   .clamp_(1e-20, 1.0)))
+    if gumbel is None:
+        u = torch.rand(shaped.shape, generator=generator, device=logits.device).clamp_(1e-20, 1.0)
+        gumbel = -torch.log(-torch.log(u))
     one_hot = torch.nn.functional.one_hot((log_probs + gumbel).argmax(-1), classes).to(probs.dtype)
     latent = probs + (one_hot - probs).detach()
     return latent.flatten(-2), probs, log_probs
@@ -72,8 +77,12 @@ def gaussian_params(out: torch.Tensor, min_std: float) -> tuple[torch.Tensor, to
     return mu, std
 
 
-def gaussian_sample(mu: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None = None):
-    return mu + std * torch.randn(mu.shape, generator=generator, device=mu.device)
+def gaussian_sample(mu: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None = None,
+                    normal: torch.Tensor | None = None):
+    """Reparameterised sample mu + std * eps (eps pre-drawn or drawn here)."""
+    if normal is None:
+        normal = torch.randn(mu.shape, generator=generator, device=mu.device)
+    return mu + std * normal
 
 
 def encode(cfg: RunConfig, encoder_out: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -88,7 +88,9 @@ class RunConfig:
     checkpoint_period: int = 100_000  # Q updates between checkpoints (and one at the end)
     diagnostics_period: int = 1000  # model updates between model diagnostics events
     device: str = "auto"  # learner and model server: auto | cpu | cuda
-    threads: int = 0  # torch threads for the learner and model server; 0 = auto
+    workers: int = 0  # threads splitting the population in the learner and model server; 0 = auto
+    learner_threads: int = 0  # torch threads per learner worker; 0 = auto (see learner/process.py: set_threads)
+    model_threads: int = 0  # torch threads per model-server worker; 0 = auto
     out: str = ""  # run directory; empty = runs/<time>-<agent>-<env>
     remote_endpoint: str = ""  # tcp://HOST:PORT where remote actors send transitions; empty = local actors only
     param_endpoint: str = ""  # tcp://HOST:PORT where remote actors subscribe to parameters; empty = none
@@ -198,7 +200,8 @@ class RunConfig:
                     "message_size", "queue_depth", "publish_period", "remote_publish_period",
                     "checkpoint_period", "diagnostics_period"):
             integer(key, 1)
-        for key in ("learning_starts", "updates_per_step", "eval_period", "policy_lag", "threads"):
+        for key in ("learning_starts", "updates_per_step", "eval_period", "policy_lag", "workers",
+                    "learner_threads", "model_threads"):
             integer(key, 0)
         for key in ("tolerance",):
             number(key, 0, strict=False)

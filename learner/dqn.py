@@ -3,65 +3,105 @@
 Plain tensors in, per-member losses out; no processes or sockets here. The same
 update serves every agent: ER passes replay samples (continuation = 1 - terminal,
 weight 1); model agents pass imagined transitions with the model's continuation
-probabilities and rollout weights.
+probabilities and rollout weights. The gradient of the loss (learner/losses.py)
+with respect to the chosen Q-values,
+
+    d loss_p / d Q(s_b, a_b) = 2 w_b (Q(s_b, a_b) - y_b) / B,
+
+is back-propagated by the network's own backward pass (learner/networks.py).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from envs.seeding import derive_seed
 from learner.losses import GAMMA, q_loss, td_targets
-from learner.networks import MLPShape, PopulationMLP
-from learner.optim import AdamState, adam_init, adam_step
+from learner.networks import MLP, MLPShape, ParamStore
+from learner.optim import AdamState, adam_init, adam_step, uniform
+from learner.shards import ShardPool
+
+
+def q_network(shape: MLPShape, seeds: list[int], device="cpu") -> tuple[ParamStore, MLP]:
+    """A store holding one population Q-network (the layout every reader of Q parameters shares)."""
+    store = ParamStore(len(seeds), seeds, device)
+    net = MLP(store, "q", shape)
+    store.build()
+    return store, net
 
 
 class DQN:
-    def __init__(
-        self,
-        shape: MLPShape,
-        seeds: list[int],
-        lr: list[float],
-        *,
-        gamma: float = GAMMA,
-        target_period: int = 100,
-        device: str | torch.device = "cpu",
-    ):
+    def __init__(self, shape: MLPShape, seeds: list[int], lr: list[float], *, gamma: float = GAMMA,
+                 target_period: int = 100, device: str | torch.device = "cpu", workers: int = 1):
         self.shape = shape
         self.device = torch.device(device)
-        self.q = PopulationMLP.create(shape, [derive_seed(s, "q") for s in seeds], self.device)
-        self.target = PopulationMLP(shape, self.q.flat.detach().clone())
-        self.opt: AdamState = adam_init(self.q.flat)
+        self.store, self.q = q_network(shape, seeds, self.device)
+        self.target_flat = self.store.flat.clone()
+        self.target_params = self._views_of(self.target_flat)
+        self.shards = ShardPool(len(seeds), workers)
+        self.opt: AdamState = adam_init(self.store.flat)
         self.lr = torch.tensor(lr, dtype=torch.float32, device=self.device)
+        common = uniform(self.lr)  # one step size for all: the fused optimiser step
+        self.step_size = common if common is not None else self.store.per_element(self.lr)
         self.gamma = gamma
         self.target_period = target_period
         self.updates = 0
 
+    def _views_of(self, flat: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        views = []
+        for k in range(len(self.shape.layers)):
+            for name in (f"q.w{k}", f"q.b{k}"):
+                a, b = self.store.offsets[name]
+                views.append(flat[a:b].view(self.store.shape(name)))
+        return list(zip(views[::2], views[1::2]))
+
     @property
     def members(self) -> int:
-        return self.q.members
+        return self.store.members
 
+    @property
+    def flat(self) -> torch.Tensor:
+        return self.store.flat
+
+    def target_q(self, next_obs: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+        params = self.target_params if members is None else [(w[members], b[members]) for w, b in self.target_params]
+        return self.q.forward(next_obs, params)
+
+    @torch.no_grad()
     def loss(self, obs, action, reward, next_obs, continuation, weight=None) -> torch.Tensor:
-        """Per-member loss [P]; differentiable in the Q-network's parameters."""
-        with torch.no_grad():
-            target = td_targets(self.target(next_obs), reward, continuation, self.gamma)
+        """Per-member loss [P] (no update)."""
+        target = td_targets(self.target_q(next_obs), reward, continuation, self.gamma)
         return q_loss(self.q(obs), action, target, weight)
 
+    @torch.no_grad()
     def update(self, obs, action, reward, next_obs, continuation, weight=None) -> torch.Tensor:
         """One optimiser step on every member; refreshes the target every `target_period` updates."""
-        losses = self.loss(obs, action, reward, next_obs, continuation, weight)
-        (grad,) = torch.autograd.grad(losses.sum(), self.q.flat)
-        adam_step(self.q.flat, grad, self.opt, self.lr)
+        def gradients(m: slice) -> torch.Tensor:
+            return self._gradients(m, obs[m], action[m], reward[m], next_obs[m], continuation[m],
+                                   None if weight is None else weight[m])
+
+        losses = torch.cat(self.shards.map(gradients))
+        adam_step(self.store.flat, self.store.grad, self.opt, self.step_size)
         self.updates += 1
         if self.updates % self.target_period == 0:
-            self.target.load_(self.q.flat)
-        return losses.detach()
+            self.target_flat.copy_(self.store.flat)
+        return losses
+
+    def _gradients(self, members, obs, action, reward, next_obs, continuation, weight) -> torch.Tensor:
+        """Loss of members [members] and its gradient, written into the store's gradient buffer."""
+        target = td_targets(self.target_q(next_obs, members), reward, continuation, self.gamma)
+        q, inputs = self.q.forward_cached(obs, members)
+        chosen = q.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        err = chosen - target
+        scale = (2.0 / err.shape[1]) * (err if weight is None else weight * err)
+        grad_q = torch.zeros_like(q).scatter_(-1, action.unsqueeze(-1), scale.unsqueeze(-1))
+        self.q.backward(inputs, grad_q, members=members)
+        return (err * err if weight is None else weight * err * err).mean(dim=1)
 
     # -- checkpoints ------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:
         return {
-            "q": self.q.flat.detach().cpu().numpy(),
-            "target": self.target.flat.cpu().numpy(),
+            "q": self.store.flat.cpu().numpy(),
+            "target": self.target_flat.cpu().numpy(),
             "adam_m": self.opt.m.cpu().numpy(),
             "adam_v": self.opt.v.cpu().numpy(),
             "adam_t": np.array(self.opt.t),
@@ -70,10 +110,9 @@ class DQN:
         }
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        with torch.no_grad():
-            self.q.flat.copy_(torch.from_numpy(state["q"]))
-            self.target.flat.copy_(torch.from_numpy(state["target"]))
-            self.opt.m.copy_(torch.from_numpy(state["adam_m"]))
-            self.opt.v.copy_(torch.from_numpy(state["adam_v"]))
+        self.store.flat.copy_(torch.from_numpy(state["q"]))
+        self.target_flat.copy_(torch.from_numpy(state["target"]))
+        self.opt.m.copy_(torch.from_numpy(state["adam_m"]))
+        self.opt.v.copy_(torch.from_numpy(state["adam_v"]))
         self.opt.t = int(state["adam_t"])
         self.updates = int(state["updates"])

@@ -1,7 +1,7 @@
 """Versioned parameter blocks: a writer publishes, readers copy a consistent version.
 
 ParamBlock is a seqlock in shared memory: the writer bumps `seq` to odd, copies
-the flat [P, N] parameters, sets `version`, bumps `seq` to even; a reader copies
+the flat parameters (a ParamStore buffer), sets `version`, bumps `seq` to even; a reader copies
 and retries if `seq` was odd or changed meanwhile, so no reader ever sees a
 half-written version. Readers copy only when the version changed.
 
@@ -28,8 +28,8 @@ class ParamBlock:
         self.shape = self.data.shape
 
     @classmethod
-    def create(cls, name: str, members: int, numel: int, meta: dict | None = None) -> "ParamBlock":
-        spec = {"seq": (np.int64, (1,)), "version": (np.int64, (1,)), "data": (np.float32, (members, numel))}
+    def create(cls, name: str, numel: int, meta: dict | None = None) -> "ParamBlock":
+        spec = {"seq": (np.int64, (1,)), "version": (np.int64, (1,)), "data": (np.float32, (numel,))}
         block = cls(Segment.create(name, spec, {"kind": "params", **(meta or {})}))
         block._version[0] = -1  # nothing published yet
         return block

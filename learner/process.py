@@ -28,11 +28,12 @@ from learner.params import ParamBlock, ParamPublisher
 from learner.wiring import LEARNER_SLOT, Wiring
 from replay.counters import RunCounters
 from replay.doorbell import Doorbell, Ringer
-from replay.lifecycle import StopRequested, StopSignal, die_with_parent
+from replay.lifecycle import StopRequested, StopSignal, die_with_parent, tune_allocator
 from replay.limiter import RatioPolicy, wait_until
 from replay.logs import configure_logging, get_logger
 from replay.security import ServerKeys
 from replay.slots import SlotQueue
+from replay.timing import PhaseTimer
 from replay.store import Batch, ReplayStore
 
 PROGRESS_PERIOD_S = 10.0
@@ -47,17 +48,33 @@ def choose_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def set_threads(cfg: RunConfig, busy_processes: int) -> int:
-    """Torch threads for a compute process: the cores shared among the busy ones."""
-    threads = cfg.threads or max(1, (os.cpu_count() or 1) // busy_processes)
+def parallelism(cfg: RunConfig, role: str) -> tuple[int, int]:
+    """(member-parallel workers, torch threads per worker) for the learner or the model server.
+
+    Auto, with C cores: a population of at least C members is split over C workers of one thread
+    each, in every compute process, so the operating system can fill every core with coarse
+    pieces of work. A smaller population runs as one batch; ER's single compute process then
+    takes every core inside each matrix product, while the two compute processes of a model
+    agent take one core each.
+    """
+    cores = os.cpu_count() or 1
+    workers = cfg.workers or (cores if cfg.members >= cores else 1)
+    configured = cfg.learner_threads if role == "learner" else cfg.model_threads
+    if configured:
+        threads = configured
+    elif workers > 1:
+        threads = 1
+    else:
+        threads = cores if cfg.agent not in MODEL_AGENTS else max(1, cores // 2)
     torch.set_num_threads(threads)
-    return threads
+    return workers, threads
 
 
-def eval_snapshot_spec(cfg: RunConfig, q_numel: int, encoder_numel: int) -> dict:
-    spec = {"env_steps": (np.int64, ()), "updates": (np.int64, ()), "q": (np.float32, (cfg.members, q_numel))}
+def eval_snapshot_spec(q_numel: int, encoder_numel: int) -> dict:
+    """An evaluation point's policy: Q (and encoder) parameter buffers, all members."""
+    spec = {"env_steps": (np.int64, ()), "updates": (np.int64, ()), "q": (np.float32, (q_numel,))}
     if encoder_numel:
-        spec["encoder"] = (np.float32, (cfg.members, encoder_numel))
+        spec["encoder"] = (np.float32, (encoder_numel,))
     return spec
 
 
@@ -68,9 +85,9 @@ class Learner:
         env = envs.make(cfg.env, 1, 0, **cfg.env_params)
         self.device = choose_device(cfg.device)
         self.model_agent = cfg.agent in MODEL_AGENTS
-        self.threads = set_threads(cfg, 2 if self.model_agent else 1)
+        self.workers, self.threads = parallelism(cfg, "learner")
         self.dqn = DQN(q_shape(cfg, env.obs_dim, env.num_actions), cfg.seeds, cfg.per_member(cfg.lr),
-                       gamma=cfg.gamma, target_period=cfg.target_period, device=self.device)
+                       gamma=cfg.gamma, target_period=cfg.target_period, device=self.device, workers=self.workers)
         self.policy = RatioPolicy(cfg.updates_per_step, cfg.learning_starts, cfg.tolerance, cfg.total_updates)
         self.total = cfg.total_updates
         self.counters = RunCounters.attach(wiring.counters)
@@ -98,6 +115,7 @@ class Learner:
         self.eval_points = cfg.eval_points()
         self.next_eval = 0
         self.wait_s = 0.0
+        self.timer = PhaseTimer()
         self.losses: list[torch.Tensor] = []
 
     def close(self) -> None:
@@ -116,24 +134,31 @@ class Learner:
     def run(self) -> None:
         self.publish()
         self.push_due_evals()
-        self.log.info("learner_started", total_updates=self.total, device=str(self.device), threads=self.threads,
+        self.log.info("learner_started", total_updates=self.total, device=str(self.device), workers=self.workers,
+                      threads=self.threads,
                       q_parameters=self.dqn.shape.numel, members=self.cfg.members)
         next_report = time.monotonic() + PROGRESS_PERIOD_S
+        timer = self.timer
         while self.dqn.updates < self.total:
-            self.await_next()
+            with timer.phase("wait"):
+                self.await_next()
             with self.stop.deferred():
                 self.update_once()
                 self.counters.updates = self.dqn.updates
             if self.dqn.updates == 1:
                 self.counters.update_times[0] = time.time()
             self.counters.update_times[1] = time.time()
-            self.ring_updates.ring()
-            self.push_due_evals()
+            with timer.phase("notify"):
+                self.ring_updates.ring()
+            with timer.phase("eval_snapshot"):
+                self.push_due_evals()
             if self.dqn.updates % self.cfg.publish_period == 0:
-                self.publish()
+                with timer.phase("publish"):
+                    self.publish()
             if self.dqn.updates % self.cfg.checkpoint_period == 0:
                 self.checkpoint()
             self.tick()
+            timer.tick()
             if time.monotonic() >= next_report:
                 self.report()
                 next_report = time.monotonic() + PROGRESS_PERIOD_S
@@ -154,16 +179,21 @@ class Learner:
                                     "target": self.policy.target(self.counters.min_inserts())})
 
     def update_once(self) -> None:
+        timer = self.timer
         if self.model_agent:
             slot = self.imagined.slot(self.imagined.consumed)
             t = {k: torch.from_numpy(slot[k]).to(self.device, non_blocking=True)
                  for k in ("obs", "action", "reward", "next_obs", "continuation", "weight")}
-            loss = self.dqn.update(t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"], t["weight"])
+            with timer.phase("q_update"):
+                loss = self.dqn.update(t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"],
+                                       t["weight"])
             self.imagined.release()
         else:
-            self.store.sample(self.rngs, self.batch)
+            with timer.phase("sample"):
+                self.store.sample(self.rngs, self.batch)
             t = {k: v.to(self.device, non_blocking=True) for k, v in self.batch_tensors.items()}
-            loss = self.dqn.update(t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"])
+            with timer.phase("q_update"):
+                loss = self.dqn.update(t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"])
         self.losses.append(loss)
 
     # -- outputs --------------------------------------------------------------------------
@@ -174,13 +204,13 @@ class Learner:
             self.publish_remote()
 
     def publish(self) -> None:
-        self.params.publish(self.dqn.q.flat, self.dqn.updates)
+        self.params.publish(self.dqn.flat, self.dqn.updates)
         self.ring_actors.ring()
         if self.publisher is not None and self.dqn.updates % self.cfg.remote_publish_period == 0:
             self.publish_remote()
 
     def publish_remote(self) -> None:
-        self.publisher.publish("q", self.dqn.q.flat, self.dqn.updates)
+        self.publisher.publish("q", self.dqn.flat, self.dqn.updates)
         if self.encoder is not None:
             encoder = np.empty(self.encoder.shape, np.float32)
             version = self.encoder.read(encoder)
@@ -197,7 +227,7 @@ class Learner:
                                               describe_stall=lambda: {"side": "evaluator"})
             slot["env_steps"][...] = env_steps
             slot["updates"][...] = self.dqn.updates
-            slot["q"][...] = self.dqn.q.flat.detach().cpu().numpy()
+            slot["q"][...] = self.dqn.flat.cpu().numpy()
             if self.encoder is not None:
                 self.encoder.read(slot["encoder"])
             self.eval_queue.commit()
@@ -218,12 +248,13 @@ class Learner:
         loss = torch.stack(self.losses).mean(0).cpu().tolist() if self.losses else None
         self.losses.clear()
         self.log.info("learner_progress", updates=self.dqn.updates, inserts=self.counters.min_inserts(),
-                      wait_s=round(self.wait_s, 3), loss=loss)
+                      wait_s=round(self.wait_s, 3), loss=loss, **self.timer.report())
 
 
 def run_learner(config: dict, wiring: dict) -> None:
     """Process entry point."""
     die_with_parent()
+    tune_allocator()
     stop = StopSignal().install()
     cfg, w = RunConfig(**config), Wiring(**wiring)
     configure_logging("learner", w.events)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 import envs
-from modelserver.models import LatentModel, SimpleModel, with_action
+from modelserver.models import LatentModel, SimpleModel
 
 
 @torch.no_grad()
@@ -60,13 +60,12 @@ def panflute_probe(num_pipes: int, steps: int = 64, copies: int = 64, seed: int 
 def reward_by_active_ends(model, probe, members: int, device) -> list[float | None]:
     """Mean predicted reward (over members and probe states) for 0..n active pipe ends."""
     obs, actions, ends = probe
-    o = torch.from_numpy(obs).to(device, torch.float32).expand(members, -1, -1)
-    a = torch.from_numpy(actions).to(device).expand(members, -1)
+    o = torch.from_numpy(obs).to(device, torch.float32).expand(members, -1, -1).contiguous()
+    a = torch.from_numpy(actions).to(device).expand(members, -1).contiguous()
     if isinstance(model, SimpleModel):
-        reward = model.pack["reward"](with_action(o, a, model.num_actions)).squeeze(-1)
+        reward = model.predict(o, a)[1]
     else:
         assert isinstance(model, LatentModel)
-        z = model.start(o)
-        reward = model.pack["reward"](with_action(z, a, model.num_actions)).squeeze(-1)
+        reward = model.step(model.start(o), a)[1]
     mean = reward.mean(0).cpu().numpy()
     return [float(mean[ends == k].mean()) if (ends == k).any() else None for k in range(int(ends.max()) + 1)]

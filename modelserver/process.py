@@ -23,20 +23,22 @@ import envs
 from envs.seeding import derive_seed
 from learner.agent import q_shape
 from learner.config import RunConfig
-from learner.networks import PopulationMLP
+from learner.dqn import q_network
 from learner.optim import adam_init, adam_step
 from learner.params import ParamBlock, ParamReader
-from learner.process import choose_device, set_threads
+from learner.process import choose_device, parallelism
+from learner.shards import ShardPool
 from learner.wiring import MODELSERVER_SLOT, Wiring
 from modelserver import diagnostics
 from modelserver.models import LatentModel, make_model
-from modelserver.rollout import FIELDS, rollout
+from modelserver.rollout import FIELDS, RolloutEngine
 from replay.counters import RunCounters
 from replay.doorbell import Doorbell, Ringer
-from replay.lifecycle import StopRequested, StopSignal, die_with_parent
+from replay.lifecycle import StopRequested, StopSignal, die_with_parent, tune_allocator
 from replay.limiter import RatioPolicy, wait_until
 from replay.logs import configure_logging, get_logger
 from replay.slots import SlotQueue
+from replay.timing import PhaseTimer
 from replay.store import Batch, ReplayStore
 
 DIAGNOSTIC_BATCH = 1024
@@ -49,15 +51,20 @@ class ModelServer:
         env = envs.make(cfg.env, 1, 0, **cfg.env_params)
         self.env = env
         self.device = choose_device(cfg.device)
-        self.threads = set_threads(cfg, 2)
+        self.workers, self.threads = parallelism(cfg, "modelserver")
+        self.shards = ShardPool(cfg.members, self.workers)
         self.generator = torch.Generator(device=self.device).manual_seed(derive_seed(cfg.seeds[0], "model-server"))
-        self.model = make_model(cfg, env.obs_dim, env.num_actions, self.device, self.generator)
-        self.opt = adam_init(self.model.pack.flat) if self.model.trainable else None
-        self.model_lr = torch.full((cfg.members,), cfg.model_lr, device=self.device)
+        self.model = make_model(cfg, env.obs_dim, env.num_actions, self.device, self.generator, self.shards)
+        if self.model.trainable:
+            self.opt = adam_init(self.model.store.flat)
+            self.model_lr = float(cfg.model_lr)  # one for every member: the fused optimiser step
         shape = q_shape(cfg, env.obs_dim, env.num_actions)
-        self.q = PopulationMLP(shape, torch.zeros(cfg.members, shape.numel))  # the published Q, in host memory
-        self.q_params = ParamReader(ParamBlock.attach(wiring.q_params), self.q.flat)
-        self.q_device = self.q if self.device.type == "cpu" else PopulationMLP(shape, self.q.flat.to(self.device))
+        self.q_host_store, q_host = q_network(shape, cfg.seeds)  # the published Q parameters, in host memory
+        self.q_params = ParamReader(ParamBlock.attach(wiring.q_params), self.q_host_store.flat)
+        if self.device.type == "cpu":
+            self.q_store, self.q = self.q_host_store, q_host
+        else:
+            self.q_store, self.q = q_network(shape, cfg.seeds, self.device)
         self.temperature = torch.tensor(cfg.per_member(cfg.temperature), dtype=torch.float32, device=self.device)
         self.policy = RatioPolicy(cfg.updates_per_step, cfg.learning_starts, cfg.tolerance, cfg.total_updates)
         self.lag = 0 if cfg.lockstep else cfg.policy_lag
@@ -72,7 +79,10 @@ class ModelServer:
         self.bell = Doorbell(self.ctx, wiring.bell("modelserver"))
         self.ring_learner = Ringer(self.ctx, [wiring.bell("learner")])
         self.ring_actors = Ringer(self.ctx, wiring.actor_bells() if cfg.lockstep and self.encoder_block else [])
+        self.engine = RolloutEngine(self.model, self.q, cfg.rollout_length, self.temperature, env.episodic,
+                                    self.generator, self.shards)
         self.done = 0
+        self.timer = PhaseTimer()
         self.wait_s = 0.0
         self.losses: list[torch.Tensor] = []
         self.probe = diagnostics.panflute_probe(env.num_actions) if cfg.env == "panflute" else None
@@ -91,13 +101,16 @@ class ModelServer:
     def run(self) -> None:
         total = self.cfg.total_updates
         self.publish_encoder()
-        self.log.info("modelserver_started", agent=self.cfg.agent, device=str(self.device), threads=self.threads,
-                      model_parameters=int(self.model.pack.flat.shape[1]) if self.model.trainable else 0,
+        self.log.info("modelserver_started", agent=self.cfg.agent, device=str(self.device), workers=self.workers,
+                      threads=self.threads,
+                      model_parameters=self.model.store.total if self.model.trainable else 0,
                       policy_lag=self.lag)
         while self.done < total:
-            self.await_turn()
+            with self.timer.phase("wait"):
+                self.await_turn()
             with self.stop.deferred():
                 self.update_and_roll_out()
+            self.timer.tick()
             self.counters.model_updates = self.done
             self.ring_learner.ring()
             self.counters.beat(MODELSERVER_SLOT)
@@ -124,29 +137,30 @@ class ModelServer:
                                   stall_warning_s=self.cfg.stall_warning_s, describe_stall=stall)
 
     def update_and_roll_out(self) -> None:
-        self.store.sample(self.rngs, self.batch)
+        timer = self.timer
+        with timer.phase("sample"):
+            self.store.sample(self.rngs, self.batch)
         real = {k: v.to(self.device, non_blocking=True) for k, v in self.batch_tensors.items()}
         if self.model.trainable:
-            loss = self.model.loss(real["obs"], real["action"], real["reward"], real["next_obs"],
-                                   real["continuation"])
-            (grad,) = torch.autograd.grad(loss.sum(), self.model.pack.flat)
-            adam_step(self.model.pack.flat, grad, self.opt, self.model_lr)
-            self.losses.append(loss.detach())
+            with timer.phase("model_train"):
+                loss = self.model.learn(real["obs"], real["action"], real["reward"], real["next_obs"],
+                                        real["continuation"])
+                adam_step(self.model.store.flat, self.model.store.grad, self.opt, self.model_lr)
+            self.losses.append(loss)
         self.done += 1
-        self.publish_encoder()
-        self.q_params.refresh()
-        if self.q_device.flat is not self.q.flat:
-            self.q_device.load_(self.q.flat)
+        with timer.phase("publish"):
+            self.publish_encoder()
+            if self.q_params.refresh() and self.q_store is not self.q_host_store:
+                self.q_store.flat.copy_(self.q_host_store.flat)
         slot = self.queue.slot(self.queue.produced)
         out = {k: torch.from_numpy(slot[k]) for k in FIELDS}
-        if self.device.type == "cpu":
-            rollout(self.model, self.q_device, real["obs"], self.cfg.rollout_length, self.temperature,
-                    self.env.episodic, self.generator, out)
-        else:
-            result = rollout(self.model, self.q_device, real["obs"], self.cfg.rollout_length, self.temperature,
-                             self.env.episodic, self.generator)
-            for k in FIELDS:
-                out[k].copy_(result[k].cpu())
+        with timer.phase("rollout"):
+            if self.device.type == "cpu":
+                self.engine.run(real["obs"], out)
+            else:
+                result = self.engine.run(real["obs"])
+                for k in FIELDS:
+                    out[k].copy_(result[k].cpu())
         self.queue.commit()
 
     def publish_encoder(self) -> None:
@@ -155,7 +169,7 @@ class ModelServer:
             self.ring_actors.ring()
 
     def report(self) -> None:
-        fields: dict = {"model_updates": self.done, "wait_s": round(self.wait_s, 3)}
+        fields: dict = {"model_updates": self.done, "wait_s": round(self.wait_s, 3), **self.timer.report()}
         if self.losses:
             fields["loss"] = torch.stack(self.losses).mean(0).tolist()
             self.losses.clear()
@@ -173,6 +187,7 @@ class ModelServer:
 def run_modelserver(config: dict, wiring: dict) -> None:
     """Process entry point."""
     die_with_parent()
+    tune_allocator()
     stop = StopSignal().install()
     cfg, w = RunConfig(**config), Wiring(**wiring)
     configure_logging("modelserver", w.events)

@@ -1,51 +1,106 @@
 """RolloutEngine: batched imagined rollouts for every member at once.
 
 From S start states per member, L steps: at each step the Q-network picks
-actions by softmax over Q/temperature (Gumbel-max sampling), the model steps
-all P x S states in one batched call, and the transition is recorded with its
-weight. In episodic environments the weight of step i is the product of the
-continuation probabilities of steps 0..i-1 (1 for the first step); in
-continuing ones it is 1. Output: [P, S*L] transitions, start-major (rollout s,
-step i at index s*L + i).
+actions by softmax over Q/temperature, the model steps all P x S states in one
+batched call, and the transition is recorded with its weight. In episodic
+environments the weight of step i is the product of the continuation
+probabilities of steps 0..i-1 (1 for the first step); in continuing ones it is
+1. Output: [P, S*L] transitions, start-major (rollout s, step i at index
+s*L + i).
+
+All randomness of a rollout is drawn before its first step, in a few large
+calls: Gumbel noise for the actions (argmax(Q/T + G) is a softmax(Q/T) sample)
+and each model's own noise (see the models' `noise`). The per-step work is then
+only network calls, which is what makes small-batch rollouts cheap.
 """
 from __future__ import annotations
 
 import torch
 
+from learner.shards import ShardPool
+
 FIELDS = ("obs", "action", "reward", "next_obs", "continuation", "weight")
+
+
+def gumbel(shape, generator: torch.Generator | None, device) -> torch.Tensor:
+    u = torch.rand(shape, generator=generator, device=device).clamp_(1e-20, 1.0)
+    return u.log_().neg_().log_().neg_()
 
 
 def softmax_sample(q: torch.Tensor, temperature: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Actions [P, S] ~ softmax(q / temperature[p]) via Gumbel-max."""
-    u = torch.rand(q.shape, generator=generator, device=q.device).clamp_(1e-20, 1.0)
-    return (q / temperature.view(-1, 1, 1) - torch.log(-torch.log(u))).argmax(-1)
+    return (q / temperature.view(-1, 1, 1) + gumbel(q.shape, generator, q.device)).argmax(-1)
 
 
-@torch.no_grad()
-def rollout(model, q_net, start_obs: torch.Tensor, length: int, temperature: torch.Tensor, episodic: bool,
-            generator: torch.Generator | None, out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Imagined transitions [P, S*length, ...] from start observations [P, S, D]."""
-    P, S = start_obs.shape[:2]
-    state = model.start(start_obs)
-    x = model.q_input(state)
-    if out is None:
-        width = x.shape[-1]
-        out = {"obs": x.new_empty(P, S * length, width), "action": torch.empty(P, S * length, dtype=torch.int64,
-               device=x.device), "reward": x.new_empty(P, S * length), "next_obs": x.new_empty(P, S * length, width),
-               "continuation": x.new_empty(P, S * length), "weight": x.new_empty(P, S * length)}
-    view = {k: v.view(P, S, length, *v.shape[2:]) for k, v in out.items()}
-    weight = torch.ones(P, S, device=x.device)
-    for i in range(length):
-        action = softmax_sample(q_net(x), temperature, generator)
-        next_state, reward, continuation = model.step(state, action)
-        next_x = model.q_input(next_state)
-        view["obs"][:, :, i] = x
-        view["action"][:, :, i] = action
-        view["reward"][:, :, i] = reward
-        view["next_obs"][:, :, i] = next_x
-        view["continuation"][:, :, i] = continuation
-        view["weight"][:, :, i] = weight
-        if episodic:
-            weight = weight * continuation
-        state, x = next_state, next_x
-    return out
+class RolloutEngine:
+    """Rollouts from start observations, all members batched; member shards run in parallel.
+
+    Models with `shardable = True` step member ranges, so each worker of `shards` rolls out its
+    own members with its own random generator (members are independent); other models run as one.
+    """
+
+    def __init__(self, model, q_net, length: int, temperature: torch.Tensor, episodic: bool,
+                 generator: torch.Generator | None, shards: ShardPool | None = None):
+        self.model, self.q_net, self.length = model, q_net, length
+        self.inv_temperature = (1.0 / temperature).view(-1, 1, 1)
+        self.episodic = episodic
+        members = temperature.shape[0]
+        self.shards = shards if shards is not None and getattr(model, "shardable", False) else ShardPool(members, 1)
+        if self.shards.workers == 1:
+            self.generators = [generator]
+        else:  # one stream per worker: generators are not shared between threads
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator).item()) if generator is not None else 0
+            self.generators = [torch.Generator(device=temperature.device).manual_seed(seed + i)
+                               for i in range(self.shards.workers)]
+
+    @torch.no_grad()
+    def run(self, start_obs: torch.Tensor, out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Imagined transitions [P, S*L, ...] from start observations [P, S, D] (written into `out` if given)."""
+        P, S, L = start_obs.shape[0], start_obs.shape[1], self.length
+        sharded = self.shards.workers > 1
+        parts = self.shards.map(lambda m: self._run(start_obs[m], m if sharded else None,
+                                                    self.generators[self.shards.index(m)]))
+        if out is None:
+            out = {k: torch.cat([part[k] for part in parts]).reshape(P, S * L, *parts[0][k].shape[3:])
+                   for k in FIELDS}
+            return out
+        for m, part in zip(self.shards.slices, parts):
+            for k, v in part.items():
+                out[k][m].view(v.shape).copy_(v)
+        return out
+
+    def _run(self, start_obs: torch.Tensor, members: slice | None, generator) -> dict[str, torch.Tensor]:
+        """One shard's rollouts: fields shaped [p, S, L, ...]."""
+        model, L = self.model, self.length
+        p, S = start_obs.shape[:2]
+        kw = {"members": members} if members is not None else {}
+        inv_temperature = self.inv_temperature if members is None else self.inv_temperature[members]
+        state = model.start(start_obs)
+        x = model.q_input(state)
+        q = self.q_net(x, **kw)
+        action_noise = gumbel((L, *q.shape), generator, q.device)
+        model_noise = model.noise(L, p, S, generator) if hasattr(model, "noise") else [None] * L
+        xs, actions, rewards, conts = [x], [], [], []
+        for i in range(L):
+            if i:
+                q = self.q_net(x, **kw)
+            action = torch.addcmul(action_noise[i], q, inv_temperature).argmax(-1)
+            state, reward, continuation = model.step(state, action, model_noise[i], **kw)
+            x = model.q_input(state)
+            xs.append(x)
+            actions.append(action)
+            rewards.append(reward)
+            conts.append(continuation)
+        states = torch.stack(xs, dim=2)  # [p, S, L+1, W]
+        cont = torch.stack(conts, dim=2)  # [p, S, L]
+        if self.episodic:
+            weight = torch.cumprod(torch.cat([torch.ones_like(cont[:, :, :1]), cont[:, :, :-1]], dim=2), dim=2)
+        else:
+            weight = torch.ones_like(cont)
+        return {"obs": states[:, :, :L], "action": torch.stack(actions, dim=2), "reward": torch.stack(rewards, dim=2),
+                "next_obs": states[:, :, 1:], "continuation": cont, "weight": weight}
+
+
+def rollout(model, q_net, start_obs, length, temperature, episodic, generator, out=None):
+    """One rollout with a throwaway engine (tests and tools)."""
+    return RolloutEngine(model, q_net, length, temperature, episodic, generator).run(start_obs, out)

@@ -10,7 +10,8 @@ import torch
 
 import envs
 from learner.config import RunConfig
-from learner.networks import PopulationMLP, mlp_shape
+from learner.dqn import q_network
+from learner.networks import mlp_shape
 from learner.optim import adam_init, adam_step
 from modelserver.diagnostics import accuracy, panflute_probe
 from modelserver.losses import (balanced_kl, bernoulli_nll, categorical_kl, gaussian_kl, latent_model_loss,
@@ -93,19 +94,32 @@ def test_learned_models_train(agent):
     gen = torch.Generator().manual_seed(0)
     model = (SimpleModel if agent == "simple" else LatentModel)(c, 64, 5, "cpu", gen)
     batch = real_batch()
-    opt, lr = adam_init(model.pack.flat), torch.full((2,), 1e-3)
+    opt, lr = adam_init(model.store.flat), model.store.per_element(torch.full((2,), 1e-3))
     first = model.loss(*batch).detach()
     assert first.shape == (2,) and torch.isfinite(first).all()
     for _ in range(150):
-        loss = model.loss(*batch)
-        (g,) = torch.autograd.grad(loss.sum(), model.pack.flat)
-        adam_step(model.pack.flat, g, opt, lr)
+        model.learn(*batch)
+        adam_step(model.store.flat, model.store.grad, opt, lr)
     assert (model.loss(*batch).detach() < 0.8 * first).all()
     state = model.start(batch[0])
     width = 12 if agent == "latent-cat" else (4 if agent == "latent-gauss" else 64)
     assert state.shape == (2, 32, width)
     if agent == "latent-cat":  # straight-through one-hot samples
         assert ((state.view(2, 32, 4, 3).sum(-1) - 1).abs() < 1e-5).all()
+
+
+def test_simple_model_analytic_gradient_equals_autograd():
+    c = cfg("simple")
+    model = SimpleModel(c, 64, 5, "cpu", torch.Generator().manual_seed(0))
+    batch = real_batch()
+    loss = model.learn(*batch)
+    manual = model.store.grad.clone()
+    model.store.enable_autograd()
+    auto_loss = model.loss(*batch)
+    auto_loss.sum().backward()
+    expected = torch.cat([model.store.view(n).grad.reshape(-1) for n in model.store.specs])
+    assert torch.allclose(loss, auto_loss.detach(), atol=1e-5)
+    assert torch.allclose(manual, expected, atol=1e-6)
 
 
 class CountingModel:
@@ -117,7 +131,7 @@ class CountingModel:
     def start(self, obs):
         return obs.clone()
 
-    def step(self, state, action):
+    def step(self, state, action, noise=None):
         return state + 1, action.to(torch.float32), torch.full(action.shape, self.continuation)
 
     def q_input(self, state):
@@ -161,7 +175,7 @@ def test_perfect_model_rollouts_equal_environment_steps():
     model = PerfectModel(c, 64, 5, "cpu", None)
     env = envs.make("procmaze", 1, 0, grid_size=4, spontaneous=False)
     start = real_batch(grid_size=4, spontaneous=False)[0]
-    q = PopulationMLP.create(mlp_shape(64, [16], 5), [3, 4], trainable=False)
+    q = q_network(mlp_shape(64, [16], 5), [3, 4])[1]
     out = rollout(model, q, start, 10, torch.tensor([1.0, 1.0]), True, torch.Generator().manual_seed(1))
     obs, act = out["obs"].view(2, 32, 10, 64), out["action"].view(2, 32, 10)
     for p in range(2):
@@ -198,13 +212,12 @@ def test_simple_model_learns_buttongrid_dynamics():
 
     c = RunConfig(agent="simple", env="buttongrid", env_params={"num_buttons": 2}, seeds=[0]).resolved()
     model = SimpleModel(c, 75, 5, "cpu", torch.Generator().manual_seed(0))
-    opt, lr = adam_init(model.pack.flat), torch.tensor([c.model_lr])
+    opt, lr = adam_init(model.store.flat), torch.tensor([c.model_lr])
     held_out = batch(rng.integers(0, len(A), 4096))
     assert accuracy(model, *held_out)["next_obs_error"][0] > 0.05
     for _ in range(8000):
-        loss = model.loss(*batch(rng.integers(0, len(A), c.rollout_starts)))
-        (g,) = torch.autograd.grad(loss.sum(), model.pack.flat)
-        adam_step(model.pack.flat, g, opt, lr)
+        model.learn(*batch(rng.integers(0, len(A), c.rollout_starts)))
+        adam_step(model.store.flat, model.store.grad, opt, lr)
     result = accuracy(model, *held_out)
     assert result["next_obs_error"][0] < 0.005, result
     assert result["continuation_acc"][0] == 1.0 and result["reward_se"][0] < 0.01

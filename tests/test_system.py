@@ -85,7 +85,8 @@ def test_small_run_end_to_end(tmp_path):
     final = [e for e in log if e["event"] == "final_accounting"][0]
     assert final["stored"] == 3000 and final["rejected"] == 0
     checkpoint = np.load(os.path.join(run_dir, "checkpoints", "learner-final.npz"))
-    assert int(checkpoint["updates"]) == 1000 and checkpoint["q"].shape[0] == 2
+    assert int(checkpoint["updates"]) == 1000 and checkpoint["seeds"].tolist() == [0, 1]
+    assert checkpoint["q"].shape == checkpoint["target"].shape == checkpoint["adam_m"].shape
     assert {"q", "target", "adam_m", "adam_v", "adam_t", "env_steps"} <= set(checkpoint.files)
     with open(os.path.join(run_dir, "curve.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"

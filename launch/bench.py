@@ -1,0 +1,256 @@
+"""`mbgen bench`: throughput of every layer, each figure beside its reference, measured in one run.
+
+  matmul         float32 [320,200]x[200,200] FLOP/s with every core: the arithmetic ceiling
+  envs           env steps/s at E=1 and E=256 (python -m envs.bench)
+  replay         ingest and sampling transitions/s (python -m replay.bench)
+  single process the same ER / simple-model update loop in one process, no sockets: the floor the
+                 distributed system must not fall below by more than 10%
+  end to end     real multi-process runs (actors, replay service, learner, model server, evaluator at
+                 protocol settings, evaluation every 500 steps, ratio 1 enforced) on ProcMaze(4), counted
+                 from the first update to the last
+FLOP efficiency = network FLOPs per member-update x member-updates/s / matmul FLOP/s.
+References (PAPER.md section 6, the authors' JAX code on a 2-core machine): ER 490 updates/s,
+simple model 93 updates/s (1 seed), about 3 per seed for 30 seeds run one after another.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+REFERENCE = {"er_p1_updates_per_s": 490.0, "simple_p1_updates_per_s": 93.0, "simple_p30_member_updates_per_s": 3.0}
+GOALS = {"er_p1_updates_per_s": 490.0, "simple_p1_updates_per_s": 150.0, "simple_p30_flop_efficiency": 0.60}
+BENCH_ENV = {"env": "procmaze", "env_params": {"grid_size": 4}}
+
+
+def add_bench_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="short measurements (under 2 minutes)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--only", default="", help="comma-separated sections: matmul,envs,replay,single,e2e")
+    parser.add_argument("--device", default="auto", help="learner and model server device: auto, cpu or cuda")
+
+
+def matmul_gflops(seconds: float) -> float:
+    torch.set_num_threads(os.cpu_count() or 1)
+    a, b = torch.randn(320, 200), torch.randn(200, 200)
+    for _ in range(50):
+        a @ b
+    best = 0.0
+    for _ in range(5):
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 5:
+            for _ in range(50):
+                a @ b
+            n += 50
+        best = max(best, 2 * 320 * 200 * 200 * n / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def update_flops(cfg) -> dict[str, float]:
+    """Network FLOPs of one update per member: forward 2*in*out per sample and layer; a backward pass
+    costs one forward for the weight gradients plus one for the input gradients (none for layer 1)."""
+    import envs
+    from learner.agent import q_shape
+
+    env = envs.make(cfg.env, 1, 0, **cfg.env_params)
+    q = q_shape(cfg, env.obs_dim, env.num_actions)
+    first = lambda shape, batch: 2 * batch * shape.layers[0][0] * shape.layers[0][1]  # noqa: E731
+    dqn = 4 * q.flops(cfg.batch_size) - first(q, cfg.batch_size)
+    out = {"er": float(dqn)}
+    from learner.networks import mlp_shape
+
+    inputs = env.obs_dim + env.num_actions
+    heads = [mlp_shape(inputs, cfg.hidden, env.obs_dim), mlp_shape(inputs, cfg.hidden, 1), mlp_shape(inputs, cfg.hidden, 1)]
+    s = cfg.rollout_starts
+    train = sum(3 * h.flops(s) - first(h, s) for h in heads)
+    rollout = cfg.rollout_length * (q.flops(s) + sum(h.flops(s) for h in heads))
+    out["simple"] = float(train + rollout + dqn)
+    return out
+
+
+# -- single process ---------------------------------------------------------------------
+def single_process(agent: str, members: int, seconds: float) -> float:
+    """Updates/s of the same update loop in one process (no sockets, no other processes)."""
+    import envs
+    from envs.seeding import derive_seed
+    from learner.agent import q_shape
+    from learner.config import RunConfig
+    from learner.dqn import DQN
+    from learner.optim import adam_init, adam_step
+    from modelserver.models import make_model
+    from modelserver.rollout import RolloutEngine
+    from replay.bench import procmaze_transitions
+    from replay.shm import new_run_id, segment_name
+    from replay.store import Batch, ReplayStore
+
+    from replay.lifecycle import tune_allocator
+
+    tune_allocator()
+    torch.set_num_threads(os.cpu_count() or 1)
+    cfg = RunConfig(agent=agent, seeds=list(range(members)), **BENCH_ENV).resolved()
+    env = envs.make(cfg.env, 1, 0, **cfg.env_params)
+    store = ReplayStore.create(segment_name(new_run_id(), "bench"), members, env.obs_dim, env.num_actions, 20_000)
+    try:
+        pool = {k: v for k, v in procmaze_single(cfg).items()}
+        for m in range(members):
+            store.add(m, **pool)
+        dqn = DQN(q_shape(cfg, env.obs_dim, env.num_actions), cfg.seeds, cfg.per_member(cfg.lr))
+        rngs = [np.random.default_rng(derive_seed(s, "bench")) for s in cfg.seeds]
+        if agent == "er":
+            batch = Batch.allocate(members, cfg.batch_size, env.obs_dim)
+            t = batch.tensors()
+
+            def one():
+                store.sample(rngs, batch)
+                dqn.update(t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"])
+        else:
+            gen = torch.Generator().manual_seed(0)
+            model = make_model(cfg, env.obs_dim, env.num_actions, "cpu", gen)
+            opt, lr = adam_init(model.store.flat), model.store.per_element(torch.full((members,), cfg.model_lr))
+            engine = RolloutEngine(model, dqn.q, cfg.rollout_length, torch.tensor(cfg.per_member(cfg.temperature)),
+                                   env.episodic, gen)
+            batch = Batch.allocate(members, cfg.rollout_starts, env.obs_dim)
+            t = batch.tensors()
+
+            def one():
+                store.sample(rngs, batch)
+                model.learn(t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"])
+                adam_step(model.store.flat, model.store.grad, opt, lr)
+                im = engine.run(t["obs"])
+                dqn.update(im["obs"], im["action"], im["reward"], im["next_obs"], im["continuation"], im["weight"])
+        for _ in range(3):
+            one()
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            one()
+            n += 1
+        return n / (time.perf_counter() - start)
+    finally:
+        store.close()
+
+
+def procmaze_single(cfg) -> dict:
+    import envs
+
+    env = envs.make(cfg.env, 256, 0, **cfg.env_params)
+    obs, rng, parts = env.reset(), np.random.default_rng(0), []
+    for _ in range(40):
+        a = rng.integers(0, env.num_actions, 256)
+        nxt, r, term, obs2 = env.step(a)
+        parts.append((obs, a, r, nxt, term))
+        obs = obs2
+    keys = ("obs", "action", "reward", "next_obs", "terminal")
+    return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(keys)}
+
+
+# -- end to end ---------------------------------------------------------------------------
+def end_to_end(agent: str, members: int, updates: int, device: str) -> dict:
+    """A real run; returns update-phase updates/s (first update to last) and wall time."""
+    from launch.supervisor import Supervisor
+    from learner.config import RunConfig
+
+    steps = 500 * (1 + (updates + 499) // 500)  # a whole number of evaluation periods, after >= 500 steps
+    cfg = RunConfig(agent=agent, seeds=list(range(members)), steps=steps, learning_starts=steps - updates,
+                    device=device, checkpoint_period=10**9, **BENCH_ENV).resolved()
+    with tempfile.TemporaryDirectory(prefix="mbgen-bench-") as run_dir:
+        supervisor = Supervisor(cfg, run_dir, progress=False)
+        code = supervisor.run()
+        if code != 0:
+            raise RuntimeError(f"bench run {agent} P={members} failed: {supervisor.summary['reason']}")
+        tp = supervisor.summary["throughput"]
+    return {"updates_per_s": tp["update_phase_updates_per_s"], "wall_s": tp["wall_s"], "updates": tp["updates"]}
+
+
+def run(quick: bool, sections: set[str], device: str, log=print) -> dict:
+    results: dict = {}
+    scale = 0.5 if quick else 1.0
+    if "matmul" in sections:
+        results["matmul_gflops"] = matmul_gflops(2.0 * scale)
+        log(f"matmul {results['matmul_gflops']:.1f} GFLOP/s")
+    if "envs" in sections:
+        from envs.bench import run as env_bench
+
+        results["envs"] = env_bench(0.3 if quick else 1.0)
+        log(f"envs {results['envs']}")
+    if "replay" in sections:
+        from replay.bench import run as replay_bench
+
+        results["replay"] = replay_bench(0.7 if quick else 2.0)
+        log(f"replay {results['replay']}")
+    if "single" in sections:
+        for agent in ("er", "simple"):
+            results[f"single_process_{agent}_p1_updates_per_s"] = single_process(agent, 1, 3.0 * scale)
+            log(f"single process {agent} P=1 {results[f'single_process_{agent}_p1_updates_per_s']:.1f} updates/s")
+    if "e2e" in sections:
+        plan = [("er", 1, 1500 if quick else 8000), ("simple", 1, 600 if quick else 4000),
+                ("er", 30, 100 if quick else 500), ("simple", 30, 60 if quick else 300)]
+        for agent, members, updates in plan:
+            r = end_to_end(agent, members, updates, device)
+            key = f"{agent}_p{members}"
+            results[f"{key}_updates_per_s"] = r["updates_per_s"]
+            results[f"{key}_member_updates_per_s"] = r["updates_per_s"] * members
+            log(f"end to end {agent} P={members}: {r['updates_per_s']:.1f} updates/s "
+                f"({r['updates']} updates, {r['wall_s']:.0f} s with start-up)")
+        from learner.config import RunConfig
+
+        flops = update_flops(RunConfig(agent="simple", seeds=[0], **BENCH_ENV).resolved())
+        results["er_update_gflop"] = flops["er"] / 1e9
+        results["simple_update_gflop"] = flops["simple"] / 1e9
+        if "matmul_gflops" in results:
+            for agent in ("er", "simple"):
+                achieved = results[f"{agent}_p30_member_updates_per_s"] * flops[agent] / 1e9
+                results[f"{agent}_p30_flop_efficiency"] = achieved / results["matmul_gflops"]
+    results["device"] = device
+    results["cpus"] = os.cpu_count()
+    results["quick"] = quick
+    return results
+
+
+def table(r: dict) -> str:
+    rows = [("figure", "measured", "reference", "goal")]
+
+    def add(name, key, ref=None, goal=None, fmt="{:,.1f}"):
+        if key in r:
+            rows.append((name, fmt.format(r[key]), "" if ref is None else fmt.format(ref),
+                         "" if goal is None else fmt.format(goal)))
+
+    add("matmul [320,200]x[200,200] GFLOP/s", "matmul_gflops")
+    add("ER P=1 updates/s (end to end)", "er_p1_updates_per_s", REFERENCE["er_p1_updates_per_s"], GOALS["er_p1_updates_per_s"])
+    add("  single-process floor", "single_process_er_p1_updates_per_s")
+    add("ER P=30 member-updates/s", "er_p30_member_updates_per_s")
+    add("simple P=1 updates/s (end to end)", "simple_p1_updates_per_s", REFERENCE["simple_p1_updates_per_s"],
+        GOALS["simple_p1_updates_per_s"])
+    add("  single-process floor", "single_process_simple_p1_updates_per_s")
+    add("simple P=30 member-updates/s", "simple_p30_member_updates_per_s", REFERENCE["simple_p30_member_updates_per_s"],
+        r.get("simple_p1_updates_per_s"))
+    add("simple P=30 FLOP efficiency", "simple_p30_flop_efficiency", None, GOALS["simple_p30_flop_efficiency"], "{:.1%}")
+    add("ER P=30 FLOP efficiency", "er_p30_flop_efficiency", fmt="{:.1%}")
+    if "envs" in r:
+        for name, v in r["envs"].items():
+            rows.append((f"env {name} steps/s E=256", f"{v['E256']:,}", "", ""))
+    if "replay" in r:
+        for k, v in r["replay"].items():
+            rows.append((f"replay {k}", f"{v:,}", "", ""))
+    width = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, width)))
+                     for row in rows)
+
+
+def main(args: argparse.Namespace) -> int:
+    sections = set(args.only.split(",")) if args.only else {"matmul", "envs", "replay", "single", "e2e"}
+    unknown = sections - {"matmul", "envs", "replay", "single", "e2e"}
+    if unknown:
+        raise ValueError(f"--only: unknown sections {', '.join(sorted(unknown))}; "
+                         "choose from matmul, envs, replay, single, e2e")
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device must be one of auto, cpu, cuda, got {args.device!r}")
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    results = run(args.quick, sections, args.device, log)
+    print(json.dumps(results) if args.json else "\n" + table(results))
+    return 0
