@@ -1,4 +1,5 @@
 """ActingPolicy: a process's local copy of the Q-network (and encoder) for choosing actions."""
+
 from __future__ import annotations
 
 import numpy as np

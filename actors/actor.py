@@ -8,6 +8,7 @@ every step and, before acting at step t, waits for the parameters of exactly
 the updates the protocol calls for after t steps, which makes a run
 reproducible bit for bit. (Otherwise it waits only for the first version.)
 """
+
 from __future__ import annotations
 
 import sys
@@ -36,10 +37,17 @@ PROGRESS_PERIOD_S = 10.0
 
 
 class Actor:
-    def __init__(self, cfg: RunConfig, index: int, client: ReplayClient, policy: ActingPolicy,
-                 refresh: Callable[[], None], on_sent: Callable[[int, int], None],
-                 heartbeat: Callable[[], None] = lambda: None,
-                 await_version: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        index: int,
+        client: ReplayClient,
+        policy: ActingPolicy,
+        refresh: Callable[[], None],
+        on_sent: Callable[[int, int], None],
+        heartbeat: Callable[[], None] = lambda: None,
+        await_version: Callable[[int], None] | None = None,
+    ):
         self.cfg, self.index, self.client, self.policy = cfg, index, client, policy
         self.refresh, self.on_sent, self.heartbeat, self.await_version = refresh, on_sent, heartbeat, await_version
         self.log = get_logger()
@@ -89,8 +97,11 @@ class LocalParams:
 
     def __init__(self, cfg: RunConfig, wiring: Wiring, policy: ActingPolicy):
         self.q = ParamReader(ParamBlock.attach(wiring.q_params), policy.q_store.flat)
-        self.encoder = (ParamReader(ParamBlock.attach(wiring.model_params), policy.encoder_store.flat)
-                        if is_latent(cfg.agent) else None)
+        self.encoder = (
+            ParamReader(ParamBlock.attach(wiring.model_params), policy.encoder_store.flat)
+            if is_latent(cfg.agent)
+            else None
+        )
 
     def refresh(self) -> None:
         self.q.refresh()
@@ -123,7 +134,9 @@ def run_actor(config: dict, wiring: dict, index: int) -> None:
     log = get_logger()
     ctx = zmq.Context()
     counters = RunCounters.attach(w.counters)
-    policy = ActingPolicy(cfg, *_env_dims(cfg), torch.Generator().manual_seed(derive_seed(cfg.seeds[0], "latent", index)))
+    policy = ActingPolicy(
+        cfg, *_env_dims(cfg), torch.Generator().manual_seed(derive_seed(cfg.seeds[0], "latent", index))
+    )
     params = LocalParams(cfg, w, policy)
     slot = FIRST_ACTOR_SLOT + index
     beat = lambda: counters.beat(slot)  # noqa: E731
@@ -131,8 +144,13 @@ def run_actor(config: dict, wiring: dict, index: int) -> None:
     bell = Doorbell(ctx, w.bell(f"actor{index}"))
 
     def await_version(version: int) -> None:
-        wait_until(lambda: min(params.versions()) >= version, bell, heartbeat=beat,
-                   stall_warning_s=cfg.stall_warning_s, describe_stall=lambda: {"side": "learner", "version": version})
+        wait_until(
+            lambda: min(params.versions()) >= version,
+            bell,
+            heartbeat=beat,
+            stall_warning_s=cfg.stall_warning_s,
+            describe_stall=lambda: {"side": "learner", "version": version},
+        )
 
     def on_sent(member: int, n: int) -> None:
         counters.sent[index, member] += n

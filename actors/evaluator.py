@@ -6,10 +6,10 @@ episodes stepped together. Episodic environments report the return (rewards
 until the first terminal), continuing ones the reward rate (mean reward per
 step). Each result is one line of metrics.jsonl.
 """
+
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
@@ -31,8 +31,9 @@ from replay.slots import SlotQueue
 
 def evaluate(cfg: RunConfig, policy: ActingPolicy, env_steps: int) -> np.ndarray:
     """Mean greedy score per member [P]; the episodes' seeds depend on (member seed, env_steps)."""
-    members = [envs.make(cfg.env, cfg.eval_episodes, derive_seed(s, "eval", env_steps), **cfg.env_params)
-               for s in cfg.seeds]
+    members = [
+        envs.make(cfg.env, cfg.eval_episodes, derive_seed(s, "eval", env_steps), **cfg.env_params) for s in cfg.seeds
+    ]
     obs = np.stack([env.reset() for env in members])
     total = np.zeros((cfg.members, cfg.eval_episodes), np.float64)
     alive = np.ones((cfg.members, cfg.eval_episodes), bool)
@@ -52,8 +53,9 @@ class Evaluator:
         self.cfg, self.wiring, self.stop = cfg, wiring, stop
         self.log = get_logger()
         env = envs.make(cfg.env, 1, 0, **cfg.env_params)
-        self.policy = ActingPolicy(cfg, env.obs_dim, env.num_actions,
-                                   torch.Generator().manual_seed(derive_seed(cfg.seeds[0], "eval-latent")))
+        self.policy = ActingPolicy(
+            cfg, env.obs_dim, env.num_actions, torch.Generator().manual_seed(derive_seed(cfg.seeds[0], "eval-latent"))
+        )
         self.queue = SlotQueue.attach(wiring.eval_queue)
         self.counters = RunCounters.attach(wiring.counters)
         self.ctx = zmq.Context()
@@ -72,8 +74,11 @@ class Evaluator:
 
     def run(self) -> None:
         for _ in self.cfg.eval_points():
-            slot = self.queue.await_item(self.bell, heartbeat=lambda: self.counters.beat(EVALUATOR_SLOT),
-                                         stall_warning_s=max(self.cfg.stall_warning_s, 3600.0))
+            slot = self.queue.await_item(
+                self.bell,
+                heartbeat=lambda: self.counters.beat(EVALUATOR_SLOT),
+                stall_warning_s=max(self.cfg.stall_warning_s, 3600.0),
+            )
             env_steps, updates = int(slot["env_steps"]), int(slot["updates"])
             self.policy.q_store.flat.copy_(torch.from_numpy(slot["q"]))
             if self.policy.encoder is not None:
@@ -83,12 +88,28 @@ class Evaluator:
             self.counters.beat(EVALUATOR_SLOT)
             scores = evaluate(self.cfg, self.policy, env_steps)
             wall = round(time.time() - self.started, 3)
-            lines = [json.dumps({"env_steps": env_steps, "updates": updates, "member": m, "seed": seed,
-                                 "eval_return": float(scores[m]), "wall_s": wall})
-                     for m, seed in enumerate(self.cfg.seeds)]
+            lines = [
+                json.dumps(
+                    {
+                        "env_steps": env_steps,
+                        "updates": updates,
+                        "member": m,
+                        "seed": seed,
+                        "eval_return": float(scores[m]),
+                        "wall_s": wall,
+                    }
+                )
+                for m, seed in enumerate(self.cfg.seeds)
+            ]
             self.metrics.write("\n".join(lines) + "\n")
-            self.log.info("eval", env_steps=env_steps, updates=updates, mean=float(scores.mean()),
-                          min=float(scores.min()), max=float(scores.max()))
+            self.log.info(
+                "eval",
+                env_steps=env_steps,
+                updates=updates,
+                mean=float(scores.mean()),
+                min=float(scores.min()),
+                max=float(scores.max()),
+            )
         self.log.info("evaluator_finished", evaluations=len(self.cfg.eval_points()))
 
 

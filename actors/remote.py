@@ -6,6 +6,7 @@ publishes, acts with the newest version it has, and streams its transitions
 like a local actor. It contributes a local actor's share of steps, then reports
 how many transitions it sent so the run's accounting can reconcile.
 """
+
 from __future__ import annotations
 
 import os
@@ -77,8 +78,9 @@ def run_remote_actor(connect: str, keys_dir: str | None, name: str | None, envs_
             raise ValueError("this run publishes no parameters for remote actors (start it with --param-endpoint)")
         log = log.bind(actor=name, slot=slot)
         env = envs.make(cfg.env, 1, 0, **cfg.env_params)
-        policy = ActingPolicy(cfg, env.obs_dim, env.num_actions,
-                              torch.Generator().manual_seed(derive_seed(cfg.seeds[0], "latent", slot)))
+        policy = ActingPolicy(
+            cfg, env.obs_dim, env.num_actions, torch.Generator().manual_seed(derive_seed(cfg.seeds[0], "latent", slot))
+        )
         params = RemoteParams(ctx, run["param_endpoint"], keys, policy)
         log.info("remote_actor_joined", agent=cfg.agent, env=cfg.env, members=cfg.members)
         waited = 0

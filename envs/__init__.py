@@ -1,10 +1,11 @@
 """Vectorised numpy environments of the paper, a registry, and Gymnasium wrappers.
 
-    env = envs.make("procmaze", num_envs=256, seed=0, grid_size=4)
-    obs = env.reset()                                  # bool [E, obs_dim]
-    next_obs, reward, terminal, obs = env.step(actions)
-    next_obs, reward, terminal = env.transition(obs, actions, rng)   # true dynamics
+env = envs.make("procmaze", num_envs=256, seed=0, grid_size=4)
+obs = env.reset()                                  # bool [E, obs_dim]
+next_obs, reward, terminal, obs = env.step(actions)
+next_obs, reward, terminal = env.transition(obs, actions, rng)   # true dynamics
 """
+
 from __future__ import annotations
 
 import inspect
@@ -44,9 +45,7 @@ def make(name: str, num_envs: int = 1, seed: int = 0, **params: Any) -> VectorEn
     allowed = env_params(name)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise ValueError(
-            f"{name} has no parameter {', '.join(unknown)}; its parameters are: {', '.join(allowed)}"
-        )
+        raise ValueError(f"{name} has no parameter {', '.join(unknown)}; its parameters are: {', '.join(allowed)}")
     return environment_class(name)(num_envs, seed, **params)
 
 

@@ -5,6 +5,7 @@ observation (every environment is fully observable and Markov), so the true
 dynamics are a plain function `transition(obs, actions, rng)` of boolean arrays,
 and `step` is that same function plus automatic reset of finished episodes.
 """
+
 from __future__ import annotations
 
 import abc

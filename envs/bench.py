@@ -3,6 +3,7 @@
 Steps per second count single-environment steps (E per `step` call), under
 uniform random actions drawn in advance, resets included.
 """
+
 from __future__ import annotations
 
 import argparse

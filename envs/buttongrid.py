@@ -5,6 +5,7 @@ A button toggles only when the agent *moves* onto it. With probability
 1/(10 N^2) a spontaneous event turns every button on. On success (all buttons on
 in the current state) the reward is 1 and the layout resets. Continuing.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,9 +61,7 @@ class ButtonGrid(VectorEnv):
     name = "buttongrid"
     episodic = False
 
-    def __init__(
-        self, num_envs: int, seed: int, grid_size: int = 5, num_buttons: int = 4, spontaneous: bool = True
-    ):
+    def __init__(self, num_envs: int, seed: int, grid_size: int = 5, num_buttons: int = 4, spontaneous: bool = True):
         super().__init__(num_envs, seed, spontaneous)
         self.grid_size = require_int("grid_size", grid_size, 2)
         self.num_buttons = require_int("num_buttons", num_buttons, 1, self.grid_size**2)

@@ -1,4 +1,5 @@
 """Shared facts of the grid worlds: actions, moves, flattening."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,6 +5,7 @@ Episodic environments terminate; continuing ones run until the TimeLimit of 100
 steps (the paper's evaluation length), which callers may change with
 `max_episode_steps`.
 """
+
 from __future__ import annotations
 
 from typing import Any

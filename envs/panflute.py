@@ -3,6 +3,7 @@
 Observation: the pipes concatenated, pipe i at features [i(i+1)/2, i(i+1)/2 + i],
 cell 0 of a pipe is its bottom and cell i its end. Continuing.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -10,6 +10,7 @@ of the longest optimal path.
 OpenGrid is the control case without walls or factored structure: one player
 channel, the goal fixed in the bottom-right cell, teleport probability 0.1/N.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,8 +74,12 @@ def procmaze_layouts(n: int, grid_size: int, nbrs: list[list[int]], rng: np.rand
 
 
 def maze_transition(
-    pos: np.ndarray, goal: np.ndarray, blocked: np.ndarray | None, actions: np.ndarray,
-    moves: np.ndarray, event: np.ndarray,
+    pos: np.ndarray,
+    goal: np.ndarray,
+    blocked: np.ndarray | None,
+    actions: np.ndarray,
+    moves: np.ndarray,
+    event: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(new_pos, reward, terminal) for positions on a grid with optional walls (blocked[k, cell])."""
     terminal = pos == goal

@@ -4,6 +4,7 @@ A member with seed s draws its network initialisations, environment resets,
 behaviour and replay sampling from streams derived from s alone, so a member
 behaves the same whatever else is in the population.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -16,6 +16,7 @@ goal:
   single  only the transitions from the far corner
   none    none of them
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -35,9 +36,7 @@ AGENT, GOAL, WALL, EMPTY = (slice(i * CELLS, (i + 1) * CELLS) for i in range(4))
 Cell = tuple[int, int]
 Layout = tuple[Cell, ...]
 
-BASIC_LAYOUTS: tuple[Layout, ...] = tuple(
-    ((r, c),) for r in range(SIZE) for c in range(SIZE) if (r, c) != GOAL_CELL
-)
+BASIC_LAYOUTS: tuple[Layout, ...] = tuple(((r, c),) for r in range(SIZE) for c in range(SIZE) if (r, c) != GOAL_CELL)
 EVALUATION_LAYOUTS: tuple[Layout, ...] = (((1, 0), (1, 1)), ((0, 1), (1, 1)))
 COVERAGES = ("all", "path", "single", "none")
 COVERAGE_NAMES = {"all": "All-Evaluation", "path": "Path-to-Goal", "single": "Single-Cell", "none": "No-Evaluation"}
@@ -54,7 +53,9 @@ def check_layout(walls: Iterable[Sequence[int]]) -> Layout:
             or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in w)
             or not all(0 <= x < SIZE for x in w)
         ):
-            raise ValueError(f"walls: each wall must be a [row, col] pair with row and col in [0, {SIZE - 1}], got {w!r}")
+            raise ValueError(
+                f"walls: each wall must be a [row, col] pair with row and col in [0, {SIZE - 1}], got {w!r}"
+            )
         cell = (int(w[0]), int(w[1]))
         if cell == GOAL_CELL:
             raise ValueError(f"walls: a wall may not be on the goal cell {list(GOAL_CELL)}")

@@ -12,6 +12,7 @@ FLOP efficiency = network FLOPs per member-update x member-updates/s / matmul FL
 References (PAPER.md section 6, the authors' JAX code on a 2-core machine): ER 490 updates/s,
 simple model 93 updates/s (1 seed), about 3 per seed for 30 seeds run one after another.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,7 +67,11 @@ def update_flops(cfg) -> dict[str, float]:
     from learner.networks import mlp_shape
 
     inputs = env.obs_dim + env.num_actions
-    heads = [mlp_shape(inputs, cfg.hidden, env.obs_dim), mlp_shape(inputs, cfg.hidden, 1), mlp_shape(inputs, cfg.hidden, 1)]
+    heads = [
+        mlp_shape(inputs, cfg.hidden, env.obs_dim),
+        mlp_shape(inputs, cfg.hidden, 1),
+        mlp_shape(inputs, cfg.hidden, 1),
+    ]
     s = cfg.rollout_starts
     train = sum(3 * h.flops(s) - first(h, s) for h in heads)
     rollout = cfg.rollout_length * (q.flops(s) + sum(h.flops(s) for h in heads))
@@ -85,7 +90,6 @@ def single_process(agent: str, members: int, seconds: float) -> float:
     from learner.optim import adam_init, adam_step
     from modelserver.models import make_model
     from modelserver.rollout import RolloutEngine
-    from replay.bench import procmaze_transitions
     from replay.shm import new_run_id, segment_name
     from replay.store import Batch, ReplayStore
 
@@ -113,8 +117,9 @@ def single_process(agent: str, members: int, seconds: float) -> float:
             gen = torch.Generator().manual_seed(0)
             model = make_model(cfg, env.obs_dim, env.num_actions, "cpu", gen)
             opt, lr = adam_init(model.store.flat), model.store.per_element(torch.full((members,), cfg.model_lr))
-            engine = RolloutEngine(model, dqn.q, cfg.rollout_length, torch.tensor(cfg.per_member(cfg.temperature)),
-                                   env.episodic, gen)
+            engine = RolloutEngine(
+                model, dqn.q, cfg.rollout_length, torch.tensor(cfg.per_member(cfg.temperature)), env.episodic, gen
+            )
             batch = Batch.allocate(members, cfg.rollout_starts, env.obs_dim)
             t = batch.tensors()
 
@@ -124,6 +129,7 @@ def single_process(agent: str, members: int, seconds: float) -> float:
                 adam_step(model.store.flat, model.store.grad, opt, lr)
                 im = engine.run(t["obs"])
                 dqn.update(im["obs"], im["action"], im["reward"], im["next_obs"], im["continuation"], im["weight"])
+
         for _ in range(3):
             one()
         n, start = 0, time.perf_counter()
@@ -156,8 +162,15 @@ def end_to_end(agent: str, members: int, updates: int, device: str) -> dict:
     from learner.config import RunConfig
 
     steps = 500 * (1 + (updates + 499) // 500)  # a whole number of evaluation periods, after >= 500 steps
-    cfg = RunConfig(agent=agent, seeds=list(range(members)), steps=steps, learning_starts=steps - updates,
-                    device=device, checkpoint_period=10**9, **BENCH_ENV).resolved()
+    cfg = RunConfig(
+        agent=agent,
+        seeds=list(range(members)),
+        steps=steps,
+        learning_starts=steps - updates,
+        device=device,
+        checkpoint_period=10**9,
+        **BENCH_ENV,
+    ).resolved()
     with tempfile.TemporaryDirectory(prefix="mbgen-bench-") as run_dir:
         supervisor = Supervisor(cfg, run_dir, progress=False)
         code = supervisor.run()
@@ -188,15 +201,21 @@ def run(quick: bool, sections: set[str], device: str, log=print) -> dict:
             results[f"single_process_{agent}_p1_updates_per_s"] = single_process(agent, 1, 3.0 * scale)
             log(f"single process {agent} P=1 {results[f'single_process_{agent}_p1_updates_per_s']:.1f} updates/s")
     if "e2e" in sections:
-        plan = [("er", 1, 1500 if quick else 8000), ("simple", 1, 600 if quick else 4000),
-                ("er", 30, 100 if quick else 500), ("simple", 30, 60 if quick else 300)]
+        plan = [
+            ("er", 1, 1500 if quick else 8000),
+            ("simple", 1, 600 if quick else 4000),
+            ("er", 30, 100 if quick else 500),
+            ("simple", 30, 60 if quick else 300),
+        ]
         for agent, members, updates in plan:
             r = end_to_end(agent, members, updates, device)
             key = f"{agent}_p{members}"
             results[f"{key}_updates_per_s"] = r["updates_per_s"]
             results[f"{key}_member_updates_per_s"] = r["updates_per_s"] * members
-            log(f"end to end {agent} P={members}: {r['updates_per_s']:.1f} updates/s "
-                f"({r['updates']} updates, {r['wall_s']:.0f} s with start-up)")
+            log(
+                f"end to end {agent} P={members}: {r['updates_per_s']:.1f} updates/s "
+                f"({r['updates']} updates, {r['wall_s']:.0f} s with start-up)"
+            )
         from learner.config import RunConfig
 
         flops = update_flops(RunConfig(agent="simple", seeds=[0], **BENCH_ENV).resolved())
@@ -217,19 +236,40 @@ def table(r: dict) -> str:
 
     def add(name, key, ref=None, goal=None, fmt="{:,.1f}"):
         if key in r:
-            rows.append((name, fmt.format(r[key]), "" if ref is None else fmt.format(ref),
-                         "" if goal is None else fmt.format(goal)))
+            rows.append(
+                (
+                    name,
+                    fmt.format(r[key]),
+                    "" if ref is None else fmt.format(ref),
+                    "" if goal is None else fmt.format(goal),
+                )
+            )
 
     add("matmul [320,200]x[200,200] GFLOP/s", "matmul_gflops")
-    add("ER P=1 updates/s (end to end)", "er_p1_updates_per_s", REFERENCE["er_p1_updates_per_s"], GOALS["er_p1_updates_per_s"])
+    add(
+        "ER P=1 updates/s (end to end)",
+        "er_p1_updates_per_s",
+        REFERENCE["er_p1_updates_per_s"],
+        GOALS["er_p1_updates_per_s"],
+    )
     add("  single-process floor", "single_process_er_p1_updates_per_s")
     add("ER P=30 member-updates/s", "er_p30_member_updates_per_s")
-    add("simple P=1 updates/s (end to end)", "simple_p1_updates_per_s", REFERENCE["simple_p1_updates_per_s"],
-        GOALS["simple_p1_updates_per_s"])
+    add(
+        "simple P=1 updates/s (end to end)",
+        "simple_p1_updates_per_s",
+        REFERENCE["simple_p1_updates_per_s"],
+        GOALS["simple_p1_updates_per_s"],
+    )
     add("  single-process floor", "single_process_simple_p1_updates_per_s")
-    add("simple P=30 member-updates/s", "simple_p30_member_updates_per_s", REFERENCE["simple_p30_member_updates_per_s"],
-        r.get("simple_p1_updates_per_s"))
-    add("simple P=30 FLOP efficiency", "simple_p30_flop_efficiency", None, GOALS["simple_p30_flop_efficiency"], "{:.1%}")
+    add(
+        "simple P=30 member-updates/s",
+        "simple_p30_member_updates_per_s",
+        REFERENCE["simple_p30_member_updates_per_s"],
+        r.get("simple_p1_updates_per_s"),
+    )
+    add(
+        "simple P=30 FLOP efficiency", "simple_p30_flop_efficiency", None, GOALS["simple_p30_flop_efficiency"], "{:.1%}"
+    )
     add("ER P=30 FLOP efficiency", "er_p30_flop_efficiency", fmt="{:.1%}")
     if "envs" in r:
         for name, v in r["envs"].items():
@@ -238,16 +278,18 @@ def table(r: dict) -> str:
         for k, v in r["replay"].items():
             rows.append((f"replay {k}", f"{v:,}", "", ""))
     width = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, width)))
-                     for row in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, width))) for row in rows
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     sections = set(args.only.split(",")) if args.only else {"matmul", "envs", "replay", "single", "e2e"}
     unknown = sections - {"matmul", "envs", "replay", "single", "e2e"}
     if unknown:
-        raise ValueError(f"--only: unknown sections {', '.join(sorted(unknown))}; "
-                         "choose from matmul, envs, replay, single, e2e")
+        raise ValueError(
+            f"--only: unknown sections {', '.join(sorted(unknown))}; choose from matmul, envs, replay, single, e2e"
+        )
     if args.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device must be one of auto, cpu, cuda, got {args.device!r}")
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print

@@ -1,4 +1,5 @@
 """The `mbgen` command: run, actor, offline, bench, plot, keys."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,12 @@ import sys
 import time
 
 DEMO = {  # `mbgen run` with no arguments: ER learning PanFlute(3) in about three minutes on 2 cores
-    "agent": "er", "env": "panflute", "env_params": {"num_pipes": 3}, "seeds": [0, 1],
-    "steps": 12_000, "eval_period": 500,
+    "agent": "er",
+    "env": "panflute",
+    "env_params": {"num_pipes": 3},
+    "seeds": [0, 1],
+    "steps": 12_000,
+    "eval_period": 500,
 }
 
 
@@ -23,8 +28,11 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
 
     if not args.given:
         cfg = RunConfig.from_dict(DEMO).resolved()
-        print("mbgen run: no arguments, running the demo (ER on PanFlute with 3 pipes, 2 seeds, "
-              f"{cfg.steps:,} steps; random behaviour scores about 0.15, the optimum about 0.41)", file=sys.stderr)
+        print(
+            "mbgen run: no arguments, running the demo (ER on PanFlute with 3 pipes, 2 seeds, "
+            f"{cfg.steps:,} steps; random behaviour scores about 0.15, the optimum about 0.41)",
+            file=sys.stderr,
+        )
     else:
         cfg = config_from_args(args, extra)
     from launch.supervisor import Supervisor  # after validation: bad options fail fast
@@ -42,14 +50,22 @@ def print_summary(summary: dict, run_dir: str) -> None:
     lines = [f"\n{summary['outcome']}" + (f" ({summary['reason']})" if summary["reason"] else "")]
     if final["mean"] is not None:
         lo, hi = final["ci95"]
-        lines.append(f"final score {final['mean']:.4f} (95% CI {lo:.4f} .. {hi:.4f}) over {len(final['per_member'])} "
-                     f"members: {', '.join(f'{x:.3f}' for x in final['per_member'])}")
-    lines.append(f"{tp['env_steps']:,} env steps, {tp['updates']:,} updates in {tp['wall_s']:.1f} s "
-                 f"({tp['updates_per_s']:.1f} updates/s, {tp['member_updates_per_s']:.1f} member-updates/s)")
-    lines.append(f"transitions sent {tr['sent']:,} stored {tr['stored']:,} rejected {tr['rejected']} "
-                 f"duplicates {tr['duplicates']}" + (" (reconciled)" if summary["reconciled"] else ""))
+        lines.append(
+            f"final score {final['mean']:.4f} (95% CI {lo:.4f} .. {hi:.4f}) over {len(final['per_member'])} "
+            f"members: {', '.join(f'{x:.3f}' for x in final['per_member'])}"
+        )
+    lines.append(
+        f"{tp['env_steps']:,} env steps, {tp['updates']:,} updates in {tp['wall_s']:.1f} s "
+        f"({tp['updates_per_s']:.1f} updates/s, {tp['member_updates_per_s']:.1f} member-updates/s)"
+    )
+    lines.append(
+        f"transitions sent {tr['sent']:,} stored {tr['stored']:,} rejected {tr['rejected']} "
+        f"duplicates {tr['duplicates']}" + (" (reconciled)" if summary["reconciled"] else "")
+    )
     plot = os.path.join(run_dir, "curve.png")
-    lines.append(f"summary: {os.path.join(run_dir, 'summary.json')}" + (f"  plot: {plot}" if os.path.exists(plot) else ""))
+    lines.append(
+        f"summary: {os.path.join(run_dir, 'summary.json')}" + (f"  plot: {plot}" if os.path.exists(plot) else "")
+    )
     print("\n".join(lines), file=sys.stderr)
 
 
@@ -67,8 +83,10 @@ def cmd_keys(args: argparse.Namespace, extra: list[str]) -> int:
 
     paths = make_keys(args.dir)
     print(json.dumps(paths, indent=2))
-    print("the run needs server.key_secret and authorized/; a remote actor needs server.key and actor.key_secret",
-          file=sys.stderr)
+    print(
+        "the run needs server.key_secret and authorized/; a remote actor needs server.key and actor.key_secret",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -79,8 +97,10 @@ def cmd_actor(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_offline(args: argparse.Namespace, extra: list[str]) -> int:
+    from launch.config import env_params_from_extra
     from launch.offline import main as offline_main
 
+    args.env_params = env_params_from_extra(extra)
     return offline_main(args)
 
 
@@ -93,13 +113,17 @@ def cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from launch.config import add_run_options
 
-    parser = argparse.ArgumentParser(prog="mbgen", description="Model-based RL research: does a learned model "
-                                     "beat experience replay here, and why?")
+    parser = argparse.ArgumentParser(
+        prog="mbgen", description="Model-based RL research: does a learned model beat experience replay here, and why?"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="a local multi-process run (no arguments: a short demo)",
-                         description="Run agents as a multi-process system. Every config key is a flag; flags "
-                         "override --config. Without arguments, runs a short demo.")
+    run = sub.add_parser(
+        "run",
+        help="a local multi-process run (no arguments: a short demo)",
+        description="Run agents as a multi-process system. Every config key is a flag; flags "
+        "override --config. Without arguments, runs a short demo.",
+    )
     add_run_options(run)
     run.add_argument("--quiet", action="store_true", help="no progress line")
     run.set_defaults(func=cmd_run)
@@ -110,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     actor.add_argument("--name", default=None, help="actor id (default: hostname-pid)")
     actor.add_argument("--envs", type=int, default=1, help="environment copies per member")
     actor.set_defaults(func=cmd_actor)
+
+    from launch.offline import add_offline_options
+
+    offline = sub.add_parser(
+        "offline",
+        help="the paper's section 2 offline experiment on WallGrid3x3",
+        description="Train DQN+ER and the simple model with 1- and 10-step rollouts on "
+        "fixed datasets and check which greedy policies are right in every cell.",
+    )
+    add_offline_options(offline)
+    offline.set_defaults(func=cmd_offline)
 
     from launch.bench import add_bench_options
 
@@ -134,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     args.given = argv[1:]  # what followed the subcommand
-    if extra and args.command != "run":
+    if extra and args.command not in ("run", "offline"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args, extra)

@@ -6,6 +6,7 @@ environment parameters are `--env.PARAM value`; `--seeds S` means seeds
 `--temperature`) take one number or a comma-separated list. The field comments
 in learner/config.py are the help text, so the documentation lives in one place.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,13 +87,37 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML file of config keys; flags override it")
     parser.add_argument("--seeds", type=int, metavar="S", help="run seeds 0..S-1 as one population")
     parser.add_argument("--seed-list", metavar="A,B,...", help="run these seeds as one population")
-    parser.add_argument("--env.PARAM", dest="_env_param_doc", metavar="VALUE",
-                        help="an environment parameter, e.g. --env.grid_size 4 (repeatable)")
+    parser.add_argument(
+        "--env.PARAM",
+        dest="_env_param_doc",
+        metavar="VALUE",
+        help="an environment parameter, e.g. --env.grid_size 4 (repeatable)",
+    )
     for f in dataclasses.fields(RunConfig):
         if f.name in SPECIAL:
             continue
         flag = "--" + f.name.replace("_", "-")
         parser.add_argument(flag, dest=f.name, metavar="V", default=None, help=helps.get(f.name, ""))
+
+
+def env_params_from_extra(extra: list[str]) -> dict[str, Any]:
+    """`--env.PARAM VALUE` (or `--env.PARAM=VALUE`) options, which argparse leaves over."""
+    params, i = {}, 0
+    while i < len(extra):
+        token = extra[i]
+        if not token.startswith("--env."):
+            raise ValueError(f"unknown option {token}; see --help")
+        key = token[len("--env.") :]
+        if "=" in key:
+            key, raw = key.split("=", 1)
+        else:
+            if i + 1 >= len(extra):
+                raise ValueError(f"{token} needs a value")
+            raw = extra[i + 1]
+            i += 1
+        params[key.replace("-", "_")] = parse_value(raw)
+        i += 1
+    return params
 
 
 _TYPES = {f.name: str(f.type) for f in dataclasses.fields(RunConfig)}
@@ -112,7 +137,7 @@ def config_from_args(args: argparse.Namespace, extra: list[str]) -> RunConfig:
     """Merge defaults < TOML file < flags; the result is validated."""
     values: dict[str, Any] = load_toml(args.config) if args.config else {}
     if "env" in values and isinstance(values["env"], dict):
-        raise ValueError("config file: put environment parameters under [env_params], and env = \"name\"")
+        raise ValueError('config file: put environment parameters under [env_params], and env = "name"')
     env_params = dict(values.get("env_params", {}))
     names = {f.name for f in dataclasses.fields(RunConfig)}
     for f in dataclasses.fields(RunConfig):
@@ -128,21 +153,7 @@ def config_from_args(args: argparse.Namespace, extra: list[str]) -> RunConfig:
     if args.seed_list is not None:
         seeds = parse_value(args.seed_list)
         values["seeds"] = seeds if isinstance(seeds, list) else [seeds]
-    i = 0
-    while i < len(extra):
-        token = extra[i]
-        if not token.startswith("--env."):
-            raise ValueError(f"unknown option {token}; see --help")
-        key = token[len("--env."):]
-        if "=" in key:
-            key, raw = key.split("=", 1)
-        else:
-            if i + 1 >= len(extra):
-                raise ValueError(f"{token} needs a value")
-            raw = extra[i + 1]
-            i += 1
-        env_params[key.replace("-", "_")] = parse_value(raw)
-        i += 1
+    env_params.update(env_params_from_extra(extra))
     values["env_params"] = env_params
     for key in ("lr", "temperature"):
         if isinstance(values.get(key), list) and len(values[key]) == 1:

@@ -3,6 +3,7 @@
 On a terminal the line is redrawn in place once a second; otherwise (a log
 file, CI) a full line is printed every 10 seconds.
 """
+
 from __future__ import annotations
 
 import sys
@@ -45,8 +46,10 @@ class Progress:
             eta = float("inf")
         score = f"eval {latest[1]:.3f} @ {latest[0]:,}" if latest else "eval --"
         pct = 100.0 * steps / max(self.total_steps, 1)
-        return (f"steps {steps:,}/{self.total_steps:,} ({pct:4.1f}%) | updates {updates:,} | "
-                f"{update_rate:,.0f} upd/s | {score} | elapsed {clock(now - self.start)} | ETA {clock(eta)}")
+        return (
+            f"steps {steps:,}/{self.total_steps:,} ({pct:4.1f}%) | updates {updates:,} | "
+            f"{update_rate:,.0f} upd/s | {score} | elapsed {clock(now - self.start)} | ETA {clock(eta)}"
+        )
 
     def show(self, steps: int, updates: int, latest: tuple[int, float] | None) -> None:
         now = time.monotonic()

@@ -4,6 +4,7 @@ A member's final score is the mean of its last 10% of evaluations (at least
 one). The run's final performance is the mean over members with a Student-t
 95% confidence interval, as in the paper's figures.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,10 +18,41 @@ import numpy as np
 from learner.config import RunConfig
 
 # Two-sided 95% Student-t quantiles t_{0.975, df}.
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-         20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
-         29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+_T975 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    11: 2.201,
+    12: 2.179,
+    13: 2.160,
+    14: 2.145,
+    15: 2.131,
+    16: 2.120,
+    17: 2.110,
+    18: 2.101,
+    19: 2.093,
+    20: 2.086,
+    21: 2.080,
+    22: 2.074,
+    23: 2.069,
+    24: 2.064,
+    25: 2.060,
+    26: 2.056,
+    27: 2.052,
+    28: 2.048,
+    29: 2.045,
+    30: 2.042,
+    40: 2.021,
+    60: 2.000,
+    120: 1.980,
+}
 
 
 def t975(df: int) -> float:
@@ -112,7 +144,7 @@ def write_summary(run_dir: str, cfg: RunConfig, counters, started: float, outcom
     accounting = counters.accounting() if counters is not None else {}
     updates = counters.updates if counters is not None else 0
     steps = int(counters.inserts().sum()) if counters is not None else 0
-    first, last = (counters.update_times.tolist() if counters is not None else (0.0, 0.0))
+    first, last = counters.update_times.tolist() if counters is not None else (0.0, 0.0)
     update_phase = last - first if first and last > first else 0.0
     summary = {
         "outcome": outcome,
@@ -122,8 +154,12 @@ def write_summary(run_dir: str, cfg: RunConfig, counters, started: float, outcom
         "env_params": cfg.env_params,
         "regime": cfg.regime,
         "seeds": cfg.seeds,
-        "final": {"mean": mean, "ci95": [lo, hi], "per_member": finals,
-                  "evaluations": len({r["env_steps"] for r in rows})},
+        "final": {
+            "mean": mean,
+            "ci95": [lo, hi],
+            "per_member": finals,
+            "evaluations": len({r["env_steps"] for r in rows}),
+        },
         "throughput": {
             "env_steps_per_s": steps / wall if wall > 0 else 0.0,
             "updates_per_s": updates / wall if wall > 0 else 0.0,
@@ -134,8 +170,10 @@ def write_summary(run_dir: str, cfg: RunConfig, counters, started: float, outcom
             "updates": updates,
         },
         "transitions": {k: accounting.get(k, 0) for k in ("sent", "stored", "rejected", "duplicates")},
-        "reconciled": bool(accounting) and accounting["sent"] == accounting["stored"]
-        and accounting["rejected"] == 0 and accounting["duplicates"] == 0,
+        "reconciled": bool(accounting)
+        and accounting["sent"] == accounting["stored"]
+        and accounting["rejected"] == 0
+        and accounting["duplicates"] == 0,
     }
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

@@ -2,12 +2,15 @@
 
 Order of start: the shared-memory blocks the learner and model server publish
 into, then the replay service (which creates the store and counters), then the
-learner, model server, evaluator and actors. It waits on the children's exit
+learner, model server, evaluator and actors. Offline (`cfg.offline`), the
+supervisor itself creates the store, fills it with the dataset (one partition
+per member) and starts only the learner and model server. It waits on the children's exit
 sentinels and checks their heartbeats; Ctrl-C/SIGTERM, a child that dies
 unexpectedly or goes silent stops everything. Whatever happens, every
 shared-memory segment of the run is unlinked and the summary and plot are
 written from what the run produced. Exit code 0 only for a completed run.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -28,14 +31,14 @@ from learner.agent import encoder_shape, q_input_width, q_shape
 from learner.config import MODEL_AGENTS, RunConfig
 from learner.params import ParamBlock
 from learner.process import eval_snapshot_spec, run_learner
-from learner.wiring import (EVALUATOR_SLOT, FIRST_ACTOR_SLOT, LEARNER_SLOT, MODELSERVER_SLOT, REPLAY_SLOT,
-                            Wiring)
+from learner.wiring import EVALUATOR_SLOT, FIRST_ACTOR_SLOT, LEARNER_SLOT, MODELSERVER_SLOT, REPLAY_SLOT, Wiring
 from replay.counters import RunCounters
 from replay.lifecycle import StopRequested, StopSignal
 from replay.logs import configure_logging, get_logger
 from replay.service import ServiceConfig, serve
 from replay.shm import new_run_id, unlink_segment
 from replay.slots import SlotQueue
+from replay.store import ReplayStore
 
 EVAL_QUEUE_DEPTH = 4
 STOP_GRACE_S = 8.0
@@ -59,8 +62,11 @@ class RunFailed(RuntimeError):
 
 
 class Supervisor:
-    def __init__(self, cfg: RunConfig, run_dir: str, progress: bool = True):
+    def __init__(self, cfg: RunConfig, run_dir: str, progress: bool = True, dataset: list | None = None):
+        if cfg.offline and dataset is None:
+            raise ValueError("an offline run needs a dataset (one Transitions per member)")
         self.cfg = cfg
+        self.dataset = dataset
         self.run_dir = os.path.abspath(run_dir)
         self.show_progress = progress
         self.wiring = Wiring(run_id=new_run_id(), run_dir=self.run_dir, actors=cfg.actors)
@@ -116,21 +122,56 @@ class Supervisor:
         if cfg.agent in MODEL_AGENTS:
             width = q_input_width(cfg, env.obs_dim)
             self.segments.append(SlotQueue.create(w.imagined, cfg.queue_depth, imagined_batch_spec(cfg, width)))
+        if cfg.offline:
+            self.load_dataset(env.obs_dim, env.num_actions)
+
+    def load_dataset(self, obs_dim: int, num_actions: int) -> None:
+        """Offline: the store, one partition per member, holding that member's dataset."""
+        cfg, w = self.cfg, self.wiring
+        if len(self.dataset) != cfg.members:
+            raise ValueError(f"dataset: one Transitions per member expected, got {len(self.dataset)} for {cfg.members}")
+        capacity = max(len(d) for d in self.dataset)
+        store = ReplayStore.create(w.store, cfg.members, obs_dim, num_actions, capacity)
+        self.segments.append(store)
+        self.counters = RunCounters.create(w.counters, cfg.members)
+        for m, data in enumerate(self.dataset):
+            store.add(m, data.obs, data.action, data.reward, data.next_obs, data.terminal)
+            self.counters.stored[m] = len(data)
 
     def start_children(self) -> None:
         cfg, w = self.cfg, self.wiring
         model_agent = cfg.agent in MODEL_AGENTS
+        if cfg.offline:
+            config, wiring = cfg.to_dict(), w.__dict__.copy()
+            self.spawn("learner", LEARNER_SLOT, run_learner, config, wiring)
+            if model_agent:
+                from modelserver.process import run_modelserver
+
+                self.spawn("modelserver", MODELSERVER_SLOT, run_modelserver, config, wiring)
+            return
         service = ServiceConfig(
-            run_id=w.run_id, endpoint=w.ingest, members=cfg.members, obs_dim=self.obs_dim,
-            num_actions=self.num_actions, capacity=cfg.capacity,
-            ratio={"updates_per_step": cfg.updates_per_step, "learning_starts": cfg.learning_starts,
-                   "tolerance": cfg.tolerance, "total": cfg.total_updates},
+            run_id=w.run_id,
+            endpoint=w.ingest,
+            members=cfg.members,
+            obs_dim=self.obs_dim,
+            num_actions=self.num_actions,
+            capacity=cfg.capacity,
+            ratio={
+                "updates_per_step": cfg.updates_per_step,
+                "learning_starts": cfg.learning_starts,
+                "tolerance": cfg.tolerance,
+                "total": cfg.total_updates,
+            },
             bell=w.bell("replay"),
             ring_on_insert=[w.bell("learner")] + ([w.bell("modelserver")] if model_agent else []),
-            remote_endpoint=cfg.remote_endpoint or None, keys_dir=cfg.keys or None,
+            remote_endpoint=cfg.remote_endpoint or None,
+            keys_dir=cfg.keys or None,
             run_info={"config": cfg.to_dict(), "param_endpoint": cfg.param_endpoint},
-            log_path=w.events, heartbeat_slot=REPLAY_SLOT, first_remote_slot=cfg.actors,
-            stall_warning_s=cfg.stall_warning_s)
+            log_path=w.events,
+            heartbeat_slot=REPLAY_SLOT,
+            first_remote_slot=cfg.actors,
+            stall_warning_s=cfg.stall_warning_s,
+        )
         ready = SPAWN.Event()
         self.spawn("replay", REPLAY_SLOT, serve, service.to_dict(), ready)
         deadline = time.monotonic() + 60
@@ -148,8 +189,16 @@ class Supervisor:
         self.spawn("evaluator", EVALUATOR_SLOT, run_evaluator, config, wiring)
         for i in range(cfg.actors):
             self.spawn(f"actor{i}", FIRST_ACTOR_SLOT + i, run_actor, config, wiring, i)
-        self.log.info("run_started", run_dir=self.run_dir, run_id=w.run_id, agent=cfg.agent, env=cfg.env,
-                      members=cfg.members, steps=cfg.steps, processes=list(self.children))
+        self.log.info(
+            "run_started",
+            run_dir=self.run_dir,
+            run_id=w.run_id,
+            agent=cfg.agent,
+            env=cfg.env,
+            members=cfg.members,
+            steps=cfg.steps,
+            processes=list(self.children),
+        )
 
     def spawn(self, name: str, slot: int, target, *args) -> None:
         process = SPAWN.Process(target=target, args=args, name=f"mbgen-{name}")
@@ -167,8 +216,11 @@ class Supervisor:
             if process.exitcode is None:
                 continue
             if process.exitcode != 0 or name == "replay":
-                how = f"exit code {process.exitcode}" if process.exitcode >= 0 else \
-                    f"killed by {signal.Signals(-process.exitcode).name}"
+                how = (
+                    f"exit code {process.exitcode}"
+                    if process.exitcode >= 0
+                    else f"killed by {signal.Signals(-process.exitcode).name}"
+                )
                 raise RunFailed(f"{name} (pid {process.pid}) stopped unexpectedly: {how}")
             done.append(name)
         return done
@@ -183,7 +235,8 @@ class Supervisor:
             multiprocessing.connection.wait(alive, timeout=0.5)
             done = self.check_children()
             metrics.poll()
-            progress.show(self.counters.min_inserts(), self.counters.updates, metrics.latest())
+            steps = self.counters.updates if cfg.offline else self.counters.min_inserts()
+            progress.show(steps, self.counters.updates, metrics.latest())
             if set(work) <= set(done):
                 progress.close()
                 return
@@ -213,13 +266,13 @@ class Supervisor:
                 process.join()
 
     def finish(self) -> None:
+        summary = write_summary(self.run_dir, self.cfg, self.counters, self.started, self.outcome, self.reason)
         for segment in self.segments:
             segment.close()
+        if self.counters is not None:
+            self.counters.close()
         removed = [name for name in self.wiring.all_segments() if unlink_segment(name)]
         if removed:
             self.log.warning("unlinked_leftovers", segments=removed)
-        summary = write_summary(self.run_dir, self.cfg, self.counters, self.started, self.outcome, self.reason)
-        if self.counters is not None:
-            self.counters.close()
         self.summary = summary
         self.log.info("run_finished", outcome=self.outcome, reason=self.reason, wall_s=summary["throughput"]["wall_s"])

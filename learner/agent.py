@@ -10,6 +10,7 @@ lives here because actors and the evaluator run it too.
 Behaviour is softmax over Q/temperature (per-member temperatures); evaluation
 is greedy.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,8 +54,9 @@ def encoder_shape(cfg: RunConfig, obs_dim: int) -> MLPShape | None:
 
 
 # -- latent distributions (plain functions of tensors) ----------------------------------
-def categorical_sample(logits: torch.Tensor, classes: int, generator: torch.Generator | None = None,
-                       gumbel: torch.Tensor | None = None):
+def categorical_sample(
+    logits: torch.Tensor, classes: int, generator: torch.Generator | None = None, gumbel: torch.Tensor | None = None
+):
     """Straight-through one-hot sample: (latent [.., F*C], probs [.., F, C], log_probs [.., F, C]).
 
     `gumbel` is optional pre-drawn Gumbel noise shaped like the [.., F, C] logits.
@@ -77,8 +79,9 @@ def gaussian_params(out: torch.Tensor, min_std: float) -> tuple[torch.Tensor, to
     return mu, std
 
 
-def gaussian_sample(mu: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None = None,
-                    normal: torch.Tensor | None = None):
+def gaussian_sample(
+    mu: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None = None, normal: torch.Tensor | None = None
+):
     """Reparameterised sample mu + std * eps (eps pre-drawn or drawn here)."""
     if normal is None:
         normal = torch.randn(mu.shape, generator=generator, device=mu.device)

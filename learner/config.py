@@ -6,6 +6,7 @@ message naming the key and the allowed values. Zero or empty values marked
 hyperparameters (PAPER.md section 4), so the saved config.toml holds concrete
 numbers.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,23 +23,35 @@ DEVICES = ("auto", "cpu", "cuda")
 
 # Tuned (Q step size, softmax temperature) per (agent, environment, regime): PAPER.md section 4.
 TUNED: dict[tuple[str, str, str], tuple[float, float]] = {
-    ("er", "procmaze", "high"): (5e-5, 0.1), ("simple", "procmaze", "high"): (2e-4, 0.8),
-    ("perfect", "procmaze", "high"): (1e-4, 0.4), ("latent-cat", "procmaze", "high"): (2e-4, 1.6),
+    ("er", "procmaze", "high"): (5e-5, 0.1),
+    ("simple", "procmaze", "high"): (2e-4, 0.8),
+    ("perfect", "procmaze", "high"): (1e-4, 0.4),
+    ("latent-cat", "procmaze", "high"): (2e-4, 1.6),
     ("latent-gauss", "procmaze", "high"): (3.125e-6, 12.8),
-    ("er", "buttongrid", "high"): (5e-5, 0.0125), ("simple", "buttongrid", "high"): (2e-4, 1.6),
-    ("perfect", "buttongrid", "high"): (2e-4, 0.0125), ("latent-cat", "buttongrid", "high"): (1e-4, 0.05),
+    ("er", "buttongrid", "high"): (5e-5, 0.0125),
+    ("simple", "buttongrid", "high"): (2e-4, 1.6),
+    ("perfect", "buttongrid", "high"): (2e-4, 0.0125),
+    ("latent-cat", "buttongrid", "high"): (1e-4, 0.05),
     ("latent-gauss", "buttongrid", "high"): (1.25e-5, 0.1),
-    ("er", "panflute", "high"): (1e-4, 0.1), ("simple", "panflute", "high"): (1e-4, 0.4),
-    ("perfect", "panflute", "high"): (2e-4, 0.1), ("latent-cat", "panflute", "high"): (8e-4, 0.05),
+    ("er", "panflute", "high"): (1e-4, 0.1),
+    ("simple", "panflute", "high"): (1e-4, 0.4),
+    ("perfect", "panflute", "high"): (2e-4, 0.1),
+    ("latent-cat", "panflute", "high"): (8e-4, 0.05),
     ("latent-gauss", "panflute", "high"): (2e-4, 0.1),
-    ("er", "procmaze", "low"): (2.5e-5, 1.6), ("simple", "procmaze", "low"): (2.5e-5, 0.4),
-    ("perfect", "procmaze", "low"): (4e-4, 0.4), ("latent-cat", "procmaze", "low"): (1e-4, 0.8),
+    ("er", "procmaze", "low"): (2.5e-5, 1.6),
+    ("simple", "procmaze", "low"): (2.5e-5, 0.4),
+    ("perfect", "procmaze", "low"): (4e-4, 0.4),
+    ("latent-cat", "procmaze", "low"): (1e-4, 0.8),
     ("latent-gauss", "procmaze", "low"): (3.125e-6, 0.8),
-    ("er", "buttongrid", "low"): (2.5e-5, 0.1), ("simple", "buttongrid", "low"): (5e-5, 0.4),
-    ("perfect", "buttongrid", "low"): (2e-4, 0.0125), ("latent-cat", "buttongrid", "low"): (2e-4, 0.1),
+    ("er", "buttongrid", "low"): (2.5e-5, 0.1),
+    ("simple", "buttongrid", "low"): (5e-5, 0.4),
+    ("perfect", "buttongrid", "low"): (2e-4, 0.0125),
+    ("latent-cat", "buttongrid", "low"): (2e-4, 0.1),
     ("latent-gauss", "buttongrid", "low"): (2.5e-5, 0.8),
-    ("er", "panflute", "low"): (3.125e-6, 0.8), ("simple", "panflute", "low"): (2e-4, 0.2),
-    ("perfect", "panflute", "low"): (1e-4, 0.1), ("latent-cat", "panflute", "low"): (1.6e-3, 0.05),
+    ("er", "panflute", "low"): (3.125e-6, 0.8),
+    ("simple", "panflute", "low"): (2e-4, 0.2),
+    ("perfect", "panflute", "low"): (1e-4, 0.1),
+    ("latent-cat", "panflute", "low"): (1.6e-3, 0.05),
     ("latent-gauss", "panflute", "low"): (2e-4, 0.1),
 }
 # Environments the paper did not tune on borrow the values of the closest one.
@@ -56,7 +69,8 @@ class RunConfig:
     env: str = "procmaze"  # environment: panflute | buttongrid | procmaze | opengrid | wallgrid3x3
     env_params: dict[str, Any] = field(default_factory=dict)  # environment parameters, e.g. grid_size = 4
     regime: str = "high"  # high: 1 update per env step, eval every 500 steps; low: 10 per step, every 50
-    steps: int = 1_000_000  # env steps per member
+    steps: int = 1_000_000  # env steps per member (offline: updates)
+    offline: bool = False  # train on a fixed dataset already in the replay store: no actors, no ratio
     seeds: list[int] = field(default_factory=lambda: [0])  # one population member per seed
     # -- learning (PAPER.md sections 3-4) ----------------------------------------------------
     lr: float | list[float] = 0.0  # Q step size, one or one per member; 0 = auto (the paper's tuned value)
@@ -64,7 +78,8 @@ class RunConfig:
     model_lr: float = 2e-4  # model step size
     gamma: float = 0.9  # discount
     batch_size: int = 320  # transitions per Q update (ER: replay samples; models: starts x rollout length)
-    rollout_starts: int = 32  # replay states per model update, each rolled out in the model
+    model_batch: int = 32  # real transitions per model update; rollouts start from the same ones
+    rollout_starts: int = 32  # states each update rolls out from (more than model_batch: extra ones sampled)
     rollout_length: int = 10  # imagined steps per rollout (1 for the paper's ablation)
     hidden: list[int] = field(default_factory=lambda: [200, 200, 200])  # hidden layer sizes of every MLP
     latent_features: int = 32  # latent agents: number of latent features
@@ -109,11 +124,13 @@ class RunConfig:
 
     @property
     def total_updates(self) -> int:
+        if self.offline:
+            return self.steps
         return self.updates_per_step * max(0, self.steps - self.learning_starts)
 
     def eval_points(self) -> list[int]:
-        """Env steps after which the policy is evaluated: 0, eval_period, ..., steps."""
-        return list(range(0, self.steps + 1, self.eval_period))
+        """Env steps after which the policy is evaluated: 0, eval_period, ..., steps (none offline)."""
+        return [] if self.offline else list(range(0, self.steps + 1, self.eval_period))
 
     def target_updates(self, env_steps: int) -> int:
         """Q updates the protocol calls for after `env_steps` steps per member."""
@@ -125,7 +142,9 @@ class RunConfig:
     def resolved(self) -> "RunConfig":
         """A copy with every auto value replaced by a concrete one; validates first."""
         self.validate()
-        c = dataclasses.replace(self, env_params=dict(self.env_params), seeds=list(self.seeds), hidden=list(self.hidden))
+        c = dataclasses.replace(
+            self, env_params=dict(self.env_params), seeds=list(self.seeds), hidden=list(self.hidden)
+        )
         regime = REGIMES[c.regime]
         c.updates_per_step = c.updates_per_step or regime["updates_per_step"]
         c.eval_period = c.eval_period or regime["eval_period"]
@@ -177,8 +196,11 @@ class RunConfig:
             envs.make(self.env, 1, 0, **self.env_params)
         except ValueError as error:
             raise ValueError(f"env_params: {error}") from None
-        if (not isinstance(self.seeds, list) or not self.seeds
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds)):
+        if (
+            not isinstance(self.seeds, list)
+            or not self.seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds)
+        ):
             fail("seeds", "a non-empty list of integers >= 0", self.seeds)
         if len(set(self.seeds)) != len(self.seeds):
             fail("seeds", "distinct", self.seeds)
@@ -188,37 +210,75 @@ class RunConfig:
             if isinstance(v, list) and len(v) != self.members:
                 fail(key, f"one number or a list of {self.members} (one per seed)", v)
             for x in values:
-                if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0 \
-                        or (isinstance(v, list) and x == 0):
+                if (
+                    isinstance(x, bool)
+                    or not isinstance(x, (int, float))
+                    or not math.isfinite(x)
+                    or x < 0
+                    or (isinstance(v, list) and x == 0)
+                ):
                     fail(key, "a number > 0 (or 0 for the tuned value)", v)
         for key in ("model_lr",):
             number(key, 0, strict=True)
         if not 0 <= self.gamma < 1:
             fail("gamma", "in [0, 1)", self.gamma)
-        for key in ("steps", "batch_size", "rollout_starts", "rollout_length", "latent_features", "latent_classes",
-                    "target_period", "capacity", "eval_episodes", "eval_steps", "actors", "envs_per_actor",
-                    "message_size", "queue_depth", "publish_period", "remote_publish_period",
-                    "checkpoint_period", "diagnostics_period"):
+        if not isinstance(self.offline, bool):
+            fail("offline", "true or false", self.offline)
+        for key in (
+            "steps",
+            "batch_size",
+            "model_batch",
+            "rollout_starts",
+            "rollout_length",
+            "latent_features",
+            "latent_classes",
+            "target_period",
+            "capacity",
+            "eval_episodes",
+            "eval_steps",
+            "actors",
+            "envs_per_actor",
+            "message_size",
+            "queue_depth",
+            "publish_period",
+            "remote_publish_period",
+            "checkpoint_period",
+            "diagnostics_period",
+        ):
             integer(key, 1)
-        for key in ("learning_starts", "updates_per_step", "eval_period", "policy_lag", "workers",
-                    "learner_threads", "model_threads"):
+        for key in (
+            "learning_starts",
+            "updates_per_step",
+            "eval_period",
+            "policy_lag",
+            "workers",
+            "learner_threads",
+            "model_threads",
+        ):
             integer(key, 0)
         for key in ("tolerance",):
             number(key, 0, strict=False)
         for key in ("stall_warning_s", "heartbeat_timeout_s"):
             number(key, 0, strict=True)
-        if not isinstance(self.hidden, list) or not self.hidden or not all(
-                isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in self.hidden):
+        if (
+            not isinstance(self.hidden, list)
+            or not self.hidden
+            or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in self.hidden)
+        ):
             fail("hidden", "a non-empty list of integers >= 1", self.hidden)
         if self.agent in MODEL_AGENTS and self.rollout_starts * self.rollout_length != self.batch_size:
-            fail("batch_size", f"rollout_starts x rollout_length = {self.rollout_starts * self.rollout_length} "
-                               "for model agents (equal transitions per update)", self.batch_size)
+            fail(
+                "batch_size",
+                f"rollout_starts x rollout_length = {self.rollout_starts * self.rollout_length} "
+                "for model agents (equal transitions per update)",
+                self.batch_size,
+            )
         per_step = self.actors * self.envs_per_actor
         if self.steps % per_step:
             fail("steps", f"a multiple of actors x envs_per_actor = {per_step}", self.steps)
-        if self.eval_period and self.steps % self.eval_period:
+        if self.eval_period and self.steps % self.eval_period and not self.offline:
             fail("steps", f"a multiple of eval_period = {self.eval_period}", self.steps)
-        if self.steps <= self.learning_starts:
+        if self.steps <= self.learning_starts and not self.offline:
             fail("steps", f"more than learning_starts = {self.learning_starts}", self.steps)
         if self.lockstep and self.actors != 1:
             fail("actors", "1 when tolerance is 0 (lock-step runs are reproducible with one actor)", self.actors)
@@ -229,8 +289,12 @@ class RunConfig:
         if bool(self.remote_endpoint) != bool(self.param_endpoint):
             fail("param_endpoint", "set together with remote_endpoint (remote actors need both)", self.param_endpoint)
         if self.lockstep and self.remote_endpoint:
-            fail("remote_endpoint", "empty when tolerance is 0 (remote actors would break lock-step)",
-                 self.remote_endpoint)
+            fail(
+                "remote_endpoint",
+                "empty when tolerance is 0 (remote actors would break lock-step)",
+                self.remote_endpoint,
+            )
         if self.lockstep and self.publish_period != 1:
-            fail("publish_period", "1 when tolerance is 0 (lock-step actors wait for every version)",
-                 self.publish_period)
+            fail(
+                "publish_period", "1 when tolerance is 0 (lock-step actors wait for every version)", self.publish_period
+            )

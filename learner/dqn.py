@@ -10,6 +10,7 @@ with respect to the chosen Q-values,
 
 is back-propagated by the network's own backward pass (learner/networks.py).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +31,17 @@ def q_network(shape: MLPShape, seeds: list[int], device="cpu") -> tuple[ParamSto
 
 
 class DQN:
-    def __init__(self, shape: MLPShape, seeds: list[int], lr: list[float], *, gamma: float = GAMMA,
-                 target_period: int = 100, device: str | torch.device = "cpu", workers: int = 1):
+    def __init__(
+        self,
+        shape: MLPShape,
+        seeds: list[int],
+        lr: list[float],
+        *,
+        gamma: float = GAMMA,
+        target_period: int = 100,
+        device: str | torch.device = "cpu",
+        workers: int = 1,
+    ):
         self.shape = shape
         self.device = torch.device(device)
         self.store, self.q = q_network(shape, seeds, self.device)
@@ -75,9 +85,11 @@ class DQN:
     @torch.no_grad()
     def update(self, obs, action, reward, next_obs, continuation, weight=None) -> torch.Tensor:
         """One optimiser step on every member; refreshes the target every `target_period` updates."""
+
         def gradients(m: slice) -> torch.Tensor:
-            return self._gradients(m, obs[m], action[m], reward[m], next_obs[m], continuation[m],
-                                   None if weight is None else weight[m])
+            return self._gradients(
+                m, obs[m], action[m], reward[m], next_obs[m], continuation[m], None if weight is None else weight[m]
+            )
 
         losses = torch.cat(self.shards.map(gradients))
         adam_step(self.store.flat, self.store.grad, self.opt, self.step_size)

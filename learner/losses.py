@@ -10,6 +10,7 @@ data) and w the rollout weight (1 for real data):
 Members are independent: the total is the sum of per-member losses, so each
 member's gradient is that of its own loss.
 """
+
 from __future__ import annotations
 
 import torch

@@ -21,6 +21,7 @@ buffer, and no autograd graph. Initialisation follows Haiku's Linear default
 two standard deviations, biases zero; member p's slice of tensor t is drawn
 from derive_seed(seeds[p], t).
 """
+
 from __future__ import annotations
 
 import math
@@ -260,8 +261,9 @@ class MLP:
         return x, inputs
 
     @torch.no_grad()
-    def backward(self, inputs: list[torch.Tensor], grad_out: torch.Tensor, grad_input: bool = False,
-                 members: slice | None = None):
+    def backward(
+        self, inputs: list[torch.Tensor], grad_out: torch.Tensor, grad_input: bool = False, members: slice | None = None
+    ):
         """Write d loss / d params into the store's gradient buffer; optionally return d loss / d x."""
         g, params, grads = grad_out, self.params(members), self.grads(members)
         for k in range(len(inputs) - 1, -1, -1):

@@ -15,6 +15,7 @@ does the whole step in one pass over the parameters instead of about ten; that
 matters at P=30, where the model has millions of parameters. Per-member step
 sizes (a hyperparameter grid in one population) take the explicit formula.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,8 +35,11 @@ class AdamState:
 
 
 def adam_init(flat: torch.Tensor) -> AdamState:
-    return AdamState(torch.zeros_like(flat, requires_grad=False), torch.zeros_like(flat, requires_grad=False),
-                     step=torch.zeros((), device=flat.device))
+    return AdamState(
+        torch.zeros_like(flat, requires_grad=False),
+        torch.zeros_like(flat, requires_grad=False),
+        step=torch.zeros((), device=flat.device),
+    )
 
 
 def uniform(lr) -> float | None:
@@ -46,15 +50,34 @@ def uniform(lr) -> float | None:
 
 @torch.no_grad()
 def adam_step(
-    w: torch.Tensor, g: torch.Tensor, state: AdamState, lr: torch.Tensor | float,
-    b1: float = B1, b2: float = B2, eps: float = EPS, wd: float = WEIGHT_DECAY,
+    w: torch.Tensor,
+    g: torch.Tensor,
+    state: AdamState,
+    lr: torch.Tensor | float,
+    b1: float = B1,
+    b2: float = B2,
+    eps: float = EPS,
+    wd: float = WEIGHT_DECAY,
 ) -> None:
     """In place on w with gradient g; lr is one float (fused path) or broadcasts against w."""
     state.t += 1
     if isinstance(lr, float) and lr > 0 and FUSED:
         state.step.fill_(state.t)
-        torch._fused_adamw_([w], [g], [state.m], [state.v], [], [state.step], lr=lr, beta1=b1, beta2=b2,
-                            weight_decay=wd / lr, eps=eps, amsgrad=False, maximize=False)
+        torch._fused_adamw_(
+            [w],
+            [g],
+            [state.m],
+            [state.v],
+            [],
+            [state.step],
+            lr=lr,
+            beta1=b1,
+            beta2=b2,
+            weight_decay=wd / lr,
+            eps=eps,
+            amsgrad=False,
+            maximize=False,
+        )
         return
     state.m.mul_(b1).add_(g, alpha=1 - b1)
     state.v.mul_(b2).addcmul_(g, g, value=1 - b2)

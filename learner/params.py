@@ -8,6 +8,7 @@ half-written version. Readers copy only when the version changed.
 ParamPublisher sends versions to remote actors over a ZeroMQ PUB socket (one
 msgpack header frame and one raw frame); ParamSubscriber keeps the newest.
 """
+
 from __future__ import annotations
 
 import msgpack

@@ -9,6 +9,7 @@ it, ring the processes waiting on the count, then
   - publish the Q parameters every `publish_period` updates (version = u);
   - checkpoint every `checkpoint_period` updates and at the end.
 """
+
 from __future__ import annotations
 
 import os
@@ -86,8 +87,15 @@ class Learner:
         self.device = choose_device(cfg.device)
         self.model_agent = cfg.agent in MODEL_AGENTS
         self.workers, self.threads = parallelism(cfg, "learner")
-        self.dqn = DQN(q_shape(cfg, env.obs_dim, env.num_actions), cfg.seeds, cfg.per_member(cfg.lr),
-                       gamma=cfg.gamma, target_period=cfg.target_period, device=self.device, workers=self.workers)
+        self.dqn = DQN(
+            q_shape(cfg, env.obs_dim, env.num_actions),
+            cfg.seeds,
+            cfg.per_member(cfg.lr),
+            gamma=cfg.gamma,
+            target_period=cfg.target_period,
+            device=self.device,
+            workers=self.workers,
+        )
         self.policy = RatioPolicy(cfg.updates_per_step, cfg.learning_starts, cfg.tolerance, cfg.total_updates)
         self.total = cfg.total_updates
         self.counters = RunCounters.attach(wiring.counters)
@@ -124,8 +132,14 @@ class Learner:
         if self.publisher is not None:
             self.publisher.close()
         self.ctx.term()
-        segments = [self.counters, self.params, self.eval_queue, self.encoder,
-                    getattr(self, "imagined", None), getattr(self, "store", None)]
+        segments = [
+            self.counters,
+            self.params,
+            self.eval_queue,
+            self.encoder,
+            getattr(self, "imagined", None),
+            getattr(self, "store", None),
+        ]
         for segment in segments:
             if segment is not None:
                 segment.close()
@@ -134,9 +148,15 @@ class Learner:
     def run(self) -> None:
         self.publish()
         self.push_due_evals()
-        self.log.info("learner_started", total_updates=self.total, device=str(self.device), workers=self.workers,
-                      threads=self.threads,
-                      q_parameters=self.dqn.shape.numel, members=self.cfg.members)
+        self.log.info(
+            "learner_started",
+            total_updates=self.total,
+            device=str(self.device),
+            workers=self.workers,
+            threads=self.threads,
+            q_parameters=self.dqn.shape.numel,
+            members=self.cfg.members,
+        )
         next_report = time.monotonic() + PROGRESS_PERIOD_S
         timer = self.timer
         while self.dqn.updates < self.total:
@@ -169,24 +189,36 @@ class Learner:
 
     def await_next(self) -> None:
         u = self.dqn.updates
-        allowed = lambda: self.policy.may_update(self.counters.min_inserts(), u)  # noqa: E731
+        if self.cfg.offline:  # a fixed dataset: no ratio to keep
+            allowed = lambda: True  # noqa: E731
+        else:
+            allowed = lambda: self.policy.may_update(self.counters.min_inserts(), u)  # noqa: E731
         ready = (lambda: allowed() and self.imagined.has_item()) if self.model_agent else allowed
         self.wait_s += wait_until(
-            ready, self.bell, heartbeat=self.tick,
+            ready,
+            self.bell,
+            heartbeat=self.tick,
             stall_warning_s=self.cfg.stall_warning_s,
-            describe_stall=lambda: {"side": "model server" if self.model_agent and allowed() else "actors",
-                                    "updates": u, "inserts": self.counters.min_inserts(),
-                                    "target": self.policy.target(self.counters.min_inserts())})
+            describe_stall=lambda: {
+                "side": "model server" if self.model_agent and allowed() else "actors",
+                "updates": u,
+                "inserts": self.counters.min_inserts(),
+                "target": self.policy.target(self.counters.min_inserts()),
+            },
+        )
 
     def update_once(self) -> None:
         timer = self.timer
         if self.model_agent:
             slot = self.imagined.slot(self.imagined.consumed)
-            t = {k: torch.from_numpy(slot[k]).to(self.device, non_blocking=True)
-                 for k in ("obs", "action", "reward", "next_obs", "continuation", "weight")}
+            t = {
+                k: torch.from_numpy(slot[k]).to(self.device, non_blocking=True)
+                for k in ("obs", "action", "reward", "next_obs", "continuation", "weight")
+            }
             with timer.phase("q_update"):
-                loss = self.dqn.update(t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"],
-                                       t["weight"])
+                loss = self.dqn.update(
+                    t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"], t["weight"]
+                )
             self.imagined.release()
         else:
             with timer.phase("sample"):
@@ -219,12 +251,17 @@ class Learner:
 
     def push_due_evals(self) -> None:
         """Snapshot the policy for every evaluation point whose update count is now reached."""
-        while (self.next_eval < len(self.eval_points)
-               and self.cfg.target_updates(self.eval_points[self.next_eval]) <= self.dqn.updates):
+        while (
+            self.next_eval < len(self.eval_points)
+            and self.cfg.target_updates(self.eval_points[self.next_eval]) <= self.dqn.updates
+        ):
             env_steps = self.eval_points[self.next_eval]
-            slot = self.eval_queue.await_room(self.bell, heartbeat=self.tick,
-                                              stall_warning_s=self.cfg.stall_warning_s,
-                                              describe_stall=lambda: {"side": "evaluator"})
+            slot = self.eval_queue.await_room(
+                self.bell,
+                heartbeat=self.tick,
+                stall_warning_s=self.cfg.stall_warning_s,
+                describe_stall=lambda: {"side": "evaluator"},
+            )
             slot["env_steps"][...] = env_steps
             slot["updates"][...] = self.dqn.updates
             slot["q"][...] = self.dqn.flat.cpu().numpy()
@@ -239,16 +276,26 @@ class Learner:
         name = "learner-final.npz" if final else f"learner-{self.dqn.updates:09d}.npz"
         path = os.path.join(self.wiring.checkpoints, name)
         with self.stop.deferred():
-            np.savez(path + ".tmp.npz", **self.dqn.state(), env_steps=self.counters.inserts().copy(),
-                     seeds=np.array(self.cfg.seeds))
+            np.savez(
+                path + ".tmp.npz",
+                **self.dqn.state(),
+                env_steps=self.counters.inserts().copy(),
+                seeds=np.array(self.cfg.seeds),
+            )
             os.replace(path + ".tmp.npz", path)
         self.log.info("checkpoint", path=path, updates=self.dqn.updates)
 
     def report(self) -> None:
         loss = torch.stack(self.losses).mean(0).cpu().tolist() if self.losses else None
         self.losses.clear()
-        self.log.info("learner_progress", updates=self.dqn.updates, inserts=self.counters.min_inserts(),
-                      wait_s=round(self.wait_s, 3), loss=loss, **self.timer.report())
+        self.log.info(
+            "learner_progress",
+            updates=self.dqn.updates,
+            inserts=self.counters.min_inserts(),
+            wait_s=round(self.wait_s, 3),
+            loss=loss,
+            **self.timer.report(),
+        )
 
 
 def run_learner(config: dict, wiring: dict) -> None:

@@ -7,6 +7,7 @@ the operating system spread coarse-grained work from every compute process of a
 run over all cores instead of leaving a core idle while one process waits for
 another. With one worker everything runs inline.
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor

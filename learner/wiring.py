@@ -4,6 +4,7 @@ Derived from the run id alone, so every process computes the same names; the
 supervisor creates what the learner and model server publish into, the replay
 service creates its store and counters.
 """
+
 from __future__ import annotations
 
 import os

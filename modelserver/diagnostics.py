@@ -1,12 +1,13 @@
 """Model diagnostics on held-out real transitions, and PanFlute's reward-smoothing probe (Figure 4).
 
-  next_obs_error   fraction of next-observation features predicted wrong (non-terminal transitions;
-                   simple: logits > 0; latent: decoder of a sampled prior latent)
-  reward_se        mean squared error of the predicted reward
-  continuation_acc fraction of transitions whose continuation the model gets right (p > 0.5)
-  reward_by_active_ends  PanFlute: mean predicted reward by number of active pipe ends, on data from a
-                   policy that plays the rewarding cycle with probability 0.8, else at random
+next_obs_error   fraction of next-observation features predicted wrong (non-terminal transitions;
+                 simple: logits > 0; latent: decoder of a sampled prior latent)
+reward_se        mean squared error of the predicted reward
+continuation_acc fraction of transitions whose continuation the model gets right (p > 0.5)
+reward_by_active_ends  PanFlute: mean predicted reward by number of active pipe ends, on data from a
+                 policy that plays the rewarding cycle with probability 0.8, else at random
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -15,6 +15,7 @@ latent models, z ~ q(z | o) from the encoder, prior p(z' | z, a) from the transi
 
 Every loss is averaged over the batch, per member ([P] out).
 """
+
 from __future__ import annotations
 
 import torch
@@ -60,6 +61,5 @@ def balanced_kl(posterior: tuple, prior: tuple, kl) -> torch.Tensor:
 def latent_model_loss(recon_logits, obs, reward_mean, cont_logit, reward, continuation, kl_term) -> torch.Tensor:
     """Loss per member [P]; `kl_term` is balanced_kl(...) per transition [P, B]."""
     recon = continuation * bernoulli_nll(recon_logits, obs).sum(-1)
-    per_transition = (unit_gaussian_nll(reward_mean, reward) + bernoulli_nll(cont_logit, continuation)
-                      + recon + kl_term)
+    per_transition = unit_gaussian_nll(reward_mean, reward) + bernoulli_nll(cont_logit, continuation) + recon + kl_term
     return per_transition.mean(-1)

@@ -11,6 +11,7 @@ Each model offers
 The simple and latent models sample their next state; the perfect model steps
 the true environment (spontaneous events included).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,13 +20,19 @@ import torch.nn.functional as F
 
 import envs
 from envs.seeding import derive_seed
-from learner.agent import (MIN_STD, categorical_sample, encoder_shape, gaussian_params, gaussian_sample,
-                           latent_head_width, latent_width)
+from learner.agent import (
+    MIN_STD,
+    categorical_sample,
+    encoder_shape,
+    gaussian_params,
+    gaussian_sample,
+    latent_head_width,
+    latent_width,
+)
 from learner.config import RunConfig
 from learner.networks import MLP, ParamStore, TripleHead, mlp_shape
 from learner.shards import ShardPool
-from modelserver.losses import (balanced_kl, categorical_kl, gaussian_kl, latent_model_loss,
-                                simple_model_loss)
+from modelserver.losses import balanced_kl, categorical_kl, gaussian_kl, latent_model_loss, simple_model_loss
 
 
 def with_action(x: torch.Tensor, action: torch.Tensor, num_actions: int) -> torch.Tensor:
@@ -46,8 +53,15 @@ class SimpleModel:
     trainable = True
     shardable = True  # learn and step work on member ranges (learner/shards.py)
 
-    def __init__(self, cfg: RunConfig, obs_dim: int, num_actions: int, device, generator: torch.Generator,
-                 shards: ShardPool | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        obs_dim: int,
+        num_actions: int,
+        device,
+        generator: torch.Generator,
+        shards: ShardPool | None = None,
+    ):
         self.num_actions, self.generator = num_actions, generator
         self.shards = shards or ShardPool(cfg.members, 1)
         self.store = ParamStore(cfg.members, cfg.seeds, device)
@@ -64,8 +78,9 @@ class SimpleModel:
 
     @torch.no_grad()
     def learn(self, obs, action, reward, next_obs, continuation):
-        return torch.cat(self.shards.map(
-            lambda m: self._learn(m, obs[m], action[m], reward[m], next_obs[m], continuation[m])))
+        return torch.cat(
+            self.shards.map(lambda m: self._learn(m, obs[m], action[m], reward[m], next_obs[m], continuation[m]))
+        )
 
     def _learn(self, members, obs, action, reward, next_obs, continuation):
         main, side, cache = self.net.forward_cached(with_action(obs, action, self.num_actions), members)
@@ -82,8 +97,11 @@ class SimpleModel:
     def noise(self, length, members, starts, generator):
         """Logistic thresholds: feature = 1 exactly when logit > log(u / (1 - u)), u ~ U(0, 1),
         which happens with probability sigmoid(logit) (a Bernoulli sample)."""
-        u = torch.rand((length, members, starts, self.store.shape("model.wmain")[-1]), generator=generator,
-                       device=self.store.device).clamp_(1e-7, 1 - 1e-7)
+        u = torch.rand(
+            (length, members, starts, self.store.shape("model.wmain")[-1]),
+            generator=generator,
+            device=self.store.device,
+        ).clamp_(1e-7, 1 - 1e-7)
         return u.log() - torch.log1p(-u)
 
     def step(self, state, action, noise=None, members: slice | None = None):
@@ -107,8 +125,15 @@ class LatentModel:
     trainable = True
     shardable = False
 
-    def __init__(self, cfg: RunConfig, obs_dim: int, num_actions: int, device, generator: torch.Generator,
-                 shards: ShardPool | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        obs_dim: int,
+        num_actions: int,
+        device,
+        generator: torch.Generator,
+        shards: ShardPool | None = None,
+    ):
         self.cfg, self.num_actions, self.generator = cfg, num_actions, generator
         self.categorical = cfg.agent == "latent-cat"
         width = latent_width(cfg)
@@ -136,10 +161,8 @@ class LatentModel:
         if self.categorical:
             from modelserver.rollout import gumbel
 
-            return gumbel((length, members, starts, c.latent_features, c.latent_classes), generator,
-                          self.store.device)
-        return torch.randn((length, members, starts, c.latent_features), generator=generator,
-                           device=self.store.device)
+            return gumbel((length, members, starts, c.latent_features, c.latent_classes), generator, self.store.device)
+        return torch.randn((length, members, starts, c.latent_features), generator=generator, device=self.store.device)
 
     def kl(self, *args):
         return categorical_kl(*args) if self.categorical else gaussian_kl(*args)
@@ -181,8 +204,15 @@ class PerfectModel:
     trainable = False
     shardable = False
 
-    def __init__(self, cfg: RunConfig, obs_dim: int, num_actions: int, device, generator: torch.Generator,
-                 shards: ShardPool | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        obs_dim: int,
+        num_actions: int,
+        device,
+        generator: torch.Generator,
+        shards: ShardPool | None = None,
+    ):
         self.env = envs.make(cfg.env, 1, 0, **cfg.env_params)
         self.rngs = [np.random.default_rng(derive_seed(s, "perfect-model")) for s in cfg.seeds]
         self.device = device
@@ -204,6 +234,7 @@ class PerfectModel:
 MODELS = {"simple": SimpleModel, "perfect": PerfectModel, "latent-cat": LatentModel, "latent-gauss": LatentModel}
 
 
-def make_model(cfg: RunConfig, obs_dim: int, num_actions: int, device, generator: torch.Generator,
-               shards: ShardPool | None = None):
+def make_model(
+    cfg: RunConfig, obs_dim: int, num_actions: int, device, generator: torch.Generator, shards: ShardPool | None = None
+):
     return MODELS[cfg.agent](cfg, obs_dim, num_actions, device, generator, shards)

@@ -10,8 +10,10 @@ takes one gradient step on the model, rolls out `rollout_length` steps from
 those same states with the newest Q parameters, and commits the batch. Latent
 agents also publish the encoder (version j+1) for actors and the evaluator.
 """
+
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -72,15 +74,16 @@ class ModelServer:
         self.store = ReplayStore.attach(wiring.store)
         self.queue = SlotQueue.attach(wiring.imagined)
         self.encoder_block = ParamBlock.attach(wiring.model_params) if isinstance(self.model, LatentModel) else None
-        self.batch = Batch.allocate(cfg.members, cfg.rollout_starts, env.obs_dim)
+        self.batch = Batch.allocate(cfg.members, max(cfg.model_batch, cfg.rollout_starts), env.obs_dim)
         self.batch_tensors = self.batch.tensors()
         self.rngs = [np.random.default_rng(derive_seed(s, "model-sample")) for s in cfg.seeds]
         self.ctx = zmq.Context()
         self.bell = Doorbell(self.ctx, wiring.bell("modelserver"))
         self.ring_learner = Ringer(self.ctx, [wiring.bell("learner")])
         self.ring_actors = Ringer(self.ctx, wiring.actor_bells() if cfg.lockstep and self.encoder_block else [])
-        self.engine = RolloutEngine(self.model, self.q, cfg.rollout_length, self.temperature, env.episodic,
-                                    self.generator, self.shards)
+        self.engine = RolloutEngine(
+            self.model, self.q, cfg.rollout_length, self.temperature, env.episodic, self.generator, self.shards
+        )
         self.done = 0
         self.timer = PhaseTimer()
         self.wait_s = 0.0
@@ -101,10 +104,15 @@ class ModelServer:
     def run(self) -> None:
         total = self.cfg.total_updates
         self.publish_encoder()
-        self.log.info("modelserver_started", agent=self.cfg.agent, device=str(self.device), workers=self.workers,
-                      threads=self.threads,
-                      model_parameters=self.model.store.total if self.model.trainable else 0,
-                      policy_lag=self.lag)
+        self.log.info(
+            "modelserver_started",
+            agent=self.cfg.agent,
+            device=str(self.device),
+            workers=self.workers,
+            threads=self.threads,
+            model_parameters=self.model.store.total if self.model.trainable else 0,
+            policy_lag=self.lag,
+        )
         while self.done < total:
             with self.timer.phase("wait"):
                 self.await_turn()
@@ -117,11 +125,31 @@ class ModelServer:
             if self.done % self.cfg.diagnostics_period == 0:
                 self.report()
         self.report()
+        self.checkpoint()
         self.log.info("modelserver_finished", updates=self.done, wait_s=round(self.wait_s, 3))
 
+    def checkpoint(self) -> None:
+        """The model's parameters and optimiser state, at the end (and when stopped)."""
+        if not self.model.trainable:
+            return
+        os.makedirs(self.wiring.checkpoints, exist_ok=True)
+        path = os.path.join(self.wiring.checkpoints, "model-final.npz")
+        with self.stop.deferred():
+            np.savez(
+                path + ".tmp.npz",
+                model=self.model.store.flat.cpu().numpy(),
+                adam_m=self.opt.m.cpu().numpy(),
+                adam_v=self.opt.v.cpu().numpy(),
+                adam_t=np.array(self.opt.t),
+                updates=np.array(self.done),
+                seeds=np.array(self.cfg.seeds),
+            )
+            os.replace(path + ".tmp.npz", path)
+        self.log.info("checkpoint", path=path, updates=self.done)
+
     def ready(self) -> bool:
-        return (self.policy.may_update(self.counters.min_inserts(), self.done) and self.queue.has_room()
-                and self.q_params.block.version >= self.done - self.lag)
+        allowed = self.cfg.offline or self.policy.may_update(self.counters.min_inserts(), self.done)
+        return allowed and self.queue.has_room() and self.q_params.block.version >= self.done - self.lag
 
     def await_turn(self) -> None:
         def stall() -> dict:
@@ -133,8 +161,13 @@ class ModelServer:
                 side = "learner (Q parameters)"
             return {"side": side, "model_updates": self.done, "q_version": self.q_params.block.version}
 
-        self.wait_s += wait_until(self.ready, self.bell, heartbeat=lambda: self.counters.beat(MODELSERVER_SLOT),
-                                  stall_warning_s=self.cfg.stall_warning_s, describe_stall=stall)
+        self.wait_s += wait_until(
+            self.ready,
+            self.bell,
+            heartbeat=lambda: self.counters.beat(MODELSERVER_SLOT),
+            stall_warning_s=self.cfg.stall_warning_s,
+            describe_stall=stall,
+        )
 
     def update_and_roll_out(self) -> None:
         timer = self.timer
@@ -142,9 +175,11 @@ class ModelServer:
             self.store.sample(self.rngs, self.batch)
         real = {k: v.to(self.device, non_blocking=True) for k, v in self.batch_tensors.items()}
         if self.model.trainable:
+            train = {k: v[:, : self.cfg.model_batch] for k, v in real.items()}
             with timer.phase("model_train"):
-                loss = self.model.learn(real["obs"], real["action"], real["reward"], real["next_obs"],
-                                        real["continuation"])
+                loss = self.model.learn(
+                    train["obs"], train["action"], train["reward"], train["next_obs"], train["continuation"]
+                )
                 adam_step(self.model.store.flat, self.model.store.grad, self.opt, self.model_lr)
             self.losses.append(loss)
         self.done += 1
@@ -154,11 +189,12 @@ class ModelServer:
                 self.q_store.flat.copy_(self.q_host_store.flat)
         slot = self.queue.slot(self.queue.produced)
         out = {k: torch.from_numpy(slot[k]) for k in FIELDS}
+        starts = real["obs"][:, : self.cfg.rollout_starts]
         with timer.phase("rollout"):
             if self.device.type == "cpu":
-                self.engine.run(real["obs"], out)
+                self.engine.run(starts, out)
             else:
-                result = self.engine.run(real["obs"])
+                result = self.engine.run(starts)
                 for k in FIELDS:
                     out[k].copy_(result[k].cpu())
         self.queue.commit()
@@ -176,11 +212,20 @@ class ModelServer:
         if self.model.trainable and self.store.sizes().min() > 0:
             self.store.sample(self.diagnostic_rngs, self.diagnostic_batch)
             held_out = {k: v.to(self.device) for k, v in self.diagnostic_batch.tensors().items()}
-            fields.update(diagnostics.accuracy(self.model, held_out["obs"], held_out["action"], held_out["reward"],
-                                               held_out["next_obs"], held_out["continuation"]))
+            fields.update(
+                diagnostics.accuracy(
+                    self.model,
+                    held_out["obs"],
+                    held_out["action"],
+                    held_out["reward"],
+                    held_out["next_obs"],
+                    held_out["continuation"],
+                )
+            )
             if self.probe is not None:
                 fields["reward_by_active_ends"] = diagnostics.reward_by_active_ends(
-                    self.model, self.probe, self.cfg.members, self.device)
+                    self.model, self.probe, self.cfg.members, self.device
+                )
         self.log.info("model_diagnostics", **fields)
 
 
@@ -199,6 +244,8 @@ def run_modelserver(config: dict, wiring: dict) -> None:
         server.run()
     except StopRequested:
         log.info("modelserver_stopping", updates=server.done if server else 0, after_s=round(time.time() - started, 1))
+        if server is not None:
+            server.checkpoint()
     except Exception:
         log.exception("modelserver_failed")
         raise

@@ -13,6 +13,7 @@ calls: Gumbel noise for the actions (argmax(Q/T + G) is a softmax(Q/T) sample)
 and each model's own noise (see the models' `noise`). The per-step work is then
 only network calls, which is what makes small-batch rollouts cheap.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,8 +40,16 @@ class RolloutEngine:
     own members with its own random generator (members are independent); other models run as one.
     """
 
-    def __init__(self, model, q_net, length: int, temperature: torch.Tensor, episodic: bool,
-                 generator: torch.Generator | None, shards: ShardPool | None = None):
+    def __init__(
+        self,
+        model,
+        q_net,
+        length: int,
+        temperature: torch.Tensor,
+        episodic: bool,
+        generator: torch.Generator | None,
+        shards: ShardPool | None = None,
+    ):
         self.model, self.q_net, self.length = model, q_net, length
         self.inv_temperature = (1.0 / temperature).view(-1, 1, 1)
         self.episodic = episodic
@@ -50,19 +59,20 @@ class RolloutEngine:
             self.generators = [generator]
         else:  # one stream per worker: generators are not shared between threads
             seed = int(torch.randint(0, 2**62, (1,), generator=generator).item()) if generator is not None else 0
-            self.generators = [torch.Generator(device=temperature.device).manual_seed(seed + i)
-                               for i in range(self.shards.workers)]
+            self.generators = [
+                torch.Generator(device=temperature.device).manual_seed(seed + i) for i in range(self.shards.workers)
+            ]
 
     @torch.no_grad()
     def run(self, start_obs: torch.Tensor, out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Imagined transitions [P, S*L, ...] from start observations [P, S, D] (written into `out` if given)."""
         P, S, L = start_obs.shape[0], start_obs.shape[1], self.length
         sharded = self.shards.workers > 1
-        parts = self.shards.map(lambda m: self._run(start_obs[m], m if sharded else None,
-                                                    self.generators[self.shards.index(m)]))
+        parts = self.shards.map(
+            lambda m: self._run(start_obs[m], m if sharded else None, self.generators[self.shards.index(m)])
+        )
         if out is None:
-            out = {k: torch.cat([part[k] for part in parts]).reshape(P, S * L, *parts[0][k].shape[3:])
-                   for k in FIELDS}
+            out = {k: torch.cat([part[k] for part in parts]).reshape(P, S * L, *parts[0][k].shape[3:]) for k in FIELDS}
             return out
         for m, part in zip(self.shards.slices, parts):
             for k, v in part.items():
@@ -97,8 +107,14 @@ class RolloutEngine:
             weight = torch.cumprod(torch.cat([torch.ones_like(cont[:, :, :1]), cont[:, :, :-1]], dim=2), dim=2)
         else:
             weight = torch.ones_like(cont)
-        return {"obs": states[:, :, :L], "action": torch.stack(actions, dim=2), "reward": torch.stack(rewards, dim=2),
-                "next_obs": states[:, :, 1:], "continuation": cont, "weight": weight}
+        return {
+            "obs": states[:, :, :L],
+            "action": torch.stack(actions, dim=2),
+            "reward": torch.stack(rewards, dim=2),
+            "next_obs": states[:, :, 1:],
+            "continuation": cont,
+            "weight": weight,
+        }
 
 
 def rollout(model, q_net, start_obs, length, temperature, episodic, generator, out=None):

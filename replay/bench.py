@@ -7,6 +7,7 @@
   sample_30x320_tps                       the same for [30, 320] batches (P=30)
   bytes_per_transition                    shared memory per stored transition
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,7 +49,7 @@ def _actor(endpoint: str, actor: int, ready, go) -> None:
     signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
     pool = procmaze_transitions(MESSAGE * 16, seed=actor)
     client = ReplayClient(endpoint, f"bench{actor}", window=32)
-    messages = [{k: v[i * MESSAGE:(i + 1) * MESSAGE] for k, v in pool.items()} for i in range(16)]
+    messages = [{k: v[i * MESSAGE : (i + 1) * MESSAGE] for k, v in pool.items()} for i in range(16)]
     ready.set()
     go.wait()
     i = 0
@@ -60,8 +61,15 @@ def _actor(endpoint: str, actor: int, ready, go) -> None:
 def ingest_tps(actors: int, seconds: float) -> float:
     run_id = new_run_id()
     obs_dim = GRID * GRID * 4
-    cfg = ServiceConfig(run_id=run_id, endpoint=f"ipc://@mbgen-{run_id}-ingest", members=1, obs_dim=obs_dim,
-                        num_actions=5, accounting_period_s=3600, log_path=os.devnull)
+    cfg = ServiceConfig(
+        run_id=run_id,
+        endpoint=f"ipc://@mbgen-{run_id}-ingest",
+        members=1,
+        obs_dim=obs_dim,
+        num_actions=5,
+        accounting_period_s=3600,
+        log_path=os.devnull,
+    )
     mp = multiprocessing.get_context("spawn")
     service = start(cfg)
     counters = RunCounters.attach(cfg.counters_name)

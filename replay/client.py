@@ -6,6 +6,7 @@ messages are sent again after a reconnect or when the oldest has waited
 `window` messages are in flight: `send` blocks beyond that, which, together
 with the service pausing its reads, is how a lagging learner slows the actors.
 """
+
 from __future__ import annotations
 
 import time
@@ -105,9 +106,14 @@ class ReplayClient:
             self.on_wait()
         now = time.monotonic()
         if self.unacked and now >= self._next_warning and now - self._last_ack >= self.stall_warning_s:
-            self.log.warning("stalled", side="replay service", detail="no acknowledgement (service paused by the "
-                             "rate limiter, gone, or refusing our keys?)", endpoint=self.endpoint,
-                             waited_s=round(now - self._last_ack, 1), unacked=len(self.unacked))
+            self.log.warning(
+                "stalled",
+                side="replay service",
+                detail="no acknowledgement (service paused by the rate limiter, gone, or refusing our keys?)",
+                endpoint=self.endpoint,
+                waited_s=round(now - self._last_ack, 1),
+                unacked=len(self.unacked),
+            )
             self._next_warning = now + self.stall_warning_s
 
     def poll(self, timeout_ms: int) -> None:

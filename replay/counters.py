@@ -10,6 +10,7 @@ Each counter has exactly one writer, so plain stores suffice:
   inserts_paused_since                       the service (0 when reading its socket)
   update_times [2]                           the learner: unix times of the first and latest update
 """
+
 from __future__ import annotations
 
 import time

@@ -3,11 +3,12 @@
 A waiting process owns one `Doorbell` (a PULL socket bound to an ipc endpoint);
 any process that changes something the owner may be waiting for calls
 `Ringer.ring()` after publishing the change in shared memory. Rings never
-block; the waiter drains every queued ring at once. (A small send high-water
-mark would drop rings: ZeroMQ returns pipe credit lazily, so a ring can be
-refused although the previous one was already consumed.) The waiter drains its bell *before* re-checking the shared counters, so
-a change published before a ring is always seen.
+block; the waiter drains every queued ring at once, *before* re-checking the
+shared counters, so a change published before a ring is always seen. (A small
+send high-water mark would drop rings: ZeroMQ returns pipe credit lazily, so a
+ring can be refused although the previous one was already consumed.)
 """
+
 from __future__ import annotations
 
 import zmq

@@ -6,6 +6,7 @@ optimiser step, a checkpoint) runs inside `stop.deferred()`: a signal arriving
 there takes effect when the section ends. A second signal while stopping is
 ignored so clean-up code runs to the end.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -19,6 +19,7 @@ population whose members advance together.
 Waiting is done on doorbells (see replay/doorbell.py); a wait that lasts longer
 than `stall_warning_s` logs a warning naming the side that is stalled.
 """
+
 from __future__ import annotations
 
 import time
@@ -57,7 +58,6 @@ class RatioPolicy:
         return self.target(inserts) - done > self.tolerance
 
 
-
 def wait_until(
     ready: Callable[[], bool],
     bell: Doorbell,
@@ -82,6 +82,8 @@ def wait_until(
             heartbeat()
         now = time.monotonic()
         if now >= next_warning and not ready():
-            get_logger().warning("stalled", waited_s=round(now - start, 1), **(describe_stall() if describe_stall else {}))
+            get_logger().warning(
+                "stalled", waited_s=round(now - start, 1), **(describe_stall() if describe_stall else {})
+            )
             next_warning = now + stall_warning_s
     return time.monotonic() - start

@@ -7,6 +7,7 @@ bound context such as `member`, the `event` name and its numbers. Warnings and
 errors are also echoed to stderr as one readable line for the person at the
 terminal. Without a path, every event goes to stderr as JSON.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,9 @@ def _annotate(echo_level: int, to_file: bool):
         ordered.update(event_dict)
         if to_file and _LEVELS.get(level, 20) >= echo_level:
             extra = " ".join(f"{k}={v}" for k, v in ordered.items() if k not in _FIRST)
-            sys.stderr.write(f"{ordered.get('role', '?')}[{ordered.get('pid', '?')}] {level}: "
-                             f"{ordered.get('event', '')} {extra}\n")
+            sys.stderr.write(
+                f"{ordered.get('role', '?')}[{ordered.get('pid', '?')}] {level}: {ordered.get('event', '')} {extra}\n"
+            )
             sys.stderr.flush()
         return ordered
 

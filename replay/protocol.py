@@ -17,6 +17,7 @@ Service -> client, one msgpack frame:
 Every field of an incoming message is checked before anything touches shared
 memory; `ProtocolError` carries the reason sent back to the client.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -80,8 +81,16 @@ def _buffer(frame: Any) -> memoryview:
 
 def decode_header(frame: Any) -> dict:
     try:
-        header = msgpack.unpackb(_buffer(frame), raw=False, strict_map_key=True, max_array_len=64,
-                                 max_map_len=64, max_str_len=1024, max_bin_len=0, max_ext_len=0)
+        header = msgpack.unpackb(
+            _buffer(frame),
+            raw=False,
+            strict_map_key=True,
+            max_array_len=64,
+            max_map_len=64,
+            max_str_len=1024,
+            max_bin_len=0,
+            max_ext_len=0,
+        )
     except Exception:
         raise ProtocolError("garbage: the first frame is not a msgpack map") from None
     if not isinstance(header, dict):
@@ -116,8 +125,11 @@ def decode_insert(header: dict, frames: Sequence[Any], spec: StoreSpec) -> Inser
     ctx = {"seq": seq, "member": member, "count": count}
     declared = header.get("arrays")
     if not isinstance(declared, list) or len(declared) != len(INSERT_ARRAYS):
-        raise ProtocolError(f"arrays must list {len(INSERT_ARRAYS)} [name, dtype, shape] entries: "
-                            f"{', '.join(a[0] for a in INSERT_ARRAYS)}", **ctx)
+        raise ProtocolError(
+            f"arrays must list {len(INSERT_ARRAYS)} [name, dtype, shape] entries: "
+            f"{', '.join(a[0] for a in INSERT_ARRAYS)}",
+            **ctx,
+        )
     if len(frames) < len(INSERT_ARRAYS):
         raise ProtocolError(f"truncated message: {len(frames)} array frames, expected {len(INSERT_ARRAYS)}", **ctx)
     if len(frames) > len(INSERT_ARRAYS):
@@ -134,13 +146,17 @@ def decode_insert(header: dict, frames: Sequence[Any], spec: StoreSpec) -> Inser
             raise ProtocolError(f"{name} shape must be a list of integers, got {shape!r}", **ctx)
         expected = [count] + [spec.obs_dim if t == "D" else t for t in tail]
         if len(shape) == 2 and len(expected) == 2 and shape[0] == count and shape[1] != spec.obs_dim:
-            raise ProtocolError(f"wrong {name} width {shape[1]}; this run's observations have {spec.obs_dim} features", **ctx)
+            raise ProtocolError(
+                f"wrong {name} width {shape[1]}; this run's observations have {spec.obs_dim} features", **ctx
+            )
         if shape != expected:
             raise ProtocolError(f"{name} shape must be {expected}, got {shape}", **ctx)
         buf = _buffer(frame)
         nbytes = int(np.prod(expected)) * np.dtype(dtype).itemsize
         if buf.nbytes != nbytes:
-            raise ProtocolError(f"frame {name} has {buf.nbytes} bytes, expected {nbytes} for shape {expected} {dtype}", **ctx)
+            raise ProtocolError(
+                f"frame {name} has {buf.nbytes} bytes, expected {nbytes} for shape {expected} {dtype}", **ctx
+            )
         raw = np.frombuffer(buf, dtype=np.uint8 if dtype == "|b1" else np.dtype(dtype)).reshape(expected)
         if dtype == "|b1":
             if raw.size and raw.max() > 1:
@@ -149,8 +165,10 @@ def decode_insert(header: dict, frames: Sequence[Any], spec: StoreSpec) -> Inser
         arrays[name] = raw
     action = arrays["action"]
     if action.min() < 0 or action.max() >= spec.num_actions:
-        raise ProtocolError(f"action out of range: values must be in [0, {spec.num_actions - 1}], "
-                            f"got [{action.min()}, {action.max()}]", **ctx)
+        raise ProtocolError(
+            f"action out of range: values must be in [0, {spec.num_actions - 1}], got [{action.min()}, {action.max()}]",
+            **ctx,
+        )
     if not np.isfinite(arrays["reward"]).all():
         raise ProtocolError("non-finite reward", **ctx)
     return Insert(header["actor"], seq, member, count, **arrays)
@@ -165,10 +183,16 @@ def encode_insert(actor: str, seq: int, member: int, obs, action, reward, next_o
         np.ascontiguousarray(next_obs, dtype=np.bool_),
         np.ascontiguousarray(terminal, dtype=np.bool_),
     ]
-    header = pack({
-        "type": "insert", "actor": actor, "seq": seq, "member": member, "count": int(arrays[1].shape[0]),
-        "arrays": [[name, a.dtype.str, list(a.shape)] for (name, _, _), a in zip(INSERT_ARRAYS, arrays)],
-    })
+    header = pack(
+        {
+            "type": "insert",
+            "actor": actor,
+            "seq": seq,
+            "member": member,
+            "count": int(arrays[1].shape[0]),
+            "arrays": [[name, a.dtype.str, list(a.shape)] for (name, _, _), a in zip(INSERT_ARRAYS, arrays)],
+        }
+    )
     return [header, *arrays]
 
 

@@ -7,6 +7,7 @@ A key directory made by `mbgen keys DIR` holds
 The run reads server.key_secret and authorized/; a remote actor reads server.key and
 actor.key_secret. Copy only those files to each machine.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -52,8 +53,13 @@ def make_keys(directory: str | os.PathLike) -> dict[str, str]:
     shutil.copy(actor_public, d / AUTHORIZED / Path(actor_public).name)
     for path in (server_secret, actor_secret):
         os.chmod(path, 0o600)
-    return {"server_public": server_public, "server_secret": server_secret,
-            "actor_public": actor_public, "actor_secret": actor_secret, "authorized": str(d / AUTHORIZED)}
+    return {
+        "server_public": server_public,
+        "server_secret": server_secret,
+        "actor_public": actor_public,
+        "actor_secret": actor_secret,
+        "authorized": str(d / AUTHORIZED),
+    }
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ push back on the actors.
 Run it in its own process with `serve(config_dict)`; `ServiceConfig` documents
 the keys.
 """
+
 from __future__ import annotations
 
 import sys
@@ -100,8 +101,10 @@ class ReplayService:
         self.ctx = zmq.Context()
         self.auth = None
         if not endpoint_is_local(cfg.endpoint):
-            raise ValueError(f"endpoint {cfg.endpoint} is for local actors: use ipc:// or loopback tcp://; "
-                             "remote actors connect to remote_endpoint")
+            raise ValueError(
+                f"endpoint {cfg.endpoint} is for local actors: use ipc:// or loopback tcp://; "
+                "remote actors connect to remote_endpoint"
+            )
         self.sockets = [self._router(cfg.endpoint, None)]
         if cfg.remote_endpoint:
             keys = ServerKeys.load(cfg.keys_dir) if cfg.keys_dir else None
@@ -141,7 +144,9 @@ class ReplayService:
 
     # -- main loop ------------------------------------------------------------
     def paused(self) -> bool:
-        return self.policy is not None and self.policy.inserts_paused(self.counters.min_inserts(), self.counters.updates)
+        return self.policy is not None and self.policy.inserts_paused(
+            self.counters.min_inserts(), self.counters.updates
+        )
 
     def run(self) -> None:
         poller = zmq.Poller()
@@ -160,10 +165,14 @@ class ReplayService:
                     self.counters.inserts_paused_since = time.time()
                     next_stall_warning = now + self.cfg.stall_warning_s
                 elif now >= next_stall_warning:
-                    self.log.warning("stalled", side="learner", detail="inserts paused: the learner lags the ratio",
-                                     paused_s=round(time.time() - self.counters.inserts_paused_since, 1),
-                                     updates=self.counters.updates,
-                                     target=self.policy.target(self.counters.min_inserts()))
+                    self.log.warning(
+                        "stalled",
+                        side="learner",
+                        detail="inserts paused: the learner lags the ratio",
+                        paused_s=round(time.time() - self.counters.inserts_paused_since, 1),
+                        updates=self.counters.updates,
+                        target=self.policy.target(self.counters.min_inserts()),
+                    )
                     next_stall_warning = now + self.cfg.stall_warning_s
                 if self.bell is not None:
                     self.bell.wait(1.0)
@@ -229,8 +238,11 @@ class ReplayService:
         actor, sent = header["actor"], header.get("sent")
         if actor not in self.remote_slots:
             raise ProtocolError(f"report from actor {actor!r} before its hello")
-        if not (isinstance(sent, list) and len(sent) == self.cfg.members
-                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in sent)):
+        if not (
+            isinstance(sent, list)
+            and len(sent) == self.cfg.members
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in sent)
+        ):
             raise ProtocolError(f"sent must list {self.cfg.members} non-negative integers, one per member")
         self.counters.sent[self.remote_slots[actor]] = sent
         return {"type": "reported"}
@@ -243,8 +255,12 @@ class ReplayService:
         sock.send_multipart([identity, pack({"type": "error", "seq": error.seq, "error": error.reason})])
 
     def log_accounting(self, event: str) -> None:
-        self.log.info(event, **self.counters.accounting(), per_member=self.counters.per_member(),
-                      paused=bool(self.counters.inserts_paused_since))
+        self.log.info(
+            event,
+            **self.counters.accounting(),
+            per_member=self.counters.per_member(),
+            paused=bool(self.counters.inserts_paused_since),
+        )
 
 
 def serve(config: dict, ready=None) -> None:
@@ -259,8 +275,15 @@ def serve(config: dict, ready=None) -> None:
         store = ReplayStore.create(cfg.store_name, cfg.members, cfg.obs_dim, cfg.num_actions, cfg.capacity)
         counters = RunCounters.create(cfg.counters_name, cfg.members)
         service = ReplayService(cfg, store, counters, stop)
-        log.info("replay_started", endpoint=cfg.endpoint, remote_endpoint=cfg.remote_endpoint, members=cfg.members,
-                 capacity=cfg.capacity, store_bytes=store.segment.nbytes, curve=bool(cfg.keys_dir))
+        log.info(
+            "replay_started",
+            endpoint=cfg.endpoint,
+            remote_endpoint=cfg.remote_endpoint,
+            members=cfg.members,
+            capacity=cfg.capacity,
+            store_bytes=store.segment.nbytes,
+            curve=bool(cfg.keys_dir),
+        )
         if ready is not None:
             ready.set()
         service.run()

@@ -10,6 +10,7 @@ Cross-process consistency relies on x86-64 (TSO) ordering of plain stores and
 loads: writers publish a counter after the data it covers, readers check
 counters after reading data.
 """
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ consumer reads slot `consumed % depth` in place and releases it. Two counters
 with one writer each make every item consumed exactly once, in order; the
 producer can be at most `depth` items ahead. Waiting is on doorbells.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable

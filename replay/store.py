@@ -13,6 +13,7 @@ re-reads `reserved` and redraws any position the writer may have reached
 meanwhile (position q lives in slot q mod C and is overwritten by the write of
 position q + C).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -104,7 +105,13 @@ class ReplayStore:
             "reward": (np.float32, (members, capacity)),
             "terminal": (np.uint8, (members, capacity)),
         }
-        meta = {"kind": "replay", "members": members, "capacity": capacity, "obs_dim": obs_dim, "num_actions": num_actions}
+        meta = {
+            "kind": "replay",
+            "members": members,
+            "capacity": capacity,
+            "obs_dim": obs_dim,
+            "num_actions": num_actions,
+        }
         return cls(Segment.create(name, spec, meta))
 
     @classmethod

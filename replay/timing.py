@@ -1,4 +1,5 @@
 """PhaseTimer: where a process's time goes, per update (sampling, training, publishing, waiting...)."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """Process entry points and builders shared by the integration tests (importable by spawned children)."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -68,8 +69,19 @@ def wait_for(predicate, timeout=30.0, what="condition"):
         time.sleep(0.01)
 
 
-def consumer(counters_name, store_name, ratio, bell, service_bell, total_updates, work, out_path, log_path=None,
-             stall_warning_s=30.0, ready=None):
+def consumer(
+    counters_name,
+    store_name,
+    ratio,
+    bell,
+    service_bell,
+    total_updates,
+    work,
+    out_path,
+    log_path=None,
+    stall_warning_s=30.0,
+    ready=None,
+):
     """A learner stand-in: waits on the limiter, samples, does `work` matmuls, counts the update.
 
     Saves (min inserts seen, update index) per update to `out_path`.
@@ -98,8 +110,12 @@ def consumer(counters_name, store_name, ratio, bell, service_bell, total_updates
         ready.set()
     try:
         for u in range(total_updates):
-            wait_until(lambda: policy.may_update(counters.min_inserts(), u), own, stall_warning_s=stall_warning_s,
-                       describe_stall=lambda: {"side": "actors", "inserts": counters.min_inserts(), "updates": u})
+            wait_until(
+                lambda: policy.may_update(counters.min_inserts(), u),
+                own,
+                stall_warning_s=stall_warning_s,
+                describe_stall=lambda: {"side": "actors", "inserts": counters.min_inserts(), "updates": u},
+            )
             records.append((counters.min_inserts(), u))
             store.sample(rngs, batch)
             for _ in range(work):

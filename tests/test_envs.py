@@ -1,4 +1,5 @@
 """Environment dynamics checked against hand-worked cases (PAPER.md section 2)."""
+
 import copy
 
 import gymnasium
@@ -110,8 +111,8 @@ def test_buttongrid_reward_arrives_the_step_after_all_are_on_then_layout_resets(
     assert (all_on == button_obs(5, (2, 2), buttons_on=[(0, 0), (2, 2)])).all()
     fresh, reward, terminal = env.transition(all_on, np.array([STAY]), env.rng)
     assert reward.tolist() == [1.0] and terminal.tolist() == [False]
-    assert fresh[0, bg.BUTTON_ON::3].sum() == 0 and fresh[0, bg.BUTTON_OFF::3].sum() == 2
-    assert fresh[0, bg.PLAYER::3].sum() == 1
+    assert fresh[0, bg.BUTTON_ON :: 3].sum() == 0 and fresh[0, bg.BUTTON_OFF :: 3].sum() == 2
+    assert fresh[0, bg.PLAYER :: 3].sum() == 1
 
 
 def test_buttongrid_spontaneous_event_turns_all_buttons_on_at_its_rate():
@@ -119,16 +120,16 @@ def test_buttongrid_spontaneous_event_turns_all_buttons_on_at_its_rate():
     env = envs.make("buttongrid", 1, 0, grid_size=5, num_buttons=3)
     obs = np.repeat(button_obs(5, (4, 4), buttons_off=[(0, 0), (1, 1), (2, 2)]), k, axis=0)
     next_obs, _, _ = env.transition(obs, np.zeros(k, dtype=np.int64), np.random.default_rng(3))
-    fired = next_obs[:, bg.BUTTON_OFF::3].sum(axis=1) == 0
-    assert (next_obs[fired, bg.BUTTON_ON::3].sum(axis=1) == 3).all()
+    fired = next_obs[:, bg.BUTTON_OFF :: 3].sum(axis=1) == 0
+    assert (next_obs[fired, bg.BUTTON_ON :: 3].sum(axis=1) == 3).all()
     p = 1 / (10 * 25)
     assert abs(fired.mean() - p) < 6 * np.sqrt(p * (1 - p) / k)
 
 
 # ---------------------------------------------------------------- ProcMaze
 def open_cells_form_a_tree(obs, n):
-    is_open = obs[pm.EMPTY::4].reshape(n, n)
-    assert (is_open == ~obs[pm.WALL::4].reshape(n, n)).all()
+    is_open = obs[pm.EMPTY :: 4].reshape(n, n)
+    assert (is_open == ~obs[pm.WALL :: 4].reshape(n, n)).all()
     cells = [tuple(c) for c in np.argwhere(is_open)]
     edges = sum(
         1 for r, c in cells for dr, dc in ((0, 1), (1, 0)) if r + dr < n and c + dc < n and is_open[r + dr, c + dc]
@@ -149,17 +150,17 @@ def test_procmaze_open_cells_form_a_tree(n):
     env = envs.make("procmaze", 40, n, grid_size=n)
     for obs in env.reset():
         assert open_cells_form_a_tree(obs, n)
-        player, goal = obs[pm.PLAYER::4], obs[pm.GOAL::4]
+        player, goal = obs[pm.PLAYER :: 4], obs[pm.GOAL :: 4]
         assert player.sum() == 1 and goal.sum() == 1
-        assert obs[pm.EMPTY::4][player.argmax()] and obs[pm.EMPTY::4][goal.argmax()]
+        assert obs[pm.EMPTY :: 4][player.argmax()] and obs[pm.EMPTY :: 4][goal.argmax()]
 
 
 def maze_obs(n, walls, player, goal):
     obs = np.zeros((1, n * n * 4), dtype=bool)
     wall = np.zeros(n * n, dtype=bool)
     wall[[r * n + c for r, c in walls]] = True
-    obs[0, pm.WALL::4] = wall
-    obs[0, pm.EMPTY::4] = ~wall
+    obs[0, pm.WALL :: 4] = wall
+    obs[0, pm.EMPTY :: 4] = ~wall
     obs[0, (player[0] * n + player[1]) * 4 + pm.PLAYER] = True
     obs[0, (goal[0] * n + goal[1]) * 4 + pm.GOAL] = True
     return obs
@@ -245,7 +246,12 @@ def test_wallgrid_path_dataset_follows_the_path_only():
     cells = [divmod(int(c), 3) for c in data.obs[rows][:, wg.AGENT].argmax(axis=1)]
     # bottom row rightwards, right column upwards, top row leftwards
     assert list(zip(cells, data.action[rows].tolist())) == [
-        ((2, 0), RIGHT), ((2, 1), RIGHT), ((2, 2), UP), ((1, 2), UP), ((0, 2), LEFT), ((0, 1), LEFT),
+        ((2, 0), RIGHT),
+        ((2, 1), RIGHT),
+        ((2, 2), UP),
+        ((1, 2), UP),
+        ((0, 2), LEFT),
+        ((0, 1), LEFT),
     ]
     assert data.terminal[rows].tolist() == [False] * 5 + [True]
 
@@ -352,8 +358,10 @@ def test_bad_actions_are_refused():
         env.step(np.array([0]))
 
 
-@pytest.mark.parametrize("gym_id", ["mbgen/PanFlute-v0", "mbgen/ButtonGrid-v0", "mbgen/ProcMaze-v0",
-                                    "mbgen/OpenGrid-v0", "mbgen/WallGrid3x3-v0"])
+@pytest.mark.parametrize(
+    "gym_id",
+    ["mbgen/PanFlute-v0", "mbgen/ButtonGrid-v0", "mbgen/ProcMaze-v0", "mbgen/OpenGrid-v0", "mbgen/WallGrid3x3-v0"],
+)
 def test_gymnasium_checker_passes(gym_id):
     env = gymnasium.make(gym_id)
     check_env(env.unwrapped, skip_render_check=True)

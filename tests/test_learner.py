@@ -1,10 +1,11 @@
 """Learner numerics against hand-worked values, and its shared-memory plumbing across processes."""
+
 import numpy as np
 import pytest
 import torch
 import zmq
 
-from helpers import SPAWN, run_in_process, stop_process
+from helpers import run_in_process, stop_process
 from learner.dqn import DQN
 from learner.losses import q_loss, td_targets
 from learner.dqn import q_network
@@ -84,9 +85,13 @@ def test_members_are_independent_with_their_own_step_sizes():
     dqn = DQN(shape, [5, 6], [1e-3, 0.0])
     before = [dqn.store.member(p).clone() for p in range(2)]
     rng = torch.Generator().manual_seed(0)
-    batch = dict(obs=torch.rand(2, 16, 4, generator=rng), action=torch.randint(0, 3, (2, 16), generator=rng),
-                 reward=torch.rand(2, 16, generator=rng), next_obs=torch.rand(2, 16, 4, generator=rng),
-                 continuation=torch.ones(2, 16))
+    batch = dict(
+        obs=torch.rand(2, 16, 4, generator=rng),
+        action=torch.randint(0, 3, (2, 16), generator=rng),
+        reward=torch.rand(2, 16, generator=rng),
+        next_obs=torch.rand(2, 16, 4, generator=rng),
+        continuation=torch.ones(2, 16),
+    )
     dqn.update(**batch)
     assert not torch.allclose(dqn.store.member(0), before[0])
     assert torch.allclose(dqn.store.member(1), before[1] * (1 - 1e-6))  # lr 0: only the decay
@@ -98,14 +103,13 @@ def test_members_are_independent_with_their_own_step_sizes():
 
 def test_target_refreshes_every_period():
     dqn = DQN(mlp_shape(2, [4], 2), [0], [0.1], target_period=3)
-    initial = dqn.target_flat.clone()
+    expected = dqn.target_flat.clone()
     for u in range(1, 7):
         dqn.update(**BATCH)
-        if u % 3:
-            assert torch.equal(dqn.target_flat, initial if u < 3 else refreshed)
-        else:
-            assert torch.equal(dqn.target_flat, dqn.store.flat)
-            refreshed = dqn.target_flat.clone()
+        if u % 3 == 0:
+            expected = dqn.store.flat.clone()
+        assert torch.equal(dqn.target_flat, expected), f"after update {u}"
+    assert not torch.equal(dqn.target_flat, q_network(mlp_shape(2, [4], 2), [0])[0].flat)
 
 
 def test_population_mlp_matches_per_member_computation_and_seeds():
@@ -172,9 +176,14 @@ def test_triple_head_backward_equals_autograd(members):
 def test_member_shards_compute_the_same_update():
     shape = mlp_shape(6, [8, 8], 4)
     rng = torch.Generator().manual_seed(3)
-    batch = dict(obs=torch.rand(5, 16, 6, generator=rng), action=torch.randint(0, 4, (5, 16), generator=rng),
-                 reward=torch.rand(5, 16, generator=rng), next_obs=torch.rand(5, 16, 6, generator=rng),
-                 continuation=torch.ones(5, 16), weight=torch.rand(5, 16, generator=rng))
+    batch = dict(
+        obs=torch.rand(5, 16, 6, generator=rng),
+        action=torch.randint(0, 4, (5, 16), generator=rng),
+        reward=torch.rand(5, 16, generator=rng),
+        next_obs=torch.rand(5, 16, 6, generator=rng),
+        continuation=torch.ones(5, 16),
+        weight=torch.rand(5, 16, generator=rng),
+    )
     one, three = DQN(shape, list(range(5)), [1e-3] * 5), DQN(shape, list(range(5)), [1e-3] * 5, workers=3)
     assert [(s.start, s.stop) for s in three.shards.slices] == [(0, 2), (2, 3), (3, 5)]
     for _ in range(3):

@@ -1,4 +1,5 @@
 """Model losses by hand, rollouts on constructed models, the perfect model, and learning a real model."""
+
 import math
 import os
 import subprocess
@@ -14,10 +15,16 @@ from learner.dqn import q_network
 from learner.networks import mlp_shape
 from learner.optim import adam_init, adam_step
 from modelserver.diagnostics import accuracy, panflute_probe
-from modelserver.losses import (balanced_kl, bernoulli_nll, categorical_kl, gaussian_kl, latent_model_loss,
-                                simple_model_loss)
+from modelserver.losses import (
+    balanced_kl,
+    bernoulli_nll,
+    categorical_kl,
+    gaussian_kl,
+    latent_model_loss,
+    simple_model_loss,
+)
 from modelserver.models import LatentModel, PerfectModel, SimpleModel
-from modelserver.rollout import rollout, softmax_sample
+from modelserver.rollout import RolloutEngine, rollout, softmax_sample
 
 LOG2 = math.log(2.0)
 
@@ -63,15 +70,22 @@ def test_balanced_kl_sends_0_8_to_the_prior_and_0_2_to_the_posterior():
 
 def test_latent_model_loss_by_hand():
     # reward 0.5 * 1^2; continuation BCE(0, 1) = log 2; reconstruction BCE(0, 1) = log 2; KL term 0.25
-    loss = latent_model_loss(torch.tensor([[[0.0]]]), torch.tensor([[[1.0]]]), torch.tensor([[0.0]]),
-                             torch.tensor([[0.0]]), torch.tensor([[1.0]]), torch.tensor([[1.0]]),
-                             torch.tensor([[0.25]]))
+    loss = latent_model_loss(
+        torch.tensor([[[0.0]]]),
+        torch.tensor([[[1.0]]]),
+        torch.tensor([[0.0]]),
+        torch.tensor([[0.0]]),
+        torch.tensor([[1.0]]),
+        torch.tensor([[1.0]]),
+        torch.tensor([[0.25]]),
+    )
     assert loss.item() == pytest.approx(0.5 + 2 * LOG2 + 0.25)
 
 
 def cfg(agent, env="procmaze", **kw):
-    return RunConfig(agent=agent, env=env, seeds=[0, 1], hidden=[16, 16], latent_features=4, latent_classes=3,
-                     **kw).resolved()
+    return RunConfig(
+        agent=agent, env=env, seeds=[0, 1], hidden=[16, 16], latent_features=4, latent_classes=3, **kw
+    ).resolved()
 
 
 def real_batch(env_name="procmaze", n=32, members=2, seed=0, **params):
@@ -151,8 +165,13 @@ def test_rollout_shapes_weights_and_continuation_products(episodic):
     start = torch.arange(P * S, dtype=torch.float32).view(P, S, 1).repeat(1, 1, 4)
     out = rollout(CountingModel(0.5), FixedQ(), start, L, torch.tensor([1.0, 1.0]), episodic, None)
     assert {k: tuple(v.shape) for k, v in out.items()} == {
-        "obs": (P, S * L, 4), "action": (P, S * L), "reward": (P, S * L), "next_obs": (P, S * L, 4),
-        "continuation": (P, S * L), "weight": (P, S * L)}
+        "obs": (P, S * L, 4),
+        "action": (P, S * L),
+        "reward": (P, S * L),
+        "next_obs": (P, S * L, 4),
+        "continuation": (P, S * L),
+        "weight": (P, S * L),
+    }
     for p in range(P):
         for s in range(S):
             rows = slice(s * L, (s + 1) * L)
@@ -238,10 +257,38 @@ def test_each_model_agent_runs_as_a_multi_process_system(tmp_path, agent):
 
     run_dir = tmp_path / agent
     done = subprocess.run(
-        [sys.executable, "-m", "launch.cli", "run", "--agent", agent, "--env", "panflute", "--env.num_pipes", "2",
-         "--seeds", "2", "--steps", "800", "--learning-starts", "500", "--eval-period", "200", "--hidden", "64,64",
-         "--diagnostics-period", "100", "--quiet", "--out", str(run_dir)],
-        capture_output=True, text=True, timeout=240, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "launch.cli",
+            "run",
+            "--agent",
+            agent,
+            "--env",
+            "panflute",
+            "--env.num_pipes",
+            "2",
+            "--seeds",
+            "2",
+            "--steps",
+            "800",
+            "--learning-starts",
+            "500",
+            "--eval-period",
+            "200",
+            "--hidden",
+            "64,64",
+            "--diagnostics-period",
+            "100",
+            "--quiet",
+            "--out",
+            str(run_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["outcome"] == "completed" and summary["reconciled"] and summary["throughput"]["updates"] == 300
@@ -253,3 +300,19 @@ def test_each_model_agent_runs_as_a_multi_process_system(tmp_path, agent):
         assert not diagnostics
     else:
         assert diagnostics and len(diagnostics[-1]["reward_by_active_ends"]) == 3
+
+
+def test_member_shards_train_the_simple_model_identically():
+    from learner.shards import ShardPool
+
+    c = RunConfig(agent="simple", env="procmaze", seeds=[0, 1, 2], hidden=[16, 16]).resolved()
+    batch = real_batch(members=3)
+    one = SimpleModel(c, 64, 5, "cpu", torch.Generator().manual_seed(0))
+    two = SimpleModel(c, 64, 5, "cpu", torch.Generator().manual_seed(0), ShardPool(3, 2))
+    assert torch.allclose(one.learn(*batch), two.learn(*batch), atol=1e-6)
+    assert torch.allclose(one.store.grad, two.store.grad, atol=1e-6)
+    q = q_network(mlp_shape(64, [16], 5), [3, 4, 5])[1]
+    engine = RolloutEngine(two, q, 4, torch.ones(3), True, torch.Generator().manual_seed(1), ShardPool(3, 2))
+    out = engine.run(batch[0])
+    assert out["obs"].shape == (3, 32 * 4, 64) and (out["weight"].view(3, 32, 4)[:, :, 0] == 1).all()
+    assert ((out["next_obs"] == 0) | (out["next_obs"] == 1)).all()

@@ -1,4 +1,5 @@
 """The replay service with real processes, real ZeroMQ sockets and real shared memory."""
+
 import json
 import os
 import re
@@ -27,9 +28,16 @@ D, A = 64, 5
 def config(tmp_path, members=2, **kw):
     run_id = new_run_id()
     endpoint = kw.pop("endpoint", f"ipc://@mbgen-{run_id}-ingest")
-    return ServiceConfig(run_id=run_id, endpoint=endpoint, members=members, obs_dim=D,
-                         num_actions=A, capacity=kw.pop("capacity", 10_000),
-                         log_path=str(tmp_path / "events.jsonl"), **kw)
+    return ServiceConfig(
+        run_id=run_id,
+        endpoint=endpoint,
+        members=members,
+        obs_dim=D,
+        num_actions=A,
+        capacity=kw.pop("capacity", 10_000),
+        log_path=str(tmp_path / "events.jsonl"),
+        **kw,
+    )
 
 
 class Running:
@@ -124,8 +132,14 @@ def test_concurrent_writer_never_yields_a_torn_transition():
     store = ReplayStore.create(f"mbgen_test_{new_run_id()}", members=1, obs_dim=D, num_actions=A, capacity=512)
     writer = None
     try:
-        store.add(0, np.zeros((512, D), bool), np.zeros(512, int), np.zeros(512, np.float32),
-                  np.zeros((512, D), bool), np.zeros(512, bool))
+        store.add(
+            0,
+            np.zeros((512, D), bool),
+            np.zeros(512, int),
+            np.zeros(512, np.float32),
+            np.zeros((512, D), bool),
+            np.zeros(512, bool),
+        )
         writer = run_in_process(write_forever, store.name, 64 * 20_000)
         bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)
         batch, rng, checked = Batch.allocate(1, 256, D), [np.random.default_rng(0)], 0
@@ -228,21 +242,50 @@ def with_array(i, value):
 MALFORMED = {
     "wrong protocol version": (raw_message({"v": 2}), "wrong protocol version 2"),
     "unknown member": (raw_message({"member": 5}), "unknown member 5; this run's members are 0..1"),
-    "wrong obs width": (raw_message(count=4, obs_width=D - 1), f"wrong obs width {D - 1}; this run's observations have {D}"),
+    "wrong obs width": (
+        raw_message(count=4, obs_width=D - 1),
+        f"wrong obs width {D - 1}; this run's observations have {D}",
+    ),
     "non-boolean obs values": (raw_message(frames=with_array(0, np.full((4, D), 2, np.uint8))), "non-boolean obs"),
-    "non-boolean obs dtype": (raw_message({"arrays": [["obs", "<f4", [4, D]], ["action", "<i8", [4]], ["reward", "<f4", [4]],
-                                                      ["next_obs", "|b1", [4, D]], ["terminal", "|b1", [4]]]}),
-                              "non-boolean obs: dtype must be |b1"),
-    "action out of range": (raw_message(frames=with_array(1, np.array([0, 1, 5, 2]))), r"action out of range: values must be in \[0, 4\]"),
+    "non-boolean obs dtype": (
+        raw_message(
+            {
+                "arrays": [
+                    ["obs", "<f4", [4, D]],
+                    ["action", "<i8", [4]],
+                    ["reward", "<f4", [4]],
+                    ["next_obs", "|b1", [4, D]],
+                    ["terminal", "|b1", [4]],
+                ]
+            }
+        ),
+        "non-boolean obs: dtype must be |b1",
+    ),
+    "action out of range": (
+        raw_message(frames=with_array(1, np.array([0, 1, 5, 2]))),
+        r"action out of range: values must be in \[0, 4\]",
+    ),
     "negative action": (raw_message(frames=with_array(1, np.array([0, -1, 2, 2]))), "action out of range"),
-    "non-finite reward": (raw_message(frames=with_array(2, np.array([0, np.nan, 1, 2], np.float32))), "non-finite reward"),
-    "infinite reward": (raw_message(frames=with_array(2, np.array([0, np.inf, 1, 2], np.float32))), "non-finite reward"),
+    "non-finite reward": (
+        raw_message(frames=with_array(2, np.array([0, np.nan, 1, 2], np.float32))),
+        "non-finite reward",
+    ),
+    "infinite reward": (
+        raw_message(frames=with_array(2, np.array([0, np.inf, 1, 2], np.float32))),
+        "non-finite reward",
+    ),
     "truncated frames": (raw_message()[:4], "truncated message: 3 array frames, expected 5"),
     "extra frames": (raw_message() + [b"\x00" * 4], "extra frames: 6 array frames, expected 5"),
-    "short frame": (raw_message(frames=good_arrays()[:4] + [np.zeros(3, bool)]), "frame terminal has 3 bytes, expected 4"),
+    "short frame": (
+        raw_message(frames=good_arrays()[:4] + [np.zeros(3, bool)]),
+        "frame terminal has 3 bytes, expected 4",
+    ),
     "garbage bytes": ([b"\x93\xff garbage \x00\x01"], "garbage: the first frame is not a msgpack map"),
     "empty header map": ([msgpack.packb({})], "wrong protocol version None"),
-    "unknown type": ([msgpack.packb({"v": 1, "type": "drop_tables", "actor": "x"})], "unknown message type 'drop_tables'"),
+    "unknown type": (
+        [msgpack.packb({"v": 1, "type": "drop_tables", "actor": "x"})],
+        "unknown message type 'drop_tables'",
+    ),
     "bad count": (raw_message({"count": 0}), r"count must be an integer in \[1, 65536\], got 0"),
     "bad seq": (raw_message({"seq": -3}), "seq must be an integer >= 0, got -3"),
 }
@@ -312,8 +355,18 @@ def run_limited(service, tmp_path, ratio, total_updates, consumer_work, producer
     svc, learner_bell, service_bell = limited(service, tmp_path, ratio)
     out = tmp_path / "records.npy"
     ready = SPAWN.Event()
-    c = run_in_process(consumer, svc.cfg.counters_name, svc.cfg.store_name, ratio, learner_bell, service_bell,
-                       total_updates, consumer_work, str(out), ready=ready)
+    c = run_in_process(
+        consumer,
+        svc.cfg.counters_name,
+        svc.cfg.store_name,
+        ratio,
+        learner_bell,
+        service_bell,
+        total_updates,
+        consumer_work,
+        str(out),
+        ready=ready,
+    )
     assert ready.wait(60)
     p = producer(svc.cfg.endpoint)
     c.join(120)
@@ -334,8 +387,8 @@ def run_limited(service, tmp_path, ratio, total_updates, consumer_work, producer
 def test_limiter_holds_ratio_with_fast_producer_and_slow_consumer(service, tmp_path):
     ratio = {"updates_per_step": 1, "learning_starts": 64, "tolerance": 40}
     records, svc = run_limited(
-        service, tmp_path, ratio, 300, 20,
-        lambda ep: run_in_process(send_messages, ep, 0, 0, 0, 2000, 8, D, A), size=8)
+        service, tmp_path, ratio, 300, 20, lambda ep: run_in_process(send_messages, ep, 0, 0, 0, 2000, 8, D, A), size=8
+    )
     # the producer was held back: it could have sent 16000 transitions
     assert svc.counters.min_inserts() <= 64 + 300 + 40 + 8 + 64 * 8
 
@@ -343,8 +396,8 @@ def test_limiter_holds_ratio_with_fast_producer_and_slow_consumer(service, tmp_p
 def test_limiter_holds_ratio_with_slow_producer_and_fast_consumer(service, tmp_path):
     ratio = {"updates_per_step": 4, "learning_starts": 16, "tolerance": 10}
     records, _ = run_limited(
-        service, tmp_path, ratio, 400, 0,
-        lambda ep: run_in_process(paced_sender, ep, 0, 0, 200, 1, D, A, 300), size=1)
+        service, tmp_path, ratio, 400, 0, lambda ep: run_in_process(paced_sender, ep, 0, 0, 200, 1, D, A, 300), size=1
+    )
     assert records[:, 0].min() > 16  # nothing before learning starts
     # the consumer was held back: it kept reaching the bound and waiting there
     policy = RatioPolicy(**ratio)
@@ -355,8 +408,8 @@ def test_limiter_holds_ratio_with_slow_producer_and_fast_consumer(service, tmp_p
 def test_lock_step_alternates_exactly(service, tmp_path):
     ratio = {"updates_per_step": 3, "learning_starts": 5, "tolerance": 0}
     records, _ = run_limited(
-        service, tmp_path, ratio, 90, 1,
-        lambda ep: run_in_process(send_messages, ep, 0, 0, 0, 200, 1, D, A), size=1)
+        service, tmp_path, ratio, 90, 1, lambda ep: run_in_process(send_messages, ep, 0, 0, 0, 200, 1, D, A), size=1
+    )
     # update u happens with exactly L + 1 + u // k env steps stored
     assert (records[:, 0] == 5 + 1 + records[:, 1] // 3).all()
 
@@ -365,8 +418,19 @@ def test_waits_are_interruptible_and_stalls_are_named(service, tmp_path):
     ratio = {"updates_per_step": 1, "learning_starts": 0, "tolerance": 0}
     svc, learner_bell, service_bell = limited(service, tmp_path, ratio)
     log = tmp_path / "consumer.jsonl"
-    c = run_in_process(consumer, svc.cfg.counters_name, svc.cfg.store_name, ratio, learner_bell, service_bell,
-                       10, 0, str(tmp_path / "r.npy"), str(log), 0.3)
+    c = run_in_process(
+        consumer,
+        svc.cfg.counters_name,
+        svc.cfg.store_name,
+        ratio,
+        learner_bell,
+        service_bell,
+        10,
+        0,
+        str(tmp_path / "r.npy"),
+        str(log),
+        0.3,
+    )
     wait_for(lambda: log.exists() and "stalled" in log.read_text(), 20, "a stall warning")
     t = time.monotonic()
     assert stop_process(c, signal.SIGTERM) == 0

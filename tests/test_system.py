@@ -1,4 +1,5 @@
 """`mbgen run` as a user runs it: real processes, sockets and shared memory, end to end."""
+
 import json
 import os
 import signal
@@ -16,18 +17,40 @@ from replay.security import make_keys
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--agent", "er", "--env", "panflute", "--env.num_pipes", "2", "--seeds", "2", "--steps", "1500",
-        "--learning-starts", "500", "--eval-period", "250", "--quiet"]
+TINY = [
+    "--agent",
+    "er",
+    "--env",
+    "panflute",
+    "--env.num_pipes",
+    "2",
+    "--seeds",
+    "2",
+    "--steps",
+    "1500",
+    "--learning-starts",
+    "500",
+    "--eval-period",
+    "250",
+    "--quiet",
+]
 
 
 def mbgen(*args, timeout=180):
-    return subprocess.run([sys.executable, "-m", "launch.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "launch.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 def start(*args):
-    return subprocess.Popen([sys.executable, "-m", "launch.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "launch.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        start_new_session=True,
+    )
 
 
 def metrics(run_dir):
@@ -107,11 +130,25 @@ def test_lock_step_runs_are_reproducible(tmp_path):
 
 def test_ctrl_c_stops_cleanly_and_keeps_partial_metrics(tmp_path):
     run_dir = str(tmp_path / "run")
-    proc = start("run", *TINY[:-5], "--steps", "400000", "--learning-starts", "500", "--eval-period", "250",
-                 "--quiet", "--out", run_dir)
+    proc = start(
+        "run",
+        *TINY[:-5],
+        "--steps",
+        "400000",
+        "--learning-starts",
+        "500",
+        "--eval-period",
+        "250",
+        "--quiet",
+        "--out",
+        run_dir,
+    )
     try:
-        wait_for(lambda: os.path.exists(os.path.join(run_dir, "metrics.jsonl")) and len(metrics(run_dir)) >= 6,
-                 120, "a few evaluations")
+        wait_for(
+            lambda: os.path.exists(os.path.join(run_dir, "metrics.jsonl")) and len(metrics(run_dir)) >= 6,
+            120,
+            "a few evaluations",
+        )
         children = descendants(proc.pid)
         assert len(children) >= 4
         t = time.monotonic()
@@ -133,9 +170,14 @@ def test_a_killed_learner_stops_the_run_and_everything_is_cleaned(tmp_path):
     run_dir = str(tmp_path / "run")
     proc = start("run", *TINY[:-5], "--steps", "400000", "--learning-starts", "500", "--quiet", "--out", run_dir)
     try:
-        wait_for(lambda: os.path.exists(os.path.join(run_dir, "events.jsonl"))
-                 and any(e["event"] == "learner_progress" or e["event"] == "learner_started" for e in events(run_dir)),
-                 120, "the learner to start")
+        wait_for(
+            lambda: (
+                os.path.exists(os.path.join(run_dir, "events.jsonl"))
+                and any(e["event"] == "learner_progress" or e["event"] == "learner_started" for e in events(run_dir))
+            ),
+            120,
+            "the learner to start",
+        )
         learner = [e["pid"] for e in events(run_dir) if e["event"] == "learner_started"][0]
         children = descendants(proc.pid)
         t = time.monotonic()
@@ -156,13 +198,42 @@ def test_remote_actor_joins_over_tcp_with_keys(tmp_path):
     make_keys(keys)
     port = 21000 + os.getpid() % 20000
     run_dir = str(tmp_path / "run")
-    proc = start("run", *TINY[:-5], "--steps", "2000", "--learning-starts", "500", "--quiet", "--out", run_dir,
-                 "--remote-endpoint", f"tcp://127.0.0.1:{port}", "--param-endpoint", f"tcp://127.0.0.1:{port + 1}",
-                 "--keys", keys)
+    proc = start(
+        "run",
+        *TINY[:-5],
+        "--steps",
+        "2000",
+        "--learning-starts",
+        "500",
+        "--quiet",
+        "--out",
+        run_dir,
+        "--remote-endpoint",
+        f"tcp://127.0.0.1:{port}",
+        "--param-endpoint",
+        f"tcp://127.0.0.1:{port + 1}",
+        "--keys",
+        keys,
+    )
     try:
-        remote = subprocess.run([sys.executable, "-m", "launch.cli", "actor", "--connect", f"tcp://127.0.0.1:{port}",
-                                 "--keys", keys, "--name", "faraway"], capture_output=True, text=True, timeout=120,
-                                cwd=ROOT)
+        remote = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "launch.cli",
+                "actor",
+                "--connect",
+                f"tcp://127.0.0.1:{port}",
+                "--keys",
+                keys,
+                "--name",
+                "faraway",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
         proc.wait(120)
     finally:
         if proc.poll() is None:
@@ -175,17 +246,20 @@ def test_remote_actor_joins_over_tcp_with_keys(tmp_path):
     assert s["transitions"]["stored"] > 2 * 2000  # the remote actor's transitions landed too
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--steps", "-5"], "steps must be an integer >= 1, got -5"),
-    (["--agent", "dreamer"], "agent must be one of er, simple, perfect, latent-cat, latent-gauss, got 'dreamer'"),
-    (["--env", "panflute", "--env.num_pipes", "0"], "env_params: num_pipes must be an integer >= 1, got 0"),
-    (["--tolerance", "lots"], "tolerance must be a number >= 0, got 'lots'"),
-    (["--regime", "medium"], "regime must be one of high, low, got 'medium'"),
-    (["--device", "tpu"], "device must be one of auto, cpu, cuda, got 'tpu'"),
-    (["--bogus", "3"], "unknown option --bogus"),
-    (["--lr", "1e-4,2e-4", "--seeds", "3"], "lr must be one number or a list of 3"),
-    (["--config", "/nonexistent.toml"], "config file /nonexistent.toml does not exist"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--steps", "-5"], "steps must be an integer >= 1, got -5"),
+        (["--agent", "dreamer"], "agent must be one of er, simple, perfect, latent-cat, latent-gauss, got 'dreamer'"),
+        (["--env", "panflute", "--env.num_pipes", "0"], "env_params: num_pipes must be an integer >= 1, got 0"),
+        (["--tolerance", "lots"], "tolerance must be a number >= 0, got 'lots'"),
+        (["--regime", "medium"], "regime must be one of high, low, got 'medium'"),
+        (["--device", "tpu"], "device must be one of auto, cpu, cuda, got 'tpu'"),
+        (["--bogus", "3"], "unknown option --bogus"),
+        (["--lr", "1e-4,2e-4", "--seeds", "3"], "lr must be one number or a list of 3"),
+        (["--config", "/nonexistent.toml"], "config file /nonexistent.toml does not exist"),
+    ],
+)
 def test_bad_options_are_refused_before_anything_starts(tmp_path, args, message):
     run_dir = tmp_path / "never"
     done = mbgen("run", *args, "--out", str(run_dir))

@@ -1,0 +1,345 @@
+"""`mbgen offline`: the paper's section 2 experiment on WallGrid3x3, or any fixed dataset.
+
+For each coverage level of the evaluation layouts (all, path, single, none) three
+agents train on the same data with the same number of updates and of
+transitions per update (320):
+  er       DQN on 320 transitions sampled from the dataset
+  model1   DQN on 320 one-step rollouts of the simple model, from 320 dataset states
+  model10  DQN on 32 ten-step rollouts of the simple model, from 32 dataset states
+Both model agents train the same model the same way (32 real transitions per
+update). Training uses the real learner and model-server processes with the
+replay store filled from the dataset (no actors, no ratio). Every coverage level
+and seed is one member of a single population per agent.
+
+Evaluation (paper section 2): in every open cell of both evaluation layouts,
+each seed's greedy action; a cell is wrong when the majority of seeds choose a
+non-optimal action, and an agent fails at a coverage level when any cell is wrong.
+Outputs in --out: offline.json, offline.png (arrows: fraction of seeds choosing
+each action), and one run directory per agent.
+
+The budget study: the learner checkpoints every updates/8 Q updates, and the
+table is evaluated at every checkpoint too (training up to update k is exactly a
+k-update run), so one run shows how the table changes with the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+import envs
+from envs import wallgrid as wg
+from envs.base import Transitions
+from learner.agent import q_shape
+from learner.config import RunConfig
+from learner.dqn import q_network
+
+AGENTS = {
+    "er": {"agent": "er"},
+    "model1": {"agent": "simple", "rollout_starts": 320, "rollout_length": 1},
+    "model10": {"agent": "simple", "rollout_starts": 32, "rollout_length": 10},
+}
+EXPECTED = {  # PAPER.md section 5.1
+    "er": {"all": "succeeds", "path": "fails", "single": "fails", "none": "fails"},
+    "model1": {"all": "succeeds", "path": "succeeds", "single": "fails", "none": "fails"},
+    "model10": {"all": "succeeds", "path": "succeeds", "single": "succeeds", "none": "fails"},
+}
+DEFAULT_UPDATES = 3000  # the smallest budget that reproduced the table robustly (README: budget study)
+LEARNING = {"lr": 3e-3, "temperature": 1.0, "model_lr": 1e-3, "target_period": 10}  # offline hyperparameters
+SEED_STRIDE = 1000  # member seed = coverage index * SEED_STRIDE + seed
+STUDY_POINTS = 8  # budgets the table is also evaluated at: every updates/8
+
+
+def add_offline_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--coverage", default="ALL", help="all, path, single, none, or ALL (every level)")
+    parser.add_argument("--agents", default="er,model1,model10", help="comma-separated: er, model1, model10")
+    parser.add_argument("--seeds", type=int, default=30, help="seeds per agent and coverage level")
+    parser.add_argument("--updates", type=int, default=DEFAULT_UPDATES, help="Q updates per agent")
+    parser.add_argument("--out", default=None, help="output directory (default runs/<time>-offline)")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        metavar="FILE.npz",
+        help="train on this dataset (arrays obs, action, reward, next_obs, terminal) instead",
+    )
+    parser.add_argument("--env", default="wallgrid3x3", help="environment the dataset comes from (evaluation)")
+    for key, value in LEARNING.items():
+        parser.add_argument("--" + key.replace("_", "-"), type=type(value), default=value, help=f"(default {value})")
+    parser.add_argument("--hidden", default="64,64,64", help="hidden layer sizes of every network (default 64,64,64)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def load_dataset(path: str, obs_dim: int, num_actions: int) -> Transitions:
+    """A transitions file, every array validated against the environment."""
+    keys = ("obs", "action", "reward", "next_obs", "terminal")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in keys if k not in f.files]
+            if missing:
+                raise ValueError(f"dataset {path} lacks array {missing[0]!r}; it needs {', '.join(keys)}")
+            arrays = {k: f[k] for k in keys}
+    except FileNotFoundError:
+        raise ValueError(f"dataset {path} does not exist") from None
+    except OSError as error:
+        raise ValueError(f"dataset {path} is not a readable .npz of plain arrays: {error}") from None
+    n = len(arrays["action"])
+    for key in ("obs", "next_obs"):
+        a = arrays[key]
+        if a.shape != (n, obs_dim) or not np.isin(a, (0, 1)).all():
+            raise ValueError(f"dataset {key} must be 0/1 values shaped [{n}, {obs_dim}], got {a.shape}")
+    if n == 0 or arrays["action"].shape != (n,) or arrays["action"].min() < 0 or arrays["action"].max() >= num_actions:
+        raise ValueError(f"dataset action must be {n} integers in [0, {num_actions - 1}]")
+    if arrays["reward"].shape != (n,) or not np.isfinite(arrays["reward"]).all():
+        raise ValueError(f"dataset reward must be {n} finite numbers")
+    if arrays["terminal"].shape != (n,):
+        raise ValueError(f"dataset terminal must be {n} booleans")
+    return Transitions(
+        arrays["obs"].astype(bool),
+        arrays["action"].astype(np.int64),
+        arrays["reward"].astype(np.float32),
+        arrays["next_obs"].astype(bool),
+        arrays["terminal"].astype(bool),
+    )
+
+
+# -- evaluation (plain functions) ---------------------------------------------------------
+def evaluation_cells() -> list[tuple[int, wg.Cell]]:
+    """(layout index, cell) for every open cell of both evaluation layouts."""
+    return [(i, cell) for i, walls in enumerate(wg.EVALUATION_LAYOUTS) for cell in wg.open_cells(walls)]
+
+
+@torch.no_grad()
+def greedy_on_cells(cfg: RunConfig, q_flat: np.ndarray) -> np.ndarray:
+    """Greedy action of every member in every evaluation cell: int [P, cells]."""
+    store, net = q_network(q_shape(cfg, wg.OBS_DIM, wg.NUM_GRID_ACTIONS), cfg.seeds)
+    store.flat.copy_(torch.from_numpy(q_flat))
+    obs = np.concatenate([wg.layout_obs(wg.EVALUATION_LAYOUTS[i], [cell]) for i, cell in evaluation_cells()])
+    x = torch.from_numpy(obs).float().expand(cfg.members, -1, -1).contiguous()
+    return net(x).argmax(-1).numpy()
+
+
+def cell_statistics(actions: np.ndarray) -> list[dict]:
+    """Per evaluation cell: fraction of seeds choosing each action, and choosing an optimal one.
+
+    actions: [seeds, cells] greedy actions of one agent at one coverage level.
+    """
+    rows = []
+    for j, (layout, cell) in enumerate(evaluation_cells()):
+        optimal = wg.optimal_actions(wg.EVALUATION_LAYOUTS[layout])[cell]
+        counts = np.bincount(actions[:, j], minlength=wg.NUM_GRID_ACTIONS) / actions.shape[0]
+        rows.append(
+            {
+                "layout": layout,
+                "cell": list(cell),
+                "optimal_fraction": float(counts[optimal].sum()),
+                "action_fractions": [round(float(c), 4) for c in counts],
+            }
+        )
+    return rows
+
+
+def verdict(rows: list[dict]) -> str:
+    """Fails when in some cell the majority of seeds choose a non-optimal action."""
+    return "fails" if any(1.0 - r["optimal_fraction"] > 0.5 for r in rows) else "succeeds"
+
+
+@torch.no_grad()
+def model_accuracy(cfg: RunConfig, model_flat: np.ndarray) -> dict[str, float]:
+    """The trained models on every transition of the evaluation layouts: agent-position accuracy
+    (the paper's check) and next-observation feature error, mean over members."""
+    from modelserver.models import SimpleModel
+
+    model = SimpleModel(cfg, wg.OBS_DIM, wg.NUM_GRID_ACTIONS, "cpu", torch.Generator().manual_seed(0))
+    model.store.flat.copy_(torch.from_numpy(model_flat))
+    data = Transitions.concat([wg.layout_transitions(walls) for walls in wg.EVALUATION_LAYOUTS])
+    expand = lambda a, dt: torch.from_numpy(a).to(dt).expand(cfg.members, *a.shape).contiguous()  # noqa: E731
+    logits, _, _ = model.predict(expand(data.obs, torch.float32), expand(data.action, torch.int64))
+    live = ~data.terminal
+    position = (logits[:, :, wg.AGENT].argmax(-1).numpy() == data.next_obs[:, wg.AGENT].argmax(-1))[:, live]
+    wrong = ((logits > 0).numpy() != data.next_obs)[:, live]
+    return {
+        "agent_position_accuracy": float(position.mean()),
+        "next_obs_feature_error": float(wrong.mean()),
+        "transitions": int(live.sum()),
+    }
+
+
+# -- the experiment ---------------------------------------------------------------------------
+def hidden_sizes(spec: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in str(spec).split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--hidden must be comma-separated integers >= 1, got {spec!r}")
+    return sizes
+
+
+def coverage_levels(spec: str) -> list[str]:
+    if spec == "ALL":
+        return list(wg.COVERAGES)
+    if spec not in wg.COVERAGES:
+        raise ValueError(f"--coverage must be one of {', '.join(wg.COVERAGES)} or ALL, got {spec!r}")
+    return [spec]
+
+
+def agent_names(spec: str) -> list[str]:
+    names = [a.strip() for a in spec.split(",") if a.strip()]
+    bad = [a for a in names if a not in AGENTS]
+    if not names or bad:
+        raise ValueError(f"--agents must list some of {', '.join(AGENTS)}, got {spec!r}")
+    return names
+
+
+def train(
+    agent: str, groups: list[str], datasets: list[Transitions], args, run_dir: str, env_name: str, env_params: dict
+) -> tuple[RunConfig, dict]:
+    """One population run of `agent`: members are (group, seed) pairs. Returns (config, summary)."""
+    from launch.supervisor import Supervisor
+
+    seeds = [g * SEED_STRIDE + s for g in range(len(groups)) for s in range(args.seeds)]
+    cfg = RunConfig(
+        env=env_name,
+        env_params=env_params,
+        seeds=seeds,
+        steps=args.updates,
+        offline=True,
+        lr=args.lr,
+        temperature=args.temperature,
+        model_lr=args.model_lr,
+        learning_starts=0,
+        target_period=args.target_period,
+        hidden=hidden_sizes(args.hidden),
+        eval_period=1,
+        checkpoint_period=max(1, args.updates // STUDY_POINTS),
+        diagnostics_period=max(100, args.updates // 10),
+        **AGENTS[agent],
+    ).resolved()
+    members = [datasets[g] for g in range(len(groups)) for _ in range(args.seeds)]
+    supervisor = Supervisor(cfg, run_dir, progress=not args.quiet, dataset=members)
+    code = supervisor.run()
+    if code != 0:
+        raise RuntimeError(f"offline {agent}: {supervisor.summary['outcome']} ({supervisor.summary['reason']})")
+    return cfg, supervisor.summary
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.seeds < 1 or args.updates < 1:
+        raise ValueError("--seeds and --updates must be integers >= 1")
+    agents = agent_names(args.agents)
+    out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + "-offline")
+    env_params = dict(getattr(args, "env_params", {}) or {})
+    env = envs.make(args.env, 1, 0, **env_params)
+    if args.dataset:
+        groups, datasets = ["custom"], [load_dataset(args.dataset, env.obs_dim, env.num_actions)]
+    else:
+        if args.env != "wallgrid3x3":
+            raise ValueError("the built-in datasets are WallGrid3x3's: give --dataset FILE.npz for another --env")
+        groups = coverage_levels(args.coverage)
+        datasets = [wg.dataset(c) for c in groups]
+    os.makedirs(out, exist_ok=True)
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    results, table, accuracy, timing, study = [], {}, {}, {}, {}
+    started = time.time()
+    for i, agent in enumerate(agents):
+        log(
+            f"[{i + 1}/{len(agents)}] {agent}: {len(groups)} dataset(s) x {args.seeds} seeds, {args.updates} updates"
+            + (f" (about {(time.time() - started) / i * (len(agents) - i):.0f} s left)" if i else "")
+        )
+        cfg, summary = train(agent, groups, datasets, args, os.path.join(out, agent), args.env, env_params)
+        timing[agent] = round(summary["throughput"]["wall_s"], 1)
+        checkpoints = os.path.join(out, agent, "checkpoints")
+        q_flat = np.load(os.path.join(checkpoints, "learner-final.npz"))["q"]
+        if args.env == "wallgrid3x3":
+            actions = greedy_on_cells(cfg, q_flat).reshape(len(groups), args.seeds, -1)
+            table[agent] = {}
+            for g, group in enumerate(groups):
+                rows = cell_statistics(actions[g])
+                table[agent][group] = verdict(rows)
+                results += [{"agent": agent, "coverage": group, **r} for r in rows]
+            for name in sorted(os.listdir(checkpoints)):
+                if name.startswith("learner-0"):
+                    with np.load(os.path.join(checkpoints, name)) as f:
+                        earlier = greedy_on_cells(cfg, f["q"]).reshape(len(groups), args.seeds, -1)
+                        budget = str(int(f["updates"]))
+                    study.setdefault(budget, {})[agent] = {
+                        group: verdict(cell_statistics(earlier[g])) for g, group in enumerate(groups)
+                    }
+            if AGENTS[agent]["agent"] == "simple":
+                model_flat = np.load(os.path.join(out, agent, "checkpoints", "model-final.npz"))["model"]
+                accuracy[agent] = model_accuracy(cfg, model_flat)
+                log(f"  model on the evaluation layouts: {accuracy[agent]}")
+        else:
+            from actors.acting import ActingPolicy
+            from actors.evaluator import evaluate
+            from launch.results import mean_ci95
+
+            policy = ActingPolicy(cfg, env.obs_dim, env.num_actions, torch.Generator().manual_seed(0))
+            policy.q_store.flat.copy_(torch.from_numpy(q_flat))
+            mean, lo, hi = mean_ci95(evaluate(cfg, policy, 0))
+            table[agent] = {"custom": {"mean": mean, "ci95": [lo, hi]}}
+    report = {
+        "seeds": args.seeds,
+        "updates": args.updates,
+        "coverages": groups,
+        "agents": agents,
+        "hyperparameters": {k: getattr(args, k) for k in LEARNING},
+        "results": results,
+        "table": table,
+        "model_accuracy": accuracy,
+        "wall_s": timing,
+    }
+    if args.env == "wallgrid3x3" and not args.dataset:
+        report["expected"] = {a: {c: EXPECTED[a][c] for c in groups} for a in agents}
+        report["matches_paper"] = all(table[a][c] == EXPECTED[a][c] for a in agents for c in groups)
+        study[str(args.updates)] = table
+        report["budget_study"] = {
+            budget: {
+                "table": study[budget],
+                "cells_matching": sum(study[budget][a][c] == EXPECTED[a][c] for a in study[budget] for c in groups),
+            }
+            for budget in sorted(study, key=int)
+        }
+        from launch.plots import plot_offline
+
+        plot_offline(results, agents, groups, os.path.join(out, "offline.png"))
+    with open(os.path.join(out, "offline.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    print(format_table(report))
+    print(
+        f"\n{os.path.join(out, 'offline.json')}"
+        + ("  " + os.path.join(out, "offline.png") if os.path.exists(os.path.join(out, "offline.png")) else "")
+    )
+    return 0
+
+
+def format_table(report: dict) -> str:
+    agents, groups, table = report["agents"], report["coverages"], report["table"]
+    names = {"er": "DQN + ER", "model1": "model, 1-step", "model10": "model, 10-step"}
+    if "expected" not in report:
+        return json.dumps(table, indent=1)
+    width = max(len(wg.COVERAGE_NAMES[c]) for c in groups) + 2
+    column = 26
+    lines = ["evaluation data".ljust(width) + "".join(names[a].ljust(column) for a in agents)]
+    for c in groups:
+        cells = []
+        for a in agents:
+            mark = "" if table[a][c] == report["expected"][a][c] else " (paper: " + report["expected"][a][c] + ")"
+            cells.append((table[a][c] + mark).ljust(column))
+        lines.append(wg.COVERAGE_NAMES[c].ljust(width) + "".join(cells))
+    lines.append(
+        f"\n{'reproduces' if report['matches_paper'] else 'does NOT reproduce'} the paper's table "
+        f"({report['seeds']} seeds, {report['updates']} updates)"
+    )
+    total = len(agents) * len(groups)
+    lines.append(
+        "cells matching the paper by budget: "
+        + ", ".join(f"{b}: {row['cells_matching']}/{total}" for b, row in report.get("budget_study", {}).items())
+    )
+    return "\n".join(lines)
