@@ -11,7 +11,6 @@ reproducible bit for bit. (Otherwise it waits only for the first version.)
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Callable
 
@@ -25,13 +24,13 @@ from envs.seeding import derive_seed
 from learner.agent import is_latent
 from learner.config import RunConfig
 from learner.params import ParamBlock, ParamReader
+from learner.roles import run_role
 from learner.wiring import FIRST_ACTOR_SLOT, Wiring
 from replay.client import ReplayClient
 from replay.counters import RunCounters
 from replay.doorbell import Doorbell
-from replay.lifecycle import StopRequested, StopSignal, die_with_parent, tune_allocator
 from replay.limiter import wait_until
-from replay.logs import configure_logging, get_logger
+from replay.logs import get_logger
 
 PROGRESS_PERIOD_S = 10.0
 
@@ -118,56 +117,59 @@ class LocalParams:
                 r.block.close()
 
 
-def _env_dims(cfg: RunConfig) -> tuple[int, int]:
-    env = envs.make(cfg.env, 1, 0, **cfg.env_params)
-    return env.obs_dim, env.num_actions
+class LocalActor:
+    """A local actor process: shared-memory parameters and accounting, the run's ipc ingest endpoint."""
+
+    def __init__(self, cfg: RunConfig, wiring: Wiring, stop, index: int):
+        torch.set_num_threads(1)
+        self.cfg, self.index = cfg, index
+        self.ctx = zmq.Context()
+        self.counters = RunCounters.attach(wiring.counters)
+        env = envs.make(cfg.env, 1, 0, **cfg.env_params)
+        generator = torch.Generator().manual_seed(derive_seed(cfg.seeds[0], "latent", index))
+        self.policy = ActingPolicy(cfg, env.obs_dim, env.num_actions, generator)
+        self.params = LocalParams(cfg, wiring, self.policy)
+        self.slot = FIRST_ACTOR_SLOT + index
+        self.client = ReplayClient(
+            wiring.ingest, f"actor{index}", ctx=self.ctx, on_wait=self.beat, stall_warning_s=cfg.stall_warning_s
+        )
+        self.bell = Doorbell(self.ctx, wiring.bell(f"actor{index}"))
+
+    def beat(self) -> None:
+        self.counters.beat(self.slot)
+
+    def await_version(self, version: int) -> None:
+        wait_until(
+            lambda: min(self.params.versions()) >= version,
+            self.bell,
+            heartbeat=self.beat,
+            stall_warning_s=self.cfg.stall_warning_s,
+            describe_stall=lambda: {"side": "learner", "version": version},
+        )
+
+    def on_sent(self, member: int, n: int) -> None:
+        self.counters.sent[self.index, member] += n
+
+    def run(self) -> None:
+        Actor(
+            self.cfg,
+            self.index,
+            self.client,
+            self.policy,
+            self.params.refresh,
+            self.on_sent,
+            self.beat,
+            self.await_version,
+        ).run()
+
+    def close(self) -> None:
+        self.client.close()
+        self.bell.close()
+        self.ctx.term()
+        self.params.close()
+        self.counters.close()
 
 
 def run_actor(config: dict, wiring: dict, index: int) -> None:
     """Process entry point of local actor `index`."""
-    die_with_parent()
-    tune_allocator()
-    stop = StopSignal().install()
-    cfg, w = RunConfig(**config), Wiring(**wiring)
-    configure_logging("actor", w.events, actor=index)
-    torch.set_num_threads(1)
-    log = get_logger()
-    ctx = zmq.Context()
-    counters = RunCounters.attach(w.counters)
-    policy = ActingPolicy(
-        cfg, *_env_dims(cfg), torch.Generator().manual_seed(derive_seed(cfg.seeds[0], "latent", index))
-    )
-    params = LocalParams(cfg, w, policy)
-    slot = FIRST_ACTOR_SLOT + index
-    beat = lambda: counters.beat(slot)  # noqa: E731
-    client = ReplayClient(w.ingest, f"actor{index}", ctx=ctx, on_wait=beat, stall_warning_s=cfg.stall_warning_s)
-    bell = Doorbell(ctx, w.bell(f"actor{index}"))
-
-    def await_version(version: int) -> None:
-        wait_until(
-            lambda: min(params.versions()) >= version,
-            bell,
-            heartbeat=beat,
-            stall_warning_s=cfg.stall_warning_s,
-            describe_stall=lambda: {"side": "learner", "version": version},
-        )
-
-    def on_sent(member: int, n: int) -> None:
-        counters.sent[index, member] += n
-
-    try:
-        actor = Actor(cfg, index, client, policy, params.refresh, on_sent, beat, await_version)
-        actor.run()
-    except StopRequested:
-        log.info("actor_stopping")
-    except Exception:
-        log.exception("actor_failed")
-        raise
-    finally:
-        client.close()
-        bell.close()
-        ctx.term()
-        params.close()
-        counters.close()
-    if stop.exit_code:
-        sys.exit(stop.exit_code)
+    run_role("actor", config, wiring, lambda cfg, w, stop: LocalActor(cfg, w, stop, index), actor=index)

@@ -10,7 +10,6 @@ step). Each result is one line of metrics.jsonl.
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 import numpy as np
@@ -21,11 +20,12 @@ import envs
 from actors.acting import ActingPolicy
 from envs.seeding import derive_seed
 from learner.config import RunConfig
+from learner.roles import run_role
 from learner.wiring import EVALUATOR_SLOT, Wiring
 from replay.counters import RunCounters
 from replay.doorbell import Doorbell, Ringer
-from replay.lifecycle import StopRequested, StopSignal, die_with_parent, tune_allocator
-from replay.logs import configure_logging, get_logger
+from replay.lifecycle import StopSignal
+from replay.logs import get_logger
 from replay.slots import SlotQueue
 
 
@@ -52,6 +52,7 @@ class Evaluator:
     def __init__(self, cfg: RunConfig, wiring: Wiring, stop: StopSignal):
         self.cfg, self.wiring, self.stop = cfg, wiring, stop
         self.log = get_logger()
+        torch.set_num_threads(1)
         env = envs.make(cfg.env, 1, 0, **cfg.env_params)
         self.policy = ActingPolicy(
             cfg, env.obs_dim, env.num_actions, torch.Generator().manual_seed(derive_seed(cfg.seeds[0], "eval-latent"))
@@ -115,24 +116,4 @@ class Evaluator:
 
 def run_evaluator(config: dict, wiring: dict) -> None:
     """Process entry point."""
-    die_with_parent()
-    tune_allocator()
-    stop = StopSignal().install()
-    cfg, w = RunConfig(**config), Wiring(**wiring)
-    configure_logging("evaluator", w.events)
-    torch.set_num_threads(1)
-    log = get_logger()
-    evaluator = None
-    try:
-        evaluator = Evaluator(cfg, w, stop)
-        evaluator.run()
-    except StopRequested:
-        log.info("evaluator_stopping")
-    except Exception:
-        log.exception("evaluator_failed")
-        raise
-    finally:
-        if evaluator is not None:
-            evaluator.close()
-    if stop.exit_code:
-        sys.exit(stop.exit_code)
+    run_role("evaluator", config, wiring, Evaluator)

@@ -139,16 +139,35 @@ class Supervisor:
             self.counters.stored[m] = len(data)
 
     def start_children(self) -> None:
+        """Online: the replay service first (it creates the store), then everyone else. Offline: the
+        learner and model server only, on the store this process filled."""
         cfg, w = self.cfg, self.wiring
-        model_agent = cfg.agent in MODEL_AGENTS
-        if cfg.offline:
-            config, wiring = cfg.to_dict(), w.__dict__.copy()
-            self.spawn("learner", LEARNER_SLOT, run_learner, config, wiring)
-            if model_agent:
-                from modelserver.process import run_modelserver
+        config, wiring = cfg.to_dict(), w.__dict__.copy()
+        if not cfg.offline:
+            self.start_replay()
+        self.spawn("learner", LEARNER_SLOT, run_learner, config, wiring)
+        if cfg.agent in MODEL_AGENTS:
+            from modelserver.process import run_modelserver
 
-                self.spawn("modelserver", MODELSERVER_SLOT, run_modelserver, config, wiring)
-            return
+            self.spawn("modelserver", MODELSERVER_SLOT, run_modelserver, config, wiring)
+        if not cfg.offline:
+            self.spawn("evaluator", EVALUATOR_SLOT, run_evaluator, config, wiring)
+            for i in range(cfg.actors):
+                self.spawn(f"actor{i}", FIRST_ACTOR_SLOT + i, run_actor, config, wiring, i)
+        self.log.info(
+            "run_started",
+            run_dir=self.run_dir,
+            run_id=w.run_id,
+            agent=cfg.agent,
+            env=cfg.env,
+            members=cfg.members,
+            steps=cfg.steps,
+            offline=cfg.offline,
+            processes=list(self.children),
+        )
+
+    def start_replay(self) -> None:
+        cfg, w = self.cfg, self.wiring
         service = ServiceConfig(
             run_id=w.run_id,
             endpoint=w.ingest,
@@ -163,7 +182,7 @@ class Supervisor:
                 "total": cfg.total_updates,
             },
             bell=w.bell("replay"),
-            ring_on_insert=[w.bell("learner")] + ([w.bell("modelserver")] if model_agent else []),
+            ring_on_insert=[w.bell("learner")] + ([w.bell("modelserver")] if cfg.agent in MODEL_AGENTS else []),
             remote_endpoint=cfg.remote_endpoint or None,
             keys_dir=cfg.keys or None,
             run_info={"config": cfg.to_dict(), "param_endpoint": cfg.param_endpoint},
@@ -180,25 +199,6 @@ class Supervisor:
             if time.monotonic() > deadline:
                 raise RunFailed("the replay service did not start within 60 s")
         self.counters = RunCounters.attach(w.counters)
-        config, wiring = cfg.to_dict(), w.__dict__.copy()
-        self.spawn("learner", LEARNER_SLOT, run_learner, config, wiring)
-        if model_agent:
-            from modelserver.process import run_modelserver
-
-            self.spawn("modelserver", MODELSERVER_SLOT, run_modelserver, config, wiring)
-        self.spawn("evaluator", EVALUATOR_SLOT, run_evaluator, config, wiring)
-        for i in range(cfg.actors):
-            self.spawn(f"actor{i}", FIRST_ACTOR_SLOT + i, run_actor, config, wiring, i)
-        self.log.info(
-            "run_started",
-            run_dir=self.run_dir,
-            run_id=w.run_id,
-            agent=cfg.agent,
-            env=cfg.env,
-            members=cfg.members,
-            steps=cfg.steps,
-            processes=list(self.children),
-        )
 
     def spawn(self, name: str, slot: int, target, *args) -> None:
         process = SPAWN.Process(target=target, args=args, name=f"mbgen-{name}")

@@ -13,7 +13,6 @@ it, ring the processes waiting on the count, then
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import numpy as np
@@ -26,12 +25,13 @@ from learner.agent import is_latent, q_shape
 from learner.config import MODEL_AGENTS, RunConfig
 from learner.dqn import DQN
 from learner.params import ParamBlock, ParamPublisher
+from learner.roles import run_role
 from learner.wiring import LEARNER_SLOT, Wiring
 from replay.counters import RunCounters
 from replay.doorbell import Doorbell, Ringer
-from replay.lifecycle import StopRequested, StopSignal, die_with_parent, tune_allocator
+from replay.lifecycle import StopSignal
 from replay.limiter import RatioPolicy, wait_until
-from replay.logs import configure_logging, get_logger
+from replay.logs import get_logger
 from replay.security import ServerKeys
 from replay.slots import SlotQueue
 from replay.timing import PhaseTimer
@@ -271,6 +271,9 @@ class Learner:
             self.ring_evaluator.ring()
             self.next_eval += 1
 
+    def on_stop(self) -> None:
+        self.checkpoint(final=True)
+
     def checkpoint(self, final: bool = False) -> None:
         os.makedirs(self.wiring.checkpoints, exist_ok=True)
         name = "learner-final.npz" if final else f"learner-{self.dqn.updates:09d}.npz"
@@ -300,25 +303,4 @@ class Learner:
 
 def run_learner(config: dict, wiring: dict) -> None:
     """Process entry point."""
-    die_with_parent()
-    tune_allocator()
-    stop = StopSignal().install()
-    cfg, w = RunConfig(**config), Wiring(**wiring)
-    configure_logging("learner", w.events)
-    log = get_logger()
-    learner = None
-    try:
-        learner = Learner(cfg, w, stop)
-        learner.run()
-    except StopRequested:
-        log.info("learner_stopping", updates=learner.dqn.updates if learner else 0)
-        if learner is not None:
-            learner.checkpoint(final=True)
-    except Exception:
-        log.exception("learner_failed")
-        raise
-    finally:
-        if learner is not None:
-            learner.close()
-    if stop.exit_code:
-        sys.exit(stop.exit_code)
+    run_role("learner", config, wiring, Learner)

@@ -14,8 +14,6 @@ agents also publish the encoder (version j+1) for actors and the evaluator.
 from __future__ import annotations
 
 import os
-import sys
-import time
 
 import numpy as np
 import torch
@@ -30,15 +28,16 @@ from learner.optim import adam_init, adam_step
 from learner.params import ParamBlock, ParamReader
 from learner.process import choose_device, parallelism
 from learner.shards import ShardPool
+from learner.roles import run_role
 from learner.wiring import MODELSERVER_SLOT, Wiring
 from modelserver import diagnostics
 from modelserver.models import LatentModel, make_model
 from modelserver.rollout import FIELDS, RolloutEngine
 from replay.counters import RunCounters
 from replay.doorbell import Doorbell, Ringer
-from replay.lifecycle import StopRequested, StopSignal, die_with_parent, tune_allocator
+from replay.lifecycle import StopSignal
 from replay.limiter import RatioPolicy, wait_until
-from replay.logs import configure_logging, get_logger
+from replay.logs import get_logger
 from replay.slots import SlotQueue
 from replay.timing import PhaseTimer
 from replay.store import Batch, ReplayStore
@@ -127,6 +126,9 @@ class ModelServer:
         self.report()
         self.checkpoint()
         self.log.info("modelserver_finished", updates=self.done, wait_s=round(self.wait_s, 3))
+
+    def on_stop(self) -> None:
+        self.checkpoint()
 
     def checkpoint(self) -> None:
         """The model's parameters and optimiser state, at the end (and when stopped)."""
@@ -231,26 +233,4 @@ class ModelServer:
 
 def run_modelserver(config: dict, wiring: dict) -> None:
     """Process entry point."""
-    die_with_parent()
-    tune_allocator()
-    stop = StopSignal().install()
-    cfg, w = RunConfig(**config), Wiring(**wiring)
-    configure_logging("modelserver", w.events)
-    log = get_logger()
-    server = None
-    started = time.time()
-    try:
-        server = ModelServer(cfg, w, stop)
-        server.run()
-    except StopRequested:
-        log.info("modelserver_stopping", updates=server.done if server else 0, after_s=round(time.time() - started, 1))
-        if server is not None:
-            server.checkpoint()
-    except Exception:
-        log.exception("modelserver_failed")
-        raise
-    finally:
-        if server is not None:
-            server.close()
-    if stop.exit_code:
-        sys.exit(stop.exit_code)
+    run_role("modelserver", config, wiring, ModelServer)

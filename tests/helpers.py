@@ -147,3 +147,16 @@ def paced_sender(endpoint, actor, member, count, size, obs_dim, num_actions, wor
         client.flush(60)
     finally:
         client.close()
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def mbgen(*args, timeout=240):
+    """Run the real `mbgen` command line in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "launch.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 import torch
 import zmq
-
 from helpers import run_in_process, stop_process
-from learner.dqn import DQN
+
+from learner.dqn import DQN, q_network
 from learner.losses import q_loss, td_targets
-from learner.dqn import q_network
 from learner.networks import MLP, ParamStore, TripleHead, mlp_shape
 from learner.optim import adam_init, adam_step
 from learner.params import ParamBlock, ParamReader

@@ -1,13 +1,13 @@
 """Model losses by hand, rollouts on constructed models, the perfect model, and learning a real model."""
 
 import math
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 
 import envs
 from learner.config import RunConfig
@@ -245,9 +245,6 @@ def test_simple_model_learns_buttongrid_dynamics():
 def test_panflute_probe_covers_every_number_of_active_ends():
     obs, actions, ends = panflute_probe(4)
     assert obs.shape[1] == 10 and set(ends.tolist()) == {0, 1, 2, 3, 4}
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow

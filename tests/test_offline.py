@@ -1,24 +1,14 @@
 """`mbgen offline`: the evaluation rules by hand, and the whole pipeline at a tiny budget."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from helpers import mbgen
 
 from envs import wallgrid as wg
 from envs.grid import LEFT, RIGHT, STAY, UP
 from launch.offline import cell_statistics, evaluation_cells, load_dataset, verdict
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def mbgen(*args, timeout=240):
-    return subprocess.run(
-        [sys.executable, "-m", "launch.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
 
 
 def test_evaluation_cells_are_the_open_cells_of_both_layouts():

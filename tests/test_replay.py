@@ -10,8 +10,8 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-
 from helpers import SPAWN, consumer, message, paced_sender, run_in_process, send_messages, stop_process, wait_for
+
 from replay.client import ReplayClient, ReplayRejected
 from replay.counters import RunCounters
 from replay.doorbell import bell_endpoint

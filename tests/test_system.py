@@ -10,13 +10,13 @@ import time
 import numpy as np
 import psutil
 import pytest
+from helpers import ROOT, mbgen
 
 from launch.config import load_toml
 from learner.config import RunConfig
 from replay.security import make_keys
 
 pytestmark = pytest.mark.slow
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
     "--agent",
     "er",
@@ -34,12 +34,6 @@ TINY = [
     "250",
     "--quiet",
 ]
-
-
-def mbgen(*args, timeout=180):
-    return subprocess.run(
-        [sys.executable, "-m", "launch.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
 
 
 def start(*args):
