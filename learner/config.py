@@ -104,7 +104,7 @@ class RunConfig:
     diagnostics_period: int = 1000  # model updates between model diagnostics events
     device: str = "auto"  # learner and model server: auto | cpu | cuda
     workers: int = 0  # threads splitting the population in the learner and model server; 0 = auto
-    learner_threads: int = 0  # torch threads per learner worker; 0 = auto (see learner/process.py: set_threads)
+    learner_threads: int = 0  # torch threads per learner worker; 0 = auto (learner/process.py: parallelism)
     model_threads: int = 0  # torch threads per model-server worker; 0 = auto
     out: str = ""  # run directory; empty = runs/<time>-<agent>-<env>
     remote_endpoint: str = ""  # tcp://HOST:PORT where remote actors send transitions; empty = local actors only

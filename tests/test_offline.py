@@ -8,7 +8,7 @@ from helpers import mbgen
 
 from envs import wallgrid as wg
 from envs.grid import LEFT, RIGHT, STAY, UP
-from launch.offline import cell_statistics, evaluation_cells, load_dataset, verdict
+from launch.offline import cell_statistics, evaluation_cells, load_dataset, remaining, verdict
 
 
 def test_evaluation_cells_are_the_open_cells_of_both_layouts():
@@ -41,6 +41,12 @@ def test_a_cell_is_wrong_when_most_seeds_pick_a_non_optimal_action():
     actions[5, j] = STAY  # now 6 of 10 seeds choose a non-optimal action
     assert verdict(cell_statistics(actions)) == "fails"
     assert optimal[evaluation_cells().index((0, (1, 2)))] == UP
+
+
+def test_time_left_scales_by_each_agents_measured_cost():
+    # er took 100 s; model1 and model10 cost 2.9 and 2.7 er-updates per update
+    assert remaining(100.0, ["er"], ["model1", "model10"]) == pytest.approx(560.0)
+    assert remaining(390.0, ["er", "model1"], ["model10"]) == pytest.approx(270.0)
 
 
 def test_dataset_files_are_validated(tmp_path):
