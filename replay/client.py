@@ -1,8 +1,11 @@
 """ReplayClient: an actor's connection to the replay service (a DEALER socket).
 
 Messages are numbered per actor and kept until acknowledged. Unacknowledged
-messages are sent again after a reconnect or when the oldest has waited
-`resend_after_s`; the service drops the copies it already stored. At most
+messages are sent again after a reconnect, or when the oldest has waited
+`resend_after_s` while the service has answered nothing for as long: a service
+that still acknowledges (in order) is working through its queue, paused by the
+rate limiter, and a copy would only be dropped as a duplicate. The service drops
+the copies it already stored. At most
 `window` messages are in flight: `send` blocks beyond that, which, together
 with the service pausing its reads, is how a lagging learner slows the actors.
 """
@@ -130,7 +133,7 @@ class ReplayClient:
                 self._reply(decode_reply(frame))
         if self.unacked:
             oldest = next(iter(self.unacked.values()))[1]
-            if time.monotonic() - oldest > self.resend_after_s:
+            if time.monotonic() - max(oldest, self._last_ack) > self.resend_after_s:
                 self._resend("timeout")
 
     def _reply(self, reply: dict) -> None:

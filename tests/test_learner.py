@@ -27,6 +27,20 @@ BATCH = dict(
 )
 
 
+def random_batch(members, size, obs_dim, num_actions, seed, weighted=False):
+    rng = torch.Generator().manual_seed(seed)
+    batch = dict(
+        obs=torch.rand(members, size, obs_dim, generator=rng),
+        action=torch.randint(0, num_actions, (members, size), generator=rng),
+        reward=torch.rand(members, size, generator=rng),
+        next_obs=torch.rand(members, size, obs_dim, generator=rng),
+        continuation=torch.ones(members, size),
+    )
+    if weighted:
+        batch["weight"] = torch.rand(members, size, generator=rng)
+    return batch
+
+
 def linear_dqn(lr=0.01):
     dqn = DQN(LINEAR, [0], [lr], target_period=100)
     dqn.store.flat.copy_(W_B[0])  # one member: the tensor-major layout is w0 (row-major), then b0
@@ -83,14 +97,7 @@ def test_members_are_independent_with_their_own_step_sizes():
     shape = mlp_shape(4, [8], 3)
     dqn = DQN(shape, [5, 6], [1e-3, 0.0])
     before = [dqn.store.member(p).clone() for p in range(2)]
-    rng = torch.Generator().manual_seed(0)
-    batch = dict(
-        obs=torch.rand(2, 16, 4, generator=rng),
-        action=torch.randint(0, 3, (2, 16), generator=rng),
-        reward=torch.rand(2, 16, generator=rng),
-        next_obs=torch.rand(2, 16, 4, generator=rng),
-        continuation=torch.ones(2, 16),
-    )
+    batch = random_batch(members=2, size=16, obs_dim=4, num_actions=3, seed=0)
     dqn.update(**batch)
     assert not torch.allclose(dqn.store.member(0), before[0])
     assert torch.allclose(dqn.store.member(1), before[1] * (1 - 1e-6))  # lr 0: only the decay
@@ -174,15 +181,7 @@ def test_triple_head_backward_equals_autograd(members):
 
 def test_member_shards_compute_the_same_update():
     shape = mlp_shape(6, [8, 8], 4)
-    rng = torch.Generator().manual_seed(3)
-    batch = dict(
-        obs=torch.rand(5, 16, 6, generator=rng),
-        action=torch.randint(0, 4, (5, 16), generator=rng),
-        reward=torch.rand(5, 16, generator=rng),
-        next_obs=torch.rand(5, 16, 6, generator=rng),
-        continuation=torch.ones(5, 16),
-        weight=torch.rand(5, 16, generator=rng),
-    )
+    batch = random_batch(members=5, size=16, obs_dim=6, num_actions=4, seed=3, weighted=True)
     one, three = DQN(shape, list(range(5)), [1e-3] * 5), DQN(shape, list(range(5)), [1e-3] * 5, workers=3)
     assert [(s.start, s.stop) for s in three.shards.slices] == [(0, 2), (2, 3), (3, 5)]
     for _ in range(3):

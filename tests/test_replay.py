@@ -16,7 +16,7 @@ from replay.client import ReplayClient, ReplayRejected
 from replay.counters import RunCounters
 from replay.doorbell import bell_endpoint
 from replay.limiter import RatioPolicy
-from replay.protocol import encode_insert
+from replay.protocol import encode_insert, pack
 from replay.security import check_bind, make_keys
 from replay.service import ServiceConfig, start
 from replay.shm import leftover_segments, new_run_id, unlink_segment
@@ -217,6 +217,40 @@ def test_client_resends_unacknowledged_messages_after_reconnect(tmp_path):
             stop_process(second)
     finally:
         client.close()
+
+
+def test_a_service_that_still_acknowledges_gets_no_copies():
+    # A ROUTER that acknowledges in order, slowly (as the service does when the limiter paces it):
+    # the oldest message waits longer than resend_after_s, but acks keep coming, so nothing is resent.
+    # Once the service falls silent for resend_after_s, the unacknowledged messages are sent again.
+    ctx = zmq.Context()
+    endpoint = f"ipc://@mbgen-{new_run_id()}-slow"
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(endpoint)
+    client = ReplayClient(endpoint, "actor1", ctx=ctx, resend_after_s=0.5)
+
+    def ack_next():
+        identity, header, *_ = router.recv_multipart()
+        seq = msgpack.unpackb(header)["seq"]
+        router.send_multipart([identity, pack({"type": "ack", "seq": seq, "status": "stored"})])
+
+    try:
+        for seq in range(6):
+            client.send(0, **message(1, seq, 4, D, A))
+        start = time.monotonic()
+        for _ in range(4):  # one ack every 0.3 s: 1.2 s in all, more than twice resend_after_s
+            deadline = time.monotonic() + 0.3
+            while time.monotonic() < deadline:
+                client.poll(20)
+            ack_next()
+        client.poll(50)
+        assert time.monotonic() - start > 2 * client.resend_after_s
+        assert client.resends == 0 and len(client.unacked) == 2
+        wait_for(lambda: (client.poll(20), client.resends == 2)[1], timeout=5, what="resend after silence")
+    finally:
+        client.close()
+        router.close(linger=0)
+        ctx.term()
 
 
 # ----------------------------------------------------------------- validation
