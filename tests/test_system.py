@@ -76,6 +76,26 @@ def descendants(pid):
         return []
 
 
+def alive(processes):
+    out = []
+    for p in processes:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def assert_all_gone(processes, grace_s=5.0):
+    """Every process of the run has exited, allowing the grace multiprocessing's resource tracker
+    needs: it notices its parent's exit through a closed pipe, and exits right after."""
+    deadline = time.monotonic() + grace_s
+    while alive(processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(processes), f"processes left behind: {alive(processes)}"
+
+
 def test_small_run_end_to_end(tmp_path):
     run_dir = str(tmp_path / "run")
     done = mbgen("run", *TINY, "--out", run_dir)
@@ -153,7 +173,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_partial_metrics(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 128 + signal.SIGINT
-    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert_all_gone(children)
     s = summary(run_dir)
     assert s["outcome"] == "interrupted"
     assert len(metrics(run_dir)) >= 6 and s["final"]["mean"] is not None
@@ -183,7 +203,7 @@ def test_a_killed_learner_stops_the_run_and_everything_is_cleaned(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 1
     assert "learner" in proc.stderr.read() and "SIGKILL" in summary(run_dir)["reason"]
-    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert_all_gone(children)
     assert summary(run_dir)["outcome"] == "failed"
 
 
