@@ -90,10 +90,9 @@ def single_process(agent: str, members: int, seconds: float) -> float:
     from learner.optim import adam_init, adam_step
     from modelserver.models import make_model
     from modelserver.rollout import RolloutEngine
+    from replay.lifecycle import tune_allocator
     from replay.shm import new_run_id, segment_name
     from replay.store import Batch, ReplayStore
-
-    from replay.lifecycle import tune_allocator
 
     tune_allocator()
     torch.set_num_threads(os.cpu_count() or 1)

@@ -72,6 +72,7 @@ class Supervisor:
         self.wiring = Wiring(run_id=new_run_id(), run_dir=self.run_dir, actors=cfg.actors)
         self.children: dict[str, multiprocessing.Process] = {}
         self.slots: dict[str, int] = {}
+        self.launched: dict[str, float] = {}  # start time per child: its heartbeat grace begins there
         self.segments: list = []
         self.counters: RunCounters | None = None
         self.log = None
@@ -205,7 +206,6 @@ class Supervisor:
         process.start()
         self.children[name] = process
         self.slots[name] = slot
-        self.launched = getattr(self, "launched", {})
         self.launched[name] = time.time()
 
     # -- watch -----------------------------------------------------------------------

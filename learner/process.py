@@ -34,8 +34,8 @@ from replay.limiter import RatioPolicy, wait_until
 from replay.logs import get_logger
 from replay.security import ServerKeys
 from replay.slots import SlotQueue
-from replay.timing import PhaseTimer
 from replay.store import Batch, ReplayStore
+from replay.timing import PhaseTimer
 
 PROGRESS_PERIOD_S = 10.0
 REMOTE_REPUBLISH_S = 1.0  # remote actors also get the current version this often while nothing changes
@@ -112,6 +112,7 @@ class Learner:
         if cfg.param_endpoint:
             keys = ServerKeys.load(cfg.keys) if cfg.keys else None
             self.publisher = ParamPublisher(self.ctx, cfg.param_endpoint, keys)
+        self.imagined = self.store = None  # the imagined-batch queue (model agents) or the replay store (ER)
         if self.model_agent:
             self.imagined = SlotQueue.attach(wiring.imagined)
         else:
@@ -137,8 +138,8 @@ class Learner:
             self.params,
             self.eval_queue,
             self.encoder,
-            getattr(self, "imagined", None),
-            getattr(self, "store", None),
+            self.imagined,
+            self.store,
         ]
         for segment in segments:
             if segment is not None:

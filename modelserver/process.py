@@ -27,8 +27,8 @@ from learner.dqn import q_network
 from learner.optim import adam_init, adam_step
 from learner.params import ParamBlock, ParamReader
 from learner.process import choose_device, parallelism
-from learner.shards import ShardPool
 from learner.roles import run_role
+from learner.shards import ShardPool
 from learner.wiring import MODELSERVER_SLOT, Wiring
 from modelserver import diagnostics
 from modelserver.models import LatentModel, make_model
@@ -39,8 +39,8 @@ from replay.lifecycle import StopSignal
 from replay.limiter import RatioPolicy, wait_until
 from replay.logs import get_logger
 from replay.slots import SlotQueue
-from replay.timing import PhaseTimer
 from replay.store import Batch, ReplayStore
+from replay.timing import PhaseTimer
 
 DIAGNOSTIC_BATCH = 1024
 

@@ -152,6 +152,14 @@ def paced_sender(endpoint, actor, member, count, size, obs_dim, num_actions, wor
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def tiny_run(agent="er", steps=1500, eval_period=250):
+    """`mbgen run` options of a small real run: PanFlute(2), 2 seeds, learning from step 500."""
+    return [
+        *("--agent", agent, "--env", "panflute", "--env.num_pipes", "2", "--seeds", "2"),
+        *("--steps", str(steps), "--learning-starts", "500", "--eval-period", str(eval_period), "--quiet"),
+    ]
+
+
 def mbgen(*args, timeout=240):
     """Run the real `mbgen` command line in a fresh interpreter."""
     import subprocess

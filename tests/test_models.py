@@ -1,13 +1,11 @@
 """Model losses by hand, rollouts on constructed models, the perfect model, and learning a real model."""
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT
+from helpers import mbgen, tiny_run
 
 import envs
 from learner.config import RunConfig
@@ -253,38 +251,10 @@ def test_each_model_agent_runs_as_a_multi_process_system(tmp_path, agent):
     import json
 
     run_dir = tmp_path / agent
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "launch.cli",
-            "run",
-            "--agent",
-            agent,
-            "--env",
-            "panflute",
-            "--env.num_pipes",
-            "2",
-            "--seeds",
-            "2",
-            "--steps",
-            "800",
-            "--learning-starts",
-            "500",
-            "--eval-period",
-            "200",
-            "--hidden",
-            "64,64",
-            "--diagnostics-period",
-            "100",
-            "--quiet",
-            "--out",
-            str(run_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=ROOT,
+    done = mbgen(
+        "run",
+        *tiny_run(agent, steps=800, eval_period=200),
+        *("--hidden", "64,64", "--diagnostics-period", "100", "--out", str(run_dir)),
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -10,30 +10,14 @@ import time
 import numpy as np
 import psutil
 import pytest
-from helpers import ROOT, mbgen
+from helpers import ROOT, mbgen, tiny_run
 
 from launch.config import load_toml
 from learner.config import RunConfig
 from replay.security import make_keys
 
 pytestmark = pytest.mark.slow
-TINY = [
-    "--agent",
-    "er",
-    "--env",
-    "panflute",
-    "--env.num_pipes",
-    "2",
-    "--seeds",
-    "2",
-    "--steps",
-    "1500",
-    "--learning-starts",
-    "500",
-    "--eval-period",
-    "250",
-    "--quiet",
-]
+TINY = tiny_run()
 
 
 def start(*args):
