@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from learner.agent import encode, encoder_shape, greedy_actions, q_shape, softmax_actions
+from learner.agents import encoder_shape, q_shape
+from learner.behaviour import greedy_actions, softmax_actions
 from learner.config import RunConfig
 from learner.dqn import q_network
 from learner.networks import MLP, ParamStore
@@ -28,9 +29,7 @@ class ActingPolicy:
     def q_values(self, obs: np.ndarray) -> torch.Tensor:
         """bool obs [P, E, D] -> Q-values [P, E, A] (latent agents act on a sampled latent)."""
         x = torch.from_numpy(obs).to(torch.float32)
-        if self.encoder is not None:
-            x = encode(self.cfg, self.encoder(x), self.generator)
-        return self.q(x)
+        return self.q(self.cfg.spec.q_input.encode(self.cfg, x, self.encoder, self.generator))
 
     def behaviour(self, obs: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
         return softmax_actions(self.q_values(obs), self.temperature, uniforms)

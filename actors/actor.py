@@ -21,16 +21,15 @@ import zmq
 import envs
 from actors.acting import ActingPolicy
 from envs.seeding import derive_seed
-from learner.agent import is_latent
 from learner.config import RunConfig
 from learner.params import ParamBlock, ParamReader
-from learner.roles import run_role
-from learner.wiring import FIRST_ACTOR_SLOT, Wiring
 from replay.client import ReplayClient
 from replay.counters import RunCounters
-from replay.doorbell import Doorbell
 from replay.limiter import wait_until
-from replay.logs import get_logger
+from replay.runtime.doorbell import Doorbell
+from replay.runtime.logs import get_logger
+from replay.runtime.roles import run_role
+from replay.runtime.wiring import FIRST_ACTOR_SLOT, Wiring
 
 PROGRESS_PERIOD_S = 10.0
 
@@ -98,7 +97,7 @@ class LocalParams:
         self.q = ParamReader(ParamBlock.attach(wiring.q_params), policy.q_store.flat)
         self.encoder = (
             ParamReader(ParamBlock.attach(wiring.model_params), policy.encoder_store.flat)
-            if is_latent(cfg.agent)
+            if policy.encoder_store is not None
             else None
         )
 
@@ -162,6 +161,9 @@ class LocalActor:
             self.await_version,
         ).run()
 
+    def on_stop(self) -> None:
+        pass  # unacknowledged messages are lost with the process and accounted by the run
+
     def close(self) -> None:
         self.client.close()
         self.bell.close()
@@ -172,4 +174,4 @@ class LocalActor:
 
 def run_actor(config: dict, wiring: dict, index: int) -> None:
     """Process entry point of local actor `index`."""
-    run_role("actor", config, wiring, lambda cfg, w, stop: LocalActor(cfg, w, stop, index), actor=index)
+    run_role("actor", wiring, lambda w, stop: LocalActor(RunConfig(**config), w, stop, index), actor=index)

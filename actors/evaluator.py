@@ -20,12 +20,12 @@ import envs
 from actors.acting import ActingPolicy
 from envs.seeding import derive_seed
 from learner.config import RunConfig
-from learner.roles import run_role
-from learner.wiring import EVALUATOR_SLOT, Wiring
 from replay.counters import RunCounters
-from replay.doorbell import Doorbell, Ringer
-from replay.lifecycle import StopSignal
-from replay.logs import get_logger
+from replay.runtime.doorbell import Doorbell, Ringer
+from replay.runtime.lifecycle import StopSignal
+from replay.runtime.logs import get_logger
+from replay.runtime.roles import run_role
+from replay.runtime.wiring import EVALUATOR_SLOT, Wiring
 from replay.slots import SlotQueue
 
 
@@ -64,6 +64,9 @@ class Evaluator:
         self.ring_learner = Ringer(self.ctx, [wiring.bell("learner")])
         self.metrics = open(wiring.metrics, "a", buffering=1)
         self.started = time.time()
+
+    def on_stop(self) -> None:
+        pass  # every finished evaluation is already a line of metrics.jsonl
 
     def close(self) -> None:
         self.metrics.close()
@@ -116,4 +119,4 @@ class Evaluator:
 
 def run_evaluator(config: dict, wiring: dict) -> None:
     """Process entry point."""
-    run_role("evaluator", config, wiring, Evaluator)
+    run_role("evaluator", wiring, lambda w, stop: Evaluator(RunConfig(**config), w, stop))

@@ -24,8 +24,8 @@ from envs.seeding import derive_seed
 from learner.config import RunConfig
 from learner.params import ParamSubscriber
 from replay.client import ReplayClient, ReplayClosed, ReplayUnavailable
-from replay.lifecycle import StopRequested, StopSignal
-from replay.logs import configure_logging, get_logger
+from replay.runtime.lifecycle import StopRequested, StopSignal
+from replay.runtime.logs import configure_logging, get_logger
 from replay.security import ClientKeys
 
 FIRST_PARAMS_TIMEOUT_S = 120.0

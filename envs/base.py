@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+TRANSITION_FIELDS = ("obs", "action", "reward", "next_obs", "terminal")  # what replay stores, in wire order
+
 
 @dataclass(frozen=True)
 class Transitions:

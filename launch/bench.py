@@ -57,7 +57,7 @@ def update_flops(cfg) -> dict[str, float]:
     """Network FLOPs of one update per member: forward 2*in*out per sample and layer; a backward pass
     costs one forward for the weight gradients plus one for the input gradients (none for layer 1)."""
     import envs
-    from learner.agent import q_shape
+    from learner.agents import q_shape
 
     env = envs.make(cfg.env, 1, 0, **cfg.env_params)
     q = q_shape(cfg, env.obs_dim, env.num_actions)
@@ -84,13 +84,13 @@ def single_process(agent: str, members: int, seconds: float) -> float:
     """Updates/s of the same update loop in one process (no sockets, no other processes)."""
     import envs
     from envs.seeding import derive_seed
-    from learner.agent import q_shape
+    from learner.agents import q_shape
     from learner.config import RunConfig
     from learner.dqn import DQN
-    from learner.optim import adam_init, adam_step
-    from modelserver.models import make_model
+    from modelserver.interface import build_model
     from modelserver.rollout import RolloutEngine
-    from replay.lifecycle import tune_allocator
+    from modelserver.step import ModelStep
+    from replay.runtime.lifecycle import tune_allocator
     from replay.shm import new_run_id, segment_name
     from replay.store import Batch, ReplayStore
 
@@ -114,19 +114,17 @@ def single_process(agent: str, members: int, seconds: float) -> float:
                 dqn.update(t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"])
         else:
             gen = torch.Generator().manual_seed(0)
-            model = make_model(cfg, env.obs_dim, env.num_actions, "cpu", gen)
-            opt, lr = adam_init(model.store.flat), model.store.per_element(torch.full((members,), cfg.model_lr))
+            model = build_model(cfg, env.obs_dim, env.num_actions, "cpu", gen)
             engine = RolloutEngine(
                 model, dqn.q, cfg.rollout_length, torch.tensor(cfg.per_member(cfg.temperature)), env.episodic, gen
             )
-            batch = Batch.allocate(members, cfg.rollout_starts, env.obs_dim)
+            step = ModelStep(model, engine, cfg.model_batch, cfg.rollout_starts)
+            batch = Batch.allocate(members, max(cfg.model_batch, cfg.rollout_starts), env.obs_dim)
             t = batch.tensors()
 
             def one():
                 store.sample(rngs, batch)
-                model.learn(t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"])
-                adam_step(model.store.flat, model.store.grad, opt, lr)
-                im = engine.run(t["obs"])
+                _, im = step(t)
                 dqn.update(im["obs"], im["action"], im["reward"], im["next_obs"], im["continuation"], im["weight"])
 
         for _ in range(3):
@@ -150,8 +148,9 @@ def procmaze_single(cfg) -> dict:
         nxt, r, term, obs2 = env.step(a)
         parts.append((obs, a, r, nxt, term))
         obs = obs2
-    keys = ("obs", "action", "reward", "next_obs", "terminal")
-    return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(keys)}
+    from envs.base import TRANSITION_FIELDS
+
+    return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(TRANSITION_FIELDS)}
 
 
 # -- end to end ---------------------------------------------------------------------------

@@ -35,8 +35,8 @@ import torch
 
 import envs
 from envs import wallgrid as wg
-from envs.base import Transitions
-from learner.agent import q_shape
+from envs.base import TRANSITION_FIELDS, Transitions
+from learner.agents import q_shape
 from learner.config import RunConfig
 from learner.dqn import q_network
 
@@ -82,7 +82,7 @@ def add_offline_options(parser: argparse.ArgumentParser) -> None:
 
 def load_dataset(path: str, obs_dim: int, num_actions: int) -> Transitions:
     """A transitions file, every array validated against the environment."""
-    keys = ("obs", "action", "reward", "next_obs", "terminal")
+    keys = TRANSITION_FIELDS
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in keys if k not in f.files]
@@ -164,7 +164,7 @@ def model_accuracy(cfg: RunConfig, model_flat: np.ndarray) -> dict[str, float]:
     model.store.flat.copy_(torch.from_numpy(model_flat))
     data = Transitions.concat([wg.layout_transitions(walls) for walls in wg.EVALUATION_LAYOUTS])
     expand = lambda a, dt: torch.from_numpy(a).to(dt).expand(cfg.members, *a.shape).contiguous()  # noqa: E731
-    logits, _, _ = model.predict(expand(data.obs, torch.float32), expand(data.action, torch.int64))
+    logits = model.predict(expand(data.obs, torch.float32), expand(data.action, torch.int64)).next_obs_logits
     live = ~data.terminal
     position = (logits[:, :, wg.AGENT].argmax(-1).numpy() == data.next_obs[:, wg.AGENT].argmax(-1))[:, live]
     wrong = ((logits > 0).numpy() != data.next_obs)[:, live]
@@ -282,7 +282,7 @@ def main(args: argparse.Namespace) -> int:
                         group: verdict(cell_statistics(earlier[g])) for g, group in enumerate(groups)
                     }
             if AGENTS[agent]["agent"] == "simple":
-                model_flat = np.load(os.path.join(out, agent, "checkpoints", "model-final.npz"))["model"]
+                model_flat = np.load(os.path.join(out, agent, "checkpoints", "model-final.npz"))["model.params"]
                 accuracy[agent] = model_accuracy(cfg, model_flat)
                 log(f"  model on the evaluation layouts: {accuracy[agent]}")
         else:

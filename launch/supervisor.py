@@ -13,6 +13,7 @@ written from what the run produced. Exit code 0 only for a completed run.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -27,14 +28,15 @@ from actors.evaluator import run_evaluator
 from launch.config import dump_toml
 from launch.progress import Progress
 from launch.results import MetricsTail, write_summary
-from learner.agent import encoder_shape, q_input_width, q_shape
-from learner.config import MODEL_AGENTS, RunConfig
+from learner.agents import encoder_shape, q_shape
+from learner.config import RunConfig
+from learner.dqn import BATCH_FIELDS
 from learner.params import ParamBlock
 from learner.process import eval_snapshot_spec, run_learner
-from learner.wiring import EVALUATOR_SLOT, FIRST_ACTOR_SLOT, LEARNER_SLOT, MODELSERVER_SLOT, REPLAY_SLOT, Wiring
 from replay.counters import RunCounters
-from replay.lifecycle import StopRequested, StopSignal
-from replay.logs import configure_logging, get_logger
+from replay.runtime.lifecycle import StopRequested, StopSignal
+from replay.runtime.logs import configure_logging, get_logger
+from replay.runtime.wiring import EVALUATOR_SLOT, FIRST_ACTOR_SLOT, LEARNER_SLOT, MODELSERVER_SLOT, REPLAY_SLOT, Wiring
 from replay.service import ServiceConfig, serve
 from replay.shm import new_run_id, unlink_segment
 from replay.slots import SlotQueue
@@ -46,15 +48,10 @@ SPAWN = multiprocessing.get_context("spawn")
 
 
 def imagined_batch_spec(cfg: RunConfig, width: int) -> dict:
+    """One imagined batch: what a Q update reads, [P, B] transitions of Q-input width `width`."""
     P, B = cfg.members, cfg.batch_size
-    return {
-        "obs": (np.float32, (P, B, width)),
-        "action": (np.int64, (P, B)),
-        "reward": (np.float32, (P, B)),
-        "next_obs": (np.float32, (P, B, width)),
-        "continuation": (np.float32, (P, B)),
-        "weight": (np.float32, (P, B)),
-    }
+    shapes = {"obs": (P, B, width), "next_obs": (P, B, width)}
+    return {k: (np.int64 if k == "action" else np.float32, shapes.get(k, (P, B))) for k in BATCH_FIELDS}
 
 
 class RunFailed(RuntimeError):
@@ -120,8 +117,8 @@ class Supervisor:
         if enc is not None:
             self.segments.append(ParamBlock.create(w.model_params, enc_numel))
         self.segments.append(SlotQueue.create(w.eval_queue, EVAL_QUEUE_DEPTH, eval_snapshot_spec(q_numel, enc_numel)))
-        if cfg.agent in MODEL_AGENTS:
-            width = q_input_width(cfg, env.obs_dim)
+        if cfg.spec.model_server:
+            width = cfg.spec.q_input.width(cfg, env.obs_dim)
             self.segments.append(SlotQueue.create(w.imagined, cfg.queue_depth, imagined_batch_spec(cfg, width)))
         if cfg.offline:
             self.load_dataset(env.obs_dim, env.num_actions)
@@ -147,7 +144,7 @@ class Supervisor:
         if not cfg.offline:
             self.start_replay()
         self.spawn("learner", LEARNER_SLOT, run_learner, config, wiring)
-        if cfg.agent in MODEL_AGENTS:
+        if cfg.spec.model_server:
             from modelserver.process import run_modelserver
 
             self.spawn("modelserver", MODELSERVER_SLOT, run_modelserver, config, wiring)
@@ -176,14 +173,9 @@ class Supervisor:
             obs_dim=self.obs_dim,
             num_actions=self.num_actions,
             capacity=cfg.capacity,
-            ratio={
-                "updates_per_step": cfg.updates_per_step,
-                "learning_starts": cfg.learning_starts,
-                "tolerance": cfg.tolerance,
-                "total": cfg.total_updates,
-            },
+            ratio=dataclasses.asdict(cfg.ratio_policy()),
             bell=w.bell("replay"),
-            ring_on_insert=[w.bell("learner")] + ([w.bell("modelserver")] if cfg.agent in MODEL_AGENTS else []),
+            ring_on_insert=[w.bell("learner")] + ([w.bell("modelserver")] if cfg.spec.model_server else []),
             remote_endpoint=cfg.remote_endpoint or None,
             keys_dir=cfg.keys or None,
             run_info={"config": cfg.to_dict(), "param_endpoint": cfg.param_endpoint},

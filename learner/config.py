@@ -15,57 +15,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import envs
+from learner.agents import AGENTS, AgentSpec, agent_spec, tuned
+from learner.losses import GAMMA
+from replay.limiter import RatioPolicy, protocol_updates
 
-AGENTS = ("er", "simple", "perfect", "latent-cat", "latent-gauss")
-MODEL_AGENTS = AGENTS[1:]
 REGIMES = {"high": {"updates_per_step": 1, "eval_period": 500}, "low": {"updates_per_step": 10, "eval_period": 50}}
 DEVICES = ("auto", "cpu", "cuda")
-
-# Tuned (Q step size, softmax temperature) per (agent, environment, regime): PAPER.md section 4.
-TUNED: dict[tuple[str, str, str], tuple[float, float]] = {
-    ("er", "procmaze", "high"): (5e-5, 0.1),
-    ("simple", "procmaze", "high"): (2e-4, 0.8),
-    ("perfect", "procmaze", "high"): (1e-4, 0.4),
-    ("latent-cat", "procmaze", "high"): (2e-4, 1.6),
-    ("latent-gauss", "procmaze", "high"): (3.125e-6, 12.8),
-    ("er", "buttongrid", "high"): (5e-5, 0.0125),
-    ("simple", "buttongrid", "high"): (2e-4, 1.6),
-    ("perfect", "buttongrid", "high"): (2e-4, 0.0125),
-    ("latent-cat", "buttongrid", "high"): (1e-4, 0.05),
-    ("latent-gauss", "buttongrid", "high"): (1.25e-5, 0.1),
-    ("er", "panflute", "high"): (1e-4, 0.1),
-    ("simple", "panflute", "high"): (1e-4, 0.4),
-    ("perfect", "panflute", "high"): (2e-4, 0.1),
-    ("latent-cat", "panflute", "high"): (8e-4, 0.05),
-    ("latent-gauss", "panflute", "high"): (2e-4, 0.1),
-    ("er", "procmaze", "low"): (2.5e-5, 1.6),
-    ("simple", "procmaze", "low"): (2.5e-5, 0.4),
-    ("perfect", "procmaze", "low"): (4e-4, 0.4),
-    ("latent-cat", "procmaze", "low"): (1e-4, 0.8),
-    ("latent-gauss", "procmaze", "low"): (3.125e-6, 0.8),
-    ("er", "buttongrid", "low"): (2.5e-5, 0.1),
-    ("simple", "buttongrid", "low"): (5e-5, 0.4),
-    ("perfect", "buttongrid", "low"): (2e-4, 0.0125),
-    ("latent-cat", "buttongrid", "low"): (2e-4, 0.1),
-    ("latent-gauss", "buttongrid", "low"): (2.5e-5, 0.8),
-    ("er", "panflute", "low"): (3.125e-6, 0.8),
-    ("simple", "panflute", "low"): (2e-4, 0.2),
-    ("perfect", "panflute", "low"): (1e-4, 0.1),
-    ("latent-cat", "panflute", "low"): (1.6e-3, 0.05),
-    ("latent-gauss", "panflute", "low"): (2e-4, 0.1),
-}
-# Environments the paper did not tune on borrow the values of the closest one.
-TUNED_PROXY = {"opengrid": "procmaze", "wallgrid3x3": "procmaze"}
-
-
-def tuned(agent: str, env: str, regime: str) -> tuple[float, float]:
-    return TUNED[(agent, TUNED_PROXY.get(env, env), regime)]
 
 
 @dataclass
 class RunConfig:
     # -- what to run -----------------------------------------------------------------------
-    agent: str = "er"  # where Q's training transitions come from: er | simple | perfect | latent-cat | latent-gauss
+    agent: str = "er"  # where Q's training transitions come from: one of learner/agents.py AGENTS
     env: str = "procmaze"  # environment: panflute | buttongrid | procmaze | opengrid | wallgrid3x3
     env_params: dict[str, Any] = field(default_factory=dict)  # environment parameters, e.g. grid_size = 4
     regime: str = "high"  # high: 1 update per env step, eval every 500 steps; low: 10 per step, every 50
@@ -76,7 +37,7 @@ class RunConfig:
     lr: float | list[float] = 0.0  # Q step size, one or one per member; 0 = auto (the paper's tuned value)
     temperature: float | list[float] = 0.0  # softmax temperature, one or one per member; 0 = auto (tuned)
     model_lr: float = 2e-4  # model step size
-    gamma: float = 0.9  # discount
+    gamma: float = GAMMA  # discount
     batch_size: int = 320  # transitions per Q update (ER: replay samples; models: starts x rollout length)
     model_batch: int = 32  # real transitions per model update; rollouts start from the same ones
     rollout_starts: int = 32  # states each update rolls out from (more than model_batch: extra ones sampled)
@@ -119,14 +80,17 @@ class RunConfig:
         return len(self.seeds)
 
     @property
+    def spec(self) -> AgentSpec:
+        """The agent's declaration (learner/agents.py)."""
+        return agent_spec(self.agent)
+
+    @property
     def lockstep(self) -> bool:
         return self.tolerance == 0
 
     @property
     def total_updates(self) -> int:
-        if self.offline:
-            return self.steps
-        return self.updates_per_step * max(0, self.steps - self.learning_starts)
+        return self.steps if self.offline else self.target_updates(self.steps)
 
     def eval_points(self) -> list[int]:
         """Env steps after which the policy is evaluated: 0, eval_period, ..., steps (none offline)."""
@@ -134,7 +98,11 @@ class RunConfig:
 
     def target_updates(self, env_steps: int) -> int:
         """Q updates the protocol calls for after `env_steps` steps per member."""
-        return self.updates_per_step * max(0, env_steps - self.learning_starts)
+        return protocol_updates(self.updates_per_step, self.learning_starts, env_steps)
+
+    def ratio_policy(self) -> RatioPolicy:
+        """The rate limiter's contract for this run (replay/limiter.py)."""
+        return RatioPolicy(self.updates_per_step, self.learning_starts, self.tolerance, self.total_updates)
 
     def per_member(self, value: float | list[float]) -> list[float]:
         return [float(v) for v in value] if isinstance(value, list) else [float(value)] * self.members
@@ -182,7 +150,8 @@ class RunConfig:
             if not ok or (v <= low if strict else v < low):
                 fail(key, f"a number {'>' if strict else '>='} {low}", v)
 
-        if self.agent not in AGENTS:
+        spec = AGENTS.get(self.agent)
+        if spec is None:
             fail("agent", "one of " + ", ".join(AGENTS), self.agent)
         if self.env not in envs.ENVIRONMENTS:
             fail("env", "one of " + ", ".join(envs.ENVIRONMENTS), self.env)
@@ -266,7 +235,7 @@ class RunConfig:
             or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in self.hidden)
         ):
             fail("hidden", "a non-empty list of integers >= 1", self.hidden)
-        if self.agent in MODEL_AGENTS and self.rollout_starts * self.rollout_length != self.batch_size:
+        if spec.model_server and self.rollout_starts * self.rollout_length != self.batch_size:
             fail(
                 "batch_size",
                 f"rollout_starts x rollout_length = {self.rollout_starts * self.rollout_length} "

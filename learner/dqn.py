@@ -21,6 +21,8 @@ from learner.networks import MLP, MLPShape, ParamStore
 from learner.optim import AdamState, adam_init, adam_step, uniform
 from learner.shards import ShardPool
 
+BATCH_FIELDS = ("obs", "action", "reward", "next_obs", "continuation", "weight")  # what one Q update reads
+
 
 def q_network(shape: MLPShape, seeds: list[int], device="cpu") -> tuple[ParamStore, MLP]:
     """A store holding one population Q-network (the layout every reader of Q parameters shares)."""

@@ -21,21 +21,21 @@ import zmq
 
 import envs
 from envs.seeding import derive_seed
-from learner.agent import is_latent, q_shape
-from learner.config import MODEL_AGENTS, RunConfig
-from learner.dqn import DQN
+from learner.agents import encoder_shape, q_shape
+from learner.config import RunConfig
+from learner.dqn import BATCH_FIELDS, DQN
 from learner.params import ParamBlock, ParamPublisher
-from learner.roles import run_role
-from learner.wiring import LEARNER_SLOT, Wiring
 from replay.counters import RunCounters
-from replay.doorbell import Doorbell, Ringer
-from replay.lifecycle import StopSignal
-from replay.limiter import RatioPolicy, wait_until
-from replay.logs import get_logger
+from replay.limiter import wait_until
+from replay.runtime.doorbell import Doorbell, Ringer
+from replay.runtime.lifecycle import StopSignal
+from replay.runtime.logs import get_logger
+from replay.runtime.roles import run_role
+from replay.runtime.timing import PhaseTimer
+from replay.runtime.wiring import LEARNER_SLOT, Wiring
 from replay.security import ServerKeys
 from replay.slots import SlotQueue
 from replay.store import Batch, ReplayStore
-from replay.timing import PhaseTimer
 
 PROGRESS_PERIOD_S = 10.0
 REMOTE_REPUBLISH_S = 1.0  # remote actors also get the current version this often while nothing changes
@@ -66,7 +66,7 @@ def parallelism(cfg: RunConfig, role: str) -> tuple[int, int]:
     elif workers > 1:
         threads = 1
     else:
-        threads = cores if cfg.agent not in MODEL_AGENTS else max(1, cores // 2)
+        threads = max(1, cores // 2) if cfg.spec.model_server else cores
     torch.set_num_threads(threads)
     return workers, threads
 
@@ -85,7 +85,7 @@ class Learner:
         self.log = get_logger()
         env = envs.make(cfg.env, 1, 0, **cfg.env_params)
         self.device = choose_device(cfg.device)
-        self.model_agent = cfg.agent in MODEL_AGENTS
+        self.model_agent = cfg.spec.model_server
         self.workers, self.threads = parallelism(cfg, "learner")
         self.dqn = DQN(
             q_shape(cfg, env.obs_dim, env.num_actions),
@@ -96,12 +96,12 @@ class Learner:
             device=self.device,
             workers=self.workers,
         )
-        self.policy = RatioPolicy(cfg.updates_per_step, cfg.learning_starts, cfg.tolerance, cfg.total_updates)
+        self.policy = cfg.ratio_policy()
         self.total = cfg.total_updates
         self.counters = RunCounters.attach(wiring.counters)
         self.params = ParamBlock.attach(wiring.q_params)
         self.eval_queue = SlotQueue.attach(wiring.eval_queue)
-        self.encoder = ParamBlock.attach(wiring.model_params) if is_latent(cfg.agent) else None
+        self.encoder = ParamBlock.attach(wiring.model_params) if encoder_shape(cfg, env.obs_dim) else None
         self.ctx = zmq.Context()
         self.bell = Doorbell(self.ctx, wiring.bell("learner"))
         waiting_on_updates = [wiring.bell("replay")] + ([wiring.bell("modelserver")] if self.model_agent else [])
@@ -212,10 +212,7 @@ class Learner:
         timer = self.timer
         if self.model_agent:
             slot = self.imagined.slot(self.imagined.consumed)
-            t = {
-                k: torch.from_numpy(slot[k]).to(self.device, non_blocking=True)
-                for k in ("obs", "action", "reward", "next_obs", "continuation", "weight")
-            }
+            t = {k: torch.from_numpy(slot[k]).to(self.device, non_blocking=True) for k in BATCH_FIELDS}
             with timer.phase("q_update"):
                 loss = self.dqn.update(
                     t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"], t["weight"]
@@ -304,4 +301,4 @@ class Learner:
 
 def run_learner(config: dict, wiring: dict) -> None:
     """Process entry point."""
-    run_role("learner", config, wiring, Learner)
+    run_role("learner", wiring, lambda w, stop: Learner(RunConfig(**config), w, stop))

@@ -14,24 +14,13 @@ import numpy as np
 import torch
 
 import envs
-from modelserver.models import LatentModel, SimpleModel
+from modelserver.interface import DynamicsModel
 
 
 @torch.no_grad()
-def predictions(model, obs, action):
-    """(next-obs logits, reward mean, continuation probability) for real (obs, action)."""
-    if isinstance(model, SimpleModel):
-        logits, reward, cont = model.predict(obs, action)
-        return logits, reward, torch.sigmoid(cont)
-    z = model.start(obs)
-    next_z, reward, cont = model.step(z, action)
-    return model.decode(next_z), reward, cont
-
-
-@torch.no_grad()
-def accuracy(model, obs, action, reward, next_obs, continuation) -> dict[str, list[float]]:
+def accuracy(model: DynamicsModel, obs, action, reward, next_obs, continuation) -> dict[str, list[float]]:
     """Per-member diagnostics on a [P, B] batch of real transitions."""
-    logits, reward_hat, cont = predictions(model, obs, action)
+    logits, reward_hat, cont = model.predict(obs, action)
     wrong = ((logits > 0).to(next_obs.dtype) != next_obs).to(torch.float32).mean(-1)  # [P, B]
     live = continuation.sum(-1).clamp_min(1)
     return {
@@ -58,15 +47,10 @@ def panflute_probe(num_pipes: int, steps: int = 64, copies: int = 64, seed: int 
 
 
 @torch.no_grad()
-def reward_by_active_ends(model, probe, members: int, device) -> list[float | None]:
+def reward_by_active_ends(model: DynamicsModel, probe, members: int, device) -> list[float | None]:
     """Mean predicted reward (over members and probe states) for 0..n active pipe ends."""
     obs, actions, ends = probe
     o = torch.from_numpy(obs).to(device, torch.float32).expand(members, -1, -1).contiguous()
     a = torch.from_numpy(actions).to(device).expand(members, -1).contiguous()
-    if isinstance(model, SimpleModel):
-        reward = model.predict(o, a)[1]
-    else:
-        assert isinstance(model, LatentModel)
-        reward = model.step(model.start(o), a)[1]
-    mean = reward.mean(0).cpu().numpy()
+    mean = model.predict(o, a).reward.mean(0).cpu().numpy()
     return [float(mean[ends == k].mean()) if (ends == k).any() else None for k in range(int(ends.max()) + 1)]

@@ -1,15 +1,13 @@
-"""The learned dynamics models, population-batched, with their one-step dynamics.
+"""The paper's dynamics models, population-batched, each a modelserver.interface.DynamicsModel.
 
-Each model offers
-  learn(obs, action, reward, next_obs, continuation) -> [P]  the training loss on real transitions, with its
-                                                            gradient left in `store.grad` for the optimiser
-  loss(...) -> [P]                                          the same loss, differentiable (tests, diagnostics)
-  start(obs) -> state                                       the rollout state of real observations
-  noise(L, P, S, generator) -> per-step noise for an L-step rollout of P x S states, drawn at once
-  step(state, action, noise=None) -> (next_state, reward, continuation)   one imagined step
-  q_input(state) -> what the Q-network sees                 (observations, or latents)
-The simple and latent models sample their next state; the perfect model steps
-the true environment (spontaneous events included).
+  SimpleModel   three MLPs on [observation, one-hot action]: independent Bernoulli next features,
+                reward mean, continuation (the paper's "simple model")
+  LatentModel   a Dreamer-style single-step latent model, categorical or Gaussian latents
+  PerfectModel  the true dynamics (env.transition), spontaneous events included
+
+The learned models sample their next state; `learn` computes the training loss
+on real transitions and leaves its gradient in `store.grad`; `train_step` is
+`learn` followed by the optimiser step (Adam, learner/optim.py, at model_lr).
 """
 
 from __future__ import annotations
@@ -19,19 +17,13 @@ import torch
 import torch.nn.functional as F
 
 import envs
-from envs.seeding import derive_seed
-from learner.agent import (
-    MIN_STD,
-    categorical_sample,
-    encoder_shape,
-    gaussian_params,
-    gaussian_sample,
-    latent_head_width,
-    latent_width,
-)
+from envs.seeding import derive_seed, rng_state, set_rng_state
 from learner.config import RunConfig
 from learner.networks import MLP, ParamStore, TripleHead, mlp_shape
+from learner.optim import adam_init, adam_step
+from learner.qinput import MIN_STD, LatentInput, categorical_sample, gaussian_params, gaussian_sample, gumbel
 from learner.shards import ShardPool
+from modelserver.interface import Prediction, Step
 from modelserver.losses import balanced_kl, categorical_kl, gaussian_kl, latent_model_loss, simple_model_loss
 
 
@@ -40,7 +32,47 @@ def with_action(x: torch.Tensor, action: torch.Tensor, num_actions: int) -> torc
     return torch.cat([x, F.one_hot(action, num_actions).to(x.dtype)], dim=-1)
 
 
-class SimpleModel:
+class GradientModel:
+    """What models trained by gradient share: a ParamStore, its Adam state, checkpoints."""
+
+    learned = True
+    store: ParamStore
+
+    def init_optimiser(self, cfg: RunConfig) -> None:
+        self.opt = adam_init(self.store.flat)
+        self.model_lr = float(cfg.model_lr)  # one for every member: the fused optimiser step
+
+    def learn(self, obs, action, reward, next_obs, continuation) -> torch.Tensor:
+        raise NotImplementedError
+
+    def train_step(self, obs, action, reward, next_obs, continuation) -> torch.Tensor:
+        loss = self.learn(obs, action, reward, next_obs, continuation)
+        adam_step(self.store.flat, self.store.grad, self.opt, self.model_lr)
+        return loss
+
+    def acting_params(self) -> torch.Tensor | None:
+        return None
+
+    def diagnostics(self, obs, action) -> dict:
+        return {}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {
+            "params": self.store.flat.detach().cpu().numpy(),
+            "adam_m": self.opt.m.cpu().numpy(),
+            "adam_v": self.opt.v.cpu().numpy(),
+            "adam_t": np.array(self.opt.t),
+        }
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.store.flat.copy_(torch.from_numpy(state["params"]))
+        self.opt.m.copy_(torch.from_numpy(state["adam_m"]))
+        self.opt.v.copy_(torch.from_numpy(state["adam_v"]))
+        self.opt.t = int(state["adam_t"])
+
+
+class SimpleModel(GradientModel):
     """Three 3x200 ELU MLPs on [obs, one-hot action]: next-obs logits, reward mean, continuation logit.
 
     The three run as one TripleHead call; `learn` uses the analytic gradient of the loss
@@ -50,8 +82,7 @@ class SimpleModel:
         d/d cont_logit  = (sigmoid(cont_logit) - c) / B
     """
 
-    trainable = True
-    shardable = True  # learn and step work on member ranges (learner/shards.py)
+    member_parallel = True
 
     def __init__(
         self,
@@ -59,7 +90,7 @@ class SimpleModel:
         obs_dim: int,
         num_actions: int,
         device,
-        generator: torch.Generator,
+        generator: torch.Generator | None,
         shards: ShardPool | None = None,
     ):
         self.num_actions, self.generator = num_actions, generator
@@ -67,13 +98,20 @@ class SimpleModel:
         self.store = ParamStore(cfg.members, cfg.seeds, device)
         self.net = TripleHead(self.store, "model", obs_dim + num_actions, cfg.hidden, obs_dim)
         self.store.build()
+        self.init_optimiser(cfg)
 
-    def predict(self, obs, action, members: slice | None = None):
+    def heads(self, obs, action, members: slice | None = None):
+        """(next-observation logits [p, B, D], reward mean [p, B], continuation logit [p, B])."""
         main, side = self.net(with_action(obs, action, self.num_actions), members)
         return main, side[0], side[1]
 
+    @torch.no_grad()
+    def predict(self, obs, action) -> Prediction:
+        logits, reward, cont = self.heads(obs, action)
+        return Prediction(logits, reward, torch.sigmoid(cont))
+
     def loss(self, obs, action, reward, next_obs, continuation):
-        next_logits, reward_mean, cont_logit = self.predict(obs, action)
+        next_logits, reward_mean, cont_logit = self.heads(obs, action)
         return simple_model_loss(next_logits, reward_mean, cont_logit, reward, next_obs, continuation)
 
     @torch.no_grad()
@@ -104,26 +142,25 @@ class SimpleModel:
         ).clamp_(1e-7, 1 - 1e-7)
         return u.log() - torch.log1p(-u)
 
-    def step(self, state, action, noise=None, members: slice | None = None):
-        next_logits, reward_mean, cont_logit = self.predict(state, action, members)
-        if noise is None:
-            noise = self.noise(1, *state.shape[:2], self.generator)[0]
+    @torch.no_grad()
+    def step(self, state, action, noise, members: slice | None = None) -> Step:
+        next_logits, reward_mean, cont_logit = self.heads(state, action, members)
         next_state = (next_logits > noise).to(state.dtype)
-        return next_state, reward_mean, torch.sigmoid(cont_logit)
+        return Step(next_state, reward_mean, torch.sigmoid(cont_logit))
 
     def q_input(self, state):
         return state
 
 
-class LatentModel:
+class LatentModel(GradientModel):
     """Dreamer-style single-step latent model: encoder, transition (prior), decoder, reward, continuation.
 
     The transition, reward and continuation nets share their input (latent, action) and run as one
-    TripleHead; gradients come from autograd on the store's leaf views.
+    TripleHead; gradients come from autograd on the store's leaf views. The agent's declared
+    q_input (a LatentInput) says whether the latents are categorical or Gaussian.
     """
 
-    trainable = True
-    shardable = False
+    member_parallel = False
 
     def __init__(
         self,
@@ -131,19 +168,24 @@ class LatentModel:
         obs_dim: int,
         num_actions: int,
         device,
-        generator: torch.Generator,
+        generator: torch.Generator | None,
         shards: ShardPool | None = None,
     ):
-        self.cfg, self.num_actions, self.generator = cfg, num_actions, generator
-        self.categorical = cfg.agent == "latent-cat"
-        width = latent_width(cfg)
+        latent = cfg.spec.q_input
+        if not isinstance(latent, LatentInput):
+            raise ValueError(f"agent {cfg.agent}: a latent model needs a LatentInput q_input")
+        self.cfg, self.latent, self.num_actions, self.generator = cfg, latent, num_actions, generator
+        self.categorical = latent.categorical
+        width = latent.width(cfg, obs_dim)
         self.store = ParamStore(cfg.members, cfg.seeds, device)
-        self.encoder = MLP(self.store, "encoder", encoder_shape(cfg, obs_dim))  # first: a contiguous span
-        self.dynamics = TripleHead(self.store, "dynamics", width + num_actions, cfg.hidden, latent_head_width(cfg))
+        self.encoder = MLP(self.store, "encoder", latent.encoder_shape(cfg, obs_dim))  # first: a contiguous span
+        self.dynamics = TripleHead(self.store, "dynamics", width + num_actions, cfg.hidden, latent.head_width(cfg))
         self.decoder = MLP(self.store, "decoder", mlp_shape(width, cfg.hidden, obs_dim))
         self.store.build().enable_autograd()
+        self.init_optimiser(cfg)
 
-    def encoder_flat(self) -> torch.Tensor:
+    def acting_params(self) -> torch.Tensor:
+        """The encoder, which actors and the evaluator run before Q."""
         a, b = self.store.range_of("encoder")
         return self.store.flat[a:b]
 
@@ -159,8 +201,6 @@ class LatentModel:
         """Gumbel noise (categorical) or standard normals (Gaussian) for every step's prior sample."""
         c = self.cfg
         if self.categorical:
-            from modelserver.rollout import gumbel
-
             return gumbel((length, members, starts, c.latent_features, c.latent_classes), generator, self.store.device)
         return torch.randn((length, members, starts, c.latent_features), generator=generator, device=self.store.device)
 
@@ -185,14 +225,17 @@ class LatentModel:
         return self.dist_and_sample(self.encoder(obs), MIN_STD)[1]
 
     @torch.no_grad()
-    def step(self, state, action, noise=None):
+    def step(self, state, action, noise, members: slice | None = None) -> Step:
         prior_head, side = self.dynamics(with_action(state, action, self.num_actions))
         _, next_state = self.dist_and_sample(prior_head, 0.0, noise)
-        return next_state, side[0], torch.sigmoid(side[1])
+        return Step(next_state, side[0], torch.sigmoid(side[1]))
 
     @torch.no_grad()
-    def decode(self, state):
-        return self.decoder(state)
+    def predict(self, obs, action) -> Prediction:
+        """The decoded prior sample after one step from the encoded observation."""
+        z = self.start(obs)
+        step = self.step(z, action, None)
+        return Prediction(self.decoder(step.next_state), step.reward, step.continuation)
 
     def q_input(self, state):
         return state
@@ -201,8 +244,9 @@ class LatentModel:
 class PerfectModel:
     """The true dynamics: env.transition from the sampled observations, one rng per member."""
 
-    trainable = False
-    shardable = False
+    member_parallel = False
+    learned = False
+    store = None
 
     def __init__(
         self,
@@ -210,31 +254,49 @@ class PerfectModel:
         obs_dim: int,
         num_actions: int,
         device,
-        generator: torch.Generator,
+        generator: torch.Generator | None,
         shards: ShardPool | None = None,
     ):
         self.env = envs.make(cfg.env, 1, 0, **cfg.env_params)
         self.rngs = [np.random.default_rng(derive_seed(s, "perfect-model")) for s in cfg.seeds]
         self.device = device
 
+    def train_step(self, obs, action, reward, next_obs, continuation) -> None:
+        return None
+
     def start(self, obs):
         return obs
 
-    def step(self, state, action, noise=None):
+    def noise(self, length, members, starts, generator):
+        return [None] * length  # the environment draws its own events from the members' streams
+
+    def _transition(self, state, action):
         obs = state.cpu().numpy().astype(bool)
         actions = action.cpu().numpy()
         nxt, rew, term = zip(*(self.env.transition(obs[p], actions[p], rng) for p, rng in enumerate(self.rngs)))
         to = lambda a, dtype: torch.from_numpy(np.stack(a)).to(self.device, dtype)  # noqa: E731
         return to(nxt, torch.float32), to(rew, torch.float32), 1.0 - to(term, torch.float32)
 
+    def step(self, state, action, noise, members: slice | None = None) -> Step:
+        return Step(*self._transition(state, action))
+
+    def predict(self, obs, action) -> Prediction:
+        nxt, reward, cont = self._transition(obs, action)
+        return Prediction(torch.where(nxt > 0.5, 30.0, -30.0), reward, cont)
+
     def q_input(self, state):
         return state
 
+    def acting_params(self) -> None:
+        return None
 
-MODELS = {"simple": SimpleModel, "perfect": PerfectModel, "latent-cat": LatentModel, "latent-gauss": LatentModel}
+    def diagnostics(self, obs, action) -> dict:
+        return {}
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The members' event streams."""
+        return {"rng_states": np.array([rng_state(rng) for rng in self.rngs])}
 
-def make_model(
-    cfg: RunConfig, obs_dim: int, num_actions: int, device, generator: torch.Generator, shards: ShardPool | None = None
-):
-    return MODELS[cfg.agent](cfg, obs_dim, num_actions, device, generator, shards)
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for rng, text in zip(self.rngs, state["rng_states"].tolist()):
+            set_rng_state(rng, text)

@@ -21,26 +21,26 @@ import zmq
 
 import envs
 from envs.seeding import derive_seed
-from learner.agent import q_shape
+from learner.agents import encoder_shape, q_shape
 from learner.config import RunConfig
 from learner.dqn import q_network
-from learner.optim import adam_init, adam_step
 from learner.params import ParamBlock, ParamReader
 from learner.process import choose_device, parallelism
-from learner.roles import run_role
 from learner.shards import ShardPool
-from learner.wiring import MODELSERVER_SLOT, Wiring
 from modelserver import diagnostics
-from modelserver.models import LatentModel, make_model
+from modelserver.interface import build_model
 from modelserver.rollout import FIELDS, RolloutEngine
+from modelserver.step import ModelStep
 from replay.counters import RunCounters
-from replay.doorbell import Doorbell, Ringer
-from replay.lifecycle import StopSignal
-from replay.limiter import RatioPolicy, wait_until
-from replay.logs import get_logger
+from replay.limiter import wait_until
+from replay.runtime.doorbell import Doorbell, Ringer
+from replay.runtime.lifecycle import StopSignal
+from replay.runtime.logs import get_logger
+from replay.runtime.roles import run_role
+from replay.runtime.timing import PhaseTimer
+from replay.runtime.wiring import MODELSERVER_SLOT, Wiring
 from replay.slots import SlotQueue
 from replay.store import Batch, ReplayStore
-from replay.timing import PhaseTimer
 
 DIAGNOSTIC_BATCH = 1024
 
@@ -55,10 +55,7 @@ class ModelServer:
         self.workers, self.threads = parallelism(cfg, "modelserver")
         self.shards = ShardPool(cfg.members, self.workers)
         self.generator = torch.Generator(device=self.device).manual_seed(derive_seed(cfg.seeds[0], "model-server"))
-        self.model = make_model(cfg, env.obs_dim, env.num_actions, self.device, self.generator, self.shards)
-        if self.model.trainable:
-            self.opt = adam_init(self.model.store.flat)
-            self.model_lr = float(cfg.model_lr)  # one for every member: the fused optimiser step
+        self.model = build_model(cfg, env.obs_dim, env.num_actions, self.device, self.generator, self.shards)
         shape = q_shape(cfg, env.obs_dim, env.num_actions)
         self.q_host_store, q_host = q_network(shape, cfg.seeds)  # the published Q parameters, in host memory
         self.q_params = ParamReader(ParamBlock.attach(wiring.q_params), self.q_host_store.flat)
@@ -67,24 +64,25 @@ class ModelServer:
         else:
             self.q_store, self.q = q_network(shape, cfg.seeds, self.device)
         self.temperature = torch.tensor(cfg.per_member(cfg.temperature), dtype=torch.float32, device=self.device)
-        self.policy = RatioPolicy(cfg.updates_per_step, cfg.learning_starts, cfg.tolerance, cfg.total_updates)
+        self.policy = cfg.ratio_policy()
         self.lag = 0 if cfg.lockstep else cfg.policy_lag
         self.counters = RunCounters.attach(wiring.counters)
         self.store = ReplayStore.attach(wiring.store)
         self.queue = SlotQueue.attach(wiring.imagined)
-        self.encoder_block = ParamBlock.attach(wiring.model_params) if isinstance(self.model, LatentModel) else None
+        self.acting_block = ParamBlock.attach(wiring.model_params) if encoder_shape(cfg, env.obs_dim) else None
         self.batch = Batch.allocate(cfg.members, max(cfg.model_batch, cfg.rollout_starts), env.obs_dim)
         self.batch_tensors = self.batch.tensors()
         self.rngs = [np.random.default_rng(derive_seed(s, "model-sample")) for s in cfg.seeds]
         self.ctx = zmq.Context()
         self.bell = Doorbell(self.ctx, wiring.bell("modelserver"))
         self.ring_learner = Ringer(self.ctx, [wiring.bell("learner")])
-        self.ring_actors = Ringer(self.ctx, wiring.actor_bells() if cfg.lockstep and self.encoder_block else [])
+        self.ring_actors = Ringer(self.ctx, wiring.actor_bells() if cfg.lockstep and self.acting_block else [])
         self.engine = RolloutEngine(
             self.model, self.q, cfg.rollout_length, self.temperature, env.episodic, self.generator, self.shards
         )
-        self.done = 0
         self.timer = PhaseTimer()
+        self.step = ModelStep(self.model, self.engine, cfg.model_batch, cfg.rollout_starts, self.timer)
+        self.done = 0
         self.wait_s = 0.0
         self.losses: list[torch.Tensor] = []
         self.probe = diagnostics.panflute_probe(env.num_actions) if cfg.env == "panflute" else None
@@ -95,21 +93,21 @@ class ModelServer:
         for closable in (self.bell, self.ring_learner, self.ring_actors):
             closable.close()
         self.ctx.term()
-        for segment in (self.counters, self.store, self.queue, self.q_params.block, self.encoder_block):
+        for segment in (self.counters, self.store, self.queue, self.q_params.block, self.acting_block):
             if segment is not None:
                 segment.close()
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> None:
         total = self.cfg.total_updates
-        self.publish_encoder()
+        self.publish_acting_params(self.done)
         self.log.info(
             "modelserver_started",
             agent=self.cfg.agent,
             device=str(self.device),
             workers=self.workers,
             threads=self.threads,
-            model_parameters=self.model.store.total if self.model.trainable else 0,
+            model_parameters=self.model.store.total if self.model.store is not None else 0,
             policy_lag=self.lag,
         )
         while self.done < total:
@@ -131,18 +129,13 @@ class ModelServer:
         self.checkpoint()
 
     def checkpoint(self) -> None:
-        """The model's parameters and optimiser state, at the end (and when stopped)."""
-        if not self.model.trainable:
-            return
+        """The model's state (parameters, optimiser, tables), at the end (and when stopped)."""
         os.makedirs(self.wiring.checkpoints, exist_ok=True)
         path = os.path.join(self.wiring.checkpoints, "model-final.npz")
         with self.stop.deferred():
             np.savez(
                 path + ".tmp.npz",
-                model=self.model.store.flat.cpu().numpy(),
-                adam_m=self.opt.m.cpu().numpy(),
-                adam_v=self.opt.v.cpu().numpy(),
-                adam_t=np.array(self.opt.t),
+                **{f"model.{k}": v for k, v in self.model.state_dict().items()},
                 updates=np.array(self.done),
                 seeds=np.array(self.cfg.seeds),
             )
@@ -172,38 +165,30 @@ class ModelServer:
         )
 
     def update_and_roll_out(self) -> None:
-        timer = self.timer
-        with timer.phase("sample"):
+        with self.timer.phase("sample"):
             self.store.sample(self.rngs, self.batch)
         real = {k: v.to(self.device, non_blocking=True) for k, v in self.batch_tensors.items()}
-        if self.model.trainable:
-            train = {k: v[:, : self.cfg.model_batch] for k, v in real.items()}
-            with timer.phase("model_train"):
-                loss = self.model.learn(
-                    train["obs"], train["action"], train["reward"], train["next_obs"], train["continuation"]
-                )
-                adam_step(self.model.store.flat, self.model.store.grad, self.opt, self.model_lr)
-            self.losses.append(loss)
-        self.done += 1
-        with timer.phase("publish"):
-            self.publish_encoder()
-            if self.q_params.refresh() and self.q_store is not self.q_host_store:
-                self.q_store.flat.copy_(self.q_host_store.flat)
         slot = self.queue.slot(self.queue.produced)
         out = {k: torch.from_numpy(slot[k]) for k in FIELDS}
-        starts = real["obs"][:, : self.cfg.rollout_starts]
-        with timer.phase("rollout"):
-            if self.device.type == "cpu":
-                self.engine.run(starts, out)
-            else:
-                result = self.engine.run(starts)
-                for k in FIELDS:
-                    out[k].copy_(result[k].cpu())
+        on_host = self.device.type == "cpu"
+        loss, imagined = self.step(real, out if on_host else None, before_rollout=self.refresh_policy)
+        if not on_host:
+            for k in FIELDS:
+                out[k].copy_(imagined[k].cpu())
+        if loss is not None:
+            self.losses.append(loss)
+        self.done += 1
         self.queue.commit()
 
-    def publish_encoder(self) -> None:
-        if self.encoder_block is not None:
-            self.encoder_block.publish(self.model.encoder_flat(), self.done)
+    def refresh_policy(self) -> None:
+        """After model update done+1: publish what actors need of the model, read the newest Q."""
+        self.publish_acting_params(self.done + 1)
+        if self.q_params.refresh() and self.q_store is not self.q_host_store:
+            self.q_store.flat.copy_(self.q_host_store.flat)
+
+    def publish_acting_params(self, version: int) -> None:
+        if self.acting_block is not None:
+            self.acting_block.publish(self.model.acting_params(), version)
             self.ring_actors.ring()
 
     def report(self) -> None:
@@ -211,7 +196,7 @@ class ModelServer:
         if self.losses:
             fields["loss"] = torch.stack(self.losses).mean(0).tolist()
             self.losses.clear()
-        if self.model.trainable and self.store.sizes().min() > 0:
+        if self.model.learned and self.store.sizes().min() > 0:
             self.store.sample(self.diagnostic_rngs, self.diagnostic_batch)
             held_out = {k: v.to(self.device) for k, v in self.diagnostic_batch.tensors().items()}
             fields.update(
@@ -224,6 +209,7 @@ class ModelServer:
                     held_out["continuation"],
                 )
             )
+            fields.update(self.model.diagnostics(held_out["obs"], held_out["action"]))
             if self.probe is not None:
                 fields["reward_by_active_ends"] = diagnostics.reward_by_active_ends(
                     self.model, self.probe, self.cfg.members, self.device
@@ -233,4 +219,4 @@ class ModelServer:
 
 def run_modelserver(config: dict, wiring: dict) -> None:
     """Process entry point."""
-    run_role("modelserver", config, wiring, ModelServer)
+    run_role("modelserver", wiring, lambda w, stop: ModelServer(RunConfig(**config), w, stop))

@@ -2,11 +2,16 @@
 
 From S start states per member, L steps: at each step the Q-network picks
 actions by softmax over Q/temperature, the model steps all P x S states in one
-batched call, and the transition is recorded with its weight. In episodic
-environments the weight of step i is the product of the continuation
-probabilities of steps 0..i-1 (1 for the first step); in continuing ones it is
-1. Output: [P, S*L] transitions, start-major (rollout s, step i at index
-s*L + i).
+batched call, and the transition is recorded with its weight. With c_j the
+continuation probability and v_j the validity of step j (1 unless the model
+could not produce the transition: an unseen pair in a table, an ensemble that
+disagrees too much; modelserver/interface.py Step), the weight of step i is
+
+    w_i = (v_0 ... v_i) * (c_0 ... c_{i-1})   episodic environments
+    w_i = (v_0 ... v_i)                       continuing ones
+
+so a rollout cut at step i trains on nothing from step i on. Output: [P, S*L]
+transitions, start-major (rollout s, step i at index s*L + i).
 
 All randomness of a rollout is drawn before its first step, in a few large
 calls: Gumbel noise for the actions (argmax(Q/T + G) is a softmax(Q/T) sample)
@@ -18,14 +23,12 @@ from __future__ import annotations
 
 import torch
 
+from learner.dqn import BATCH_FIELDS
+from learner.qinput import gumbel
 from learner.shards import ShardPool
+from modelserver.interface import DynamicsModel
 
-FIELDS = ("obs", "action", "reward", "next_obs", "continuation", "weight")
-
-
-def gumbel(shape, generator: torch.Generator | None, device) -> torch.Tensor:
-    u = torch.rand(shape, generator=generator, device=device).clamp_(1e-20, 1.0)
-    return u.log_().neg_().log_().neg_()
+FIELDS = BATCH_FIELDS  # an imagined batch is what one Q update reads
 
 
 def softmax_sample(q: torch.Tensor, temperature: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -36,13 +39,13 @@ def softmax_sample(q: torch.Tensor, temperature: torch.Tensor, generator: torch.
 class RolloutEngine:
     """Rollouts from start observations, all members batched; member shards run in parallel.
 
-    Models with `shardable = True` step member ranges, so each worker of `shards` rolls out its
+    Models declaring `member_parallel` step member ranges, so each worker of `shards` rolls out its
     own members with its own random generator (members are independent); other models run as one.
     """
 
     def __init__(
         self,
-        model,
+        model: DynamicsModel,
         q_net,
         length: int,
         temperature: torch.Tensor,
@@ -54,7 +57,7 @@ class RolloutEngine:
         self.inv_temperature = (1.0 / temperature).view(-1, 1, 1)
         self.episodic = episodic
         members = temperature.shape[0]
-        self.shards = shards if shards is not None and getattr(model, "shardable", False) else ShardPool(members, 1)
+        self.shards = shards if shards is not None and model.member_parallel else ShardPool(members, 1)
         if self.shards.workers == 1:
             self.generators = [generator]
         else:  # one stream per worker: generators are not shared between threads
@@ -89,24 +92,29 @@ class RolloutEngine:
         x = model.q_input(state)
         q = self.q_net(x, **kw)
         action_noise = gumbel((L, *q.shape), generator, q.device)
-        model_noise = model.noise(L, p, S, generator) if hasattr(model, "noise") else [None] * L
-        xs, actions, rewards, conts = [x], [], [], []
+        model_noise = model.noise(L, p, S, generator)
+        xs, actions, rewards, conts, valids = [x], [], [], [], []
         for i in range(L):
             if i:
                 q = self.q_net(x, **kw)
             action = torch.addcmul(action_noise[i], q, inv_temperature).argmax(-1)
-            state, reward, continuation = model.step(state, action, model_noise[i], **kw)
+            state, reward, continuation, valid = model.step(state, action, model_noise[i], members)
             x = model.q_input(state)
             xs.append(x)
             actions.append(action)
             rewards.append(reward)
             conts.append(continuation)
+            valids.append(valid)
         states = torch.stack(xs, dim=2)  # [p, S, L+1, W]
         cont = torch.stack(conts, dim=2)  # [p, S, L]
         if self.episodic:
             weight = torch.cumprod(torch.cat([torch.ones_like(cont[:, :, :1]), cont[:, :, :-1]], dim=2), dim=2)
         else:
             weight = torch.ones_like(cont)
+        if any(v is not None for v in valids):
+            ones = torch.ones_like(cont[:, :, 0])
+            valid = torch.stack([ones if v is None else v.to(cont.dtype) for v in valids], dim=2)
+            weight = weight * torch.cumprod(valid, dim=2)
         return {
             "obs": states[:, :, :L],
             "action": torch.stack(actions, dim=2),

@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 import envs
+from envs.base import TRANSITION_FIELDS
 from replay.client import ReplayClient
 from replay.counters import RunCounters
 from replay.service import ServiceConfig, start
@@ -35,7 +36,7 @@ def procmaze_transitions(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     env = envs.make("procmaze", 256, seed, grid_size=GRID)
     obs = env.reset()
     rng = np.random.default_rng(seed)
-    parts = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminal")}
+    parts = {k: [] for k in TRANSITION_FIELDS}
     while sum(len(a) for a in parts["action"]) < n:
         actions = rng.integers(0, env.num_actions, 256)
         next_obs, reward, terminal, new_obs = env.step(actions)

@@ -19,8 +19,8 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from replay.logs import get_logger
 from replay.protocol import ProtocolError, decode_reply, encode_insert, pack
+from replay.runtime.logs import get_logger
 from replay.security import ClientKeys
 
 

@@ -26,8 +26,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from replay.doorbell import Doorbell
-from replay.logs import get_logger
+from replay.runtime.doorbell import Doorbell
+from replay.runtime.logs import get_logger
+
+
+def protocol_updates(updates_per_step: int, learning_starts: int, env_steps: int) -> int:
+    """k * max(0, I - L): the Q updates the protocol calls for once I env steps per member are stored."""
+    return updates_per_step * max(0, env_steps - learning_starts)
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,7 @@ class RatioPolicy:
             raise ValueError(f"tolerance must be >= 0, got {self.tolerance}")
 
     def target(self, inserts: int) -> int:
-        target = self.updates_per_step * max(0, inserts - self.learning_starts)
+        target = protocol_updates(self.updates_per_step, self.learning_starts, inserts)
         return target if self.total is None else min(target, self.total)
 
     def may_update(self, inserts: int, done: int) -> bool:

@@ -26,18 +26,21 @@ from typing import Any, Sequence
 import msgpack
 import numpy as np
 
+from envs.base import TRANSITION_FIELDS
+
 PROTOCOL_VERSION = 1
 MAX_TRANSITIONS_PER_MESSAGE = 1 << 16
 MAX_ACTOR_ID = 128
 MESSAGE_TYPES = ("hello", "insert", "report")
-# (name, dtype, per-transition shape: "D" is the observation width)
-INSERT_ARRAYS = (
-    ("obs", "|b1", ("D",)),
-    ("action", "<i8", ()),
-    ("reward", "<f4", ()),
-    ("next_obs", "|b1", ("D",)),
-    ("terminal", "|b1", ()),
-)
+# Per transition field (envs/base.py TRANSITION_FIELDS, in that order): dtype and shape ("D": obs width).
+ARRAY_FORMATS = {
+    "obs": ("|b1", ("D",)),
+    "action": ("<i8", ()),
+    "reward": ("<f4", ()),
+    "next_obs": ("|b1", ("D",)),
+    "terminal": ("|b1", ()),
+}
+INSERT_ARRAYS = tuple((name, *ARRAY_FORMATS[name]) for name in TRANSITION_FIELDS)
 
 
 class ProtocolError(ValueError):

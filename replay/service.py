@@ -20,16 +20,16 @@ from typing import Any
 import zmq
 
 from replay.counters import ACTOR_SLOTS, RunCounters
-from replay.doorbell import Doorbell, Ringer
-from replay.lifecycle import StopRequested, StopSignal, die_with_parent
 from replay.limiter import RatioPolicy
-from replay.logs import configure_logging, get_logger
 from replay.protocol import ProtocolError, StoreSpec, decode_header, decode_insert, pack
+from replay.runtime.doorbell import Doorbell, Ringer
+from replay.runtime.lifecycle import StopRequested, StopSignal, die_with_parent
+from replay.runtime.logs import configure_logging, get_logger
+from replay.runtime.wiring import COUNTERS_SEGMENT, STORE_SEGMENT
 from replay.security import ServerKeys, check_bind, endpoint_is_local, start_authenticator
 from replay.shm import segment_name
 from replay.store import DEFAULT_CAPACITY, ReplayStore
 
-STORE_SEGMENT, COUNTERS_SEGMENT = "replay", "counters"  # segment roles; see replay.shm.segment_name
 # Bounds what one garbage message can make the service allocate.
 MAX_MESSAGE_BYTES = 256 << 20
 

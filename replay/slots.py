@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from replay.doorbell import Doorbell
 from replay.limiter import wait_until
+from replay.runtime.doorbell import Doorbell
 from replay.shm import Segment
 
 

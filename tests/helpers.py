@@ -89,10 +89,10 @@ def consumer(
     import zmq
 
     from replay.counters import RunCounters
-    from replay.doorbell import Doorbell, Ringer
-    from replay.lifecycle import StopRequested, StopSignal
     from replay.limiter import RatioPolicy, wait_until
-    from replay.logs import configure_logging
+    from replay.runtime.doorbell import Doorbell, Ringer
+    from replay.runtime.lifecycle import StopRequested, StopSignal
+    from replay.runtime.logs import configure_logging
     from replay.store import Batch, ReplayStore
 
     StopSignal().install()

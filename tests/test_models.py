@@ -13,6 +13,7 @@ from learner.dqn import q_network
 from learner.networks import mlp_shape
 from learner.optim import adam_init, adam_step
 from modelserver.diagnostics import accuracy, panflute_probe
+from modelserver.interface import Step
 from modelserver.losses import (
     balanced_kl,
     bernoulli_nll,
@@ -137,14 +138,19 @@ def test_simple_model_analytic_gradient_equals_autograd():
 class CountingModel:
     """A constructed model: the state counts steps, reward = action, continuation 0.5 (or 1)."""
 
+    member_parallel = False
+
     def __init__(self, continuation):
         self.continuation = continuation
 
     def start(self, obs):
         return obs.clone()
 
-    def step(self, state, action, noise=None):
-        return state + 1, action.to(torch.float32), torch.full(action.shape, self.continuation)
+    def noise(self, length, members, starts, generator):
+        return [None] * length
+
+    def step(self, state, action, noise, members=None):
+        return Step(state + 1, action.to(torch.float32), torch.full(action.shape, self.continuation))
 
     def q_input(self, state):
         return state
@@ -283,3 +289,51 @@ def test_member_shards_train_the_simple_model_identically():
     out = engine.run(batch[0])
     assert out["obs"].shape == (3, 32 * 4, 64) and (out["weight"].view(3, 32, 4)[:, :, 0] == 1).all()
     assert ((out["next_obs"] == 0) | (out["next_obs"] == 1)).all()
+
+
+# ------------------------------------------------------------------ the agent seam
+def test_every_declared_model_implements_the_interface():
+    """Each agent's declaration builds a model that answers every DynamicsModel question."""
+    from learner.agents import AGENTS
+    from modelserver.interface import DynamicsModel, Prediction, build_model
+
+    members = [name for name in DynamicsModel.__annotations__] + [
+        n for n in vars(DynamicsModel) if not n.startswith("_")
+    ]
+    for spec in AGENTS.values():
+        if not spec.model_server:
+            continue
+        c = cfg(spec.name)
+        model = build_model(c, 64, 5, "cpu", torch.Generator().manual_seed(0))
+        for name in members:
+            assert hasattr(model, name), f"{spec.name}: {type(model).__name__} lacks {name}"
+        obs, action, reward, next_obs, cont = real_batch()
+        model.train_step(obs, action, reward, next_obs, cont)
+        pred = model.predict(obs, action)
+        assert isinstance(pred, Prediction) and pred.next_obs_logits.shape == (2, 32, 64)
+        state = model.start(obs)
+        noise = model.noise(2, 2, 32, torch.Generator().manual_seed(1))
+        step = model.step(state, action, noise[0])
+        assert step.reward.shape == (2, 32) and step.continuation.shape == (2, 32)
+        restored = build_model(c, 64, 5, "cpu", torch.Generator().manual_seed(0))
+        restored.load_state_dict(model.state_dict())
+        for k, v in model.state_dict().items():
+            assert np.array_equal(v, restored.state_dict()[k]), (spec.name, k)
+
+
+def test_no_process_compares_agent_names():
+    """Processes ask the agent's declaration (learner/agents.py), never `cfg.agent == ...`."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"\.agent\s*(==|!=|in\b|not in\b)|startswith\(\"latent|isinstance\(\w*model")
+    offenders = []
+    for path in root.glob("*/**/*.py"):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith((".venv", "tests/")):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                offenders.append(f"{rel}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

@@ -14,9 +14,9 @@ from helpers import SPAWN, consumer, message, paced_sender, run_in_process, send
 
 from replay.client import ReplayClient, ReplayRejected
 from replay.counters import RunCounters
-from replay.doorbell import bell_endpoint
 from replay.limiter import RatioPolicy
 from replay.protocol import encode_insert, pack
+from replay.runtime.doorbell import bell_endpoint
 from replay.security import check_bind, make_keys
 from replay.service import ServiceConfig, start
 from replay.shm import leftover_segments, new_run_id, unlink_segment

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from replay.doorbell import bell_endpoint
-from replay.service import COUNTERS_SEGMENT, STORE_SEGMENT
+from replay.runtime.doorbell import bell_endpoint
 from replay.shm import segment_name
+
+STORE_SEGMENT, COUNTERS_SEGMENT = "replay", "counters"  # segment roles the replay service creates
 
 # Heartbeat slots in RunCounters: fixed roles first, then one per actor.
 REPLAY_SLOT, LEARNER_SLOT, MODELSERVER_SLOT, EVALUATOR_SLOT, FIRST_ACTOR_SLOT = range(5)

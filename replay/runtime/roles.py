@@ -1,0 +1,56 @@
+"""The one runner every process of a run goes through: learner, model server, actors, evaluator.
+
+It makes the process exit with its parent, tunes the allocator, turns SIGINT/SIGTERM into a clean
+stop, routes the process's logs to the run's events.jsonl, and guarantees `close()` on every exit
+path. The role itself is built by a factory, so this module knows nothing of run configurations.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Protocol
+
+from replay.runtime.lifecycle import StopRequested, StopSignal, die_with_parent, tune_allocator
+from replay.runtime.logs import configure_logging, get_logger
+from replay.runtime.wiring import Wiring
+
+
+class Role(Protocol):
+    def run(self) -> None:
+        """Do the role's work until it is finished."""
+
+    def on_stop(self) -> None:
+        """Asked to stop by a signal: save what must survive (checkpoints)."""
+
+    def close(self) -> None:
+        """Release sockets and shared memory; called on every exit path."""
+
+
+def run_role(name: str, wiring: dict, make: Callable[[Wiring, StopSignal], Role], **context) -> None:
+    """Run one process of a run as `name`: `make(wiring, stop)` builds the role, `run()` does the work.
+
+    A process stopped by a signal exits with 128 + the signal number, so the supervisor can tell a
+    finished role from a stopped one.
+    """
+    die_with_parent()
+    tune_allocator()
+    stop = StopSignal().install()
+    w = Wiring(**wiring)
+    configure_logging(name, w.events, **context)
+    log = get_logger()
+    role = None
+    try:
+        role = make(w, stop)
+        role.run()
+    except StopRequested:
+        log.info(f"{name}_stopping")
+        if role is not None:
+            role.on_stop()
+    except Exception:
+        log.exception(f"{name}_failed")
+        raise
+    finally:
+        if role is not None:
+            role.close()
+    if stop.exit_code:
+        sys.exit(stop.exit_code)
