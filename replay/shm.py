@@ -21,7 +21,12 @@ from typing import Any
 import msgpack
 import numpy as np
 
-SEGMENT_PREFIX = "mbgen_"
+# Every segment name starts with this, so strays can be found in /dev/shm. MBGEN_SHM_PREFIX narrows it
+# (it must start with "mbgen_"): the test suite gives each session its own, so that concurrent sessions
+# on one machine never mistake each other's segments for their own leftovers.
+SEGMENT_PREFIX = os.environ.get("MBGEN_SHM_PREFIX", "mbgen_")
+if not SEGMENT_PREFIX.startswith("mbgen_"):
+    raise ValueError(f"MBGEN_SHM_PREFIX must start with mbgen_, got {SEGMENT_PREFIX!r}")
 _ALIGN = 64
 _HEADER_ROOM = 4096
 
