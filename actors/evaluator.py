@@ -5,11 +5,17 @@ At each point (a policy snapshot the learner pushed), every member plays
 episodes stepped together. Episodic environments report the return (rewards
 until the first terminal), continuing ones the reward rate (mean reward per
 step). Each result is one line of metrics.jsonl.
+
+A snapshot's slot is released only after its lines are written, so once the
+learner sees the queue empty every evaluation it pushed is on disk (what a
+checkpoint relies on). A resumed run appends to metrics.jsonl and never writes
+a point twice: members already written for a point are skipped.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -62,8 +68,11 @@ class Evaluator:
         self.ctx = zmq.Context()
         self.bell = Doorbell(self.ctx, wiring.bell("evaluator"))
         self.ring_learner = Ringer(self.ctx, [wiring.bell("learner")])
+        self.written = written_points(wiring.metrics)
         self.metrics = open(wiring.metrics, "a", buffering=1)
-        self.started = time.time()
+        if self.metrics.tell() and not ends_with_newline(wiring.metrics):
+            self.metrics.write("\n")  # a line cut short by a killed run stays a line of its own
+        self.started = time.time() - wiring.elapsed_before
 
     def on_stop(self) -> None:
         pass  # every finished evaluation is already a line of metrics.jsonl
@@ -77,7 +86,9 @@ class Evaluator:
         self.counters.close()
 
     def run(self) -> None:
-        for _ in self.cfg.eval_points():
+        last = self.cfg.eval_points()[-1]
+        env_steps = -1
+        while env_steps < last:
             slot = self.queue.await_item(
                 self.bell,
                 heartbeat=lambda: self.counters.beat(EVALUATOR_SLOT),
@@ -87,9 +98,16 @@ class Evaluator:
             self.policy.q_store.flat.copy_(torch.from_numpy(slot["q"]))
             if self.policy.encoder is not None:
                 self.policy.encoder_store.flat.copy_(torch.from_numpy(slot["encoder"]))
+            self.counters.beat(EVALUATOR_SLOT)
+            missing = [m for m in range(self.cfg.members) if m not in self.written.get(env_steps, ())]
+            if missing:
+                self.write(env_steps, updates, missing)
             self.queue.release()
             self.ring_learner.ring()
-            self.counters.beat(EVALUATOR_SLOT)
+        self.log.info("evaluator_finished", evaluations=len(self.cfg.eval_points()))
+
+    def write(self, env_steps: int, updates: int, members: list[int]) -> None:
+        with self.stop.deferred():
             scores = evaluate(self.cfg, self.policy, env_steps)
             wall = round(time.time() - self.started, 3)
             lines = [
@@ -104,17 +122,37 @@ class Evaluator:
                     }
                 )
                 for m, seed in enumerate(self.cfg.seeds)
+                if m in members
             ]
             self.metrics.write("\n".join(lines) + "\n")
-            self.log.info(
-                "eval",
-                env_steps=env_steps,
-                updates=updates,
-                mean=float(scores.mean()),
-                min=float(scores.min()),
-                max=float(scores.max()),
-            )
-        self.log.info("evaluator_finished", evaluations=len(self.cfg.eval_points()))
+        self.log.info(
+            "eval",
+            env_steps=env_steps,
+            updates=updates,
+            mean=float(scores.mean()),
+            min=float(scores.min()),
+            max=float(scores.max()),
+        )
+
+
+def written_points(path: str) -> dict[int, set[int]]:
+    """{env_steps: members} already in metrics.jsonl (a resumed run skips them)."""
+    points: dict[int, set[int]] = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short when the run was killed
+                points.setdefault(int(row["env_steps"]), set()).add(int(row["member"]))
+    return points
+
+
+def ends_with_newline(path: str) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def run_evaluator(config: dict, wiring: dict) -> None:

@@ -92,14 +92,13 @@ def run_remote_actor(connect: str, keys_dir: str | None, name: str | None, envs_
         sent = np.zeros(cfg.members, np.int64)
         last_report = time.monotonic()
 
-        def on_sent(member: int, n: int) -> None:
+        def report_now_and_then() -> None:
             nonlocal last_report
-            sent[member] += n
             if time.monotonic() - last_report > REPORT_PERIOD_S:
                 client.report(sent.tolist())
                 last_report = time.monotonic()
 
-        Actor(cfg, slot, client, policy, params.refresh, on_sent).run()
+        Actor(cfg, slot, client, policy, params.refresh, sent, report_now_and_then).run()
         client.report(sent.tolist())
         log.info("remote_actor_finished", sent=int(sent.sum()))
         return 0

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from envs.seeding import rng_state, set_rng_state
+
 TRANSITION_FIELDS = ("obs", "action", "reward", "next_obs", "terminal")  # what replay stores, in wire order
 
 
@@ -60,7 +62,7 @@ def require_bool(name: str, value: Any) -> bool:
 class VectorEnv(abc.ABC):
     """E copies of one environment, stepped together with array operations.
 
-    Subclasses set `name`, `episodic`, `obs_dim`, `num_actions` and implement
+    Subclasses set `name`, `episodic`, `obs_dim`, `num_actions`, `reward_range` and implement
     `initial_obs` and `transition`.
     """
 
@@ -68,6 +70,7 @@ class VectorEnv(abc.ABC):
     episodic: bool = False
     obs_dim: int = 0
     num_actions: int = 0
+    reward_range: tuple[float, float] = (0.0, 0.0)  # every reward lies in [low, high] (replay refuses others)
 
     def __init__(self, num_envs: int, seed: int, spontaneous: bool = True):
         self.num_envs = require_int("num_envs", num_envs, 1)
@@ -92,6 +95,15 @@ class VectorEnv(abc.ABC):
     def params(self) -> dict[str, Any]:
         """The keyword parameters that rebuild this environment with `envs.make`."""
         return {"spontaneous": self.spontaneous}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The whole state of the E copies: current observations and the random stream (checkpoints)."""
+        obs = self._obs if self._obs is not None else np.zeros((0, self.obs_dim), bool)
+        return {"obs": obs.copy(), "rng": np.array(rng_state(self.rng))}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self._obs = state["obs"].copy() if len(state["obs"]) else None
+        set_rng_state(self.rng, str(state["rng"]))
 
     def reset(self) -> np.ndarray:
         self._obs = self.initial_obs(self.num_envs, self.rng)

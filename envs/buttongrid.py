@@ -60,6 +60,7 @@ def buttongrid_transition(
 class ButtonGrid(VectorEnv):
     name = "buttongrid"
     episodic = False
+    reward_range = (0.0, 1.0)
 
     def __init__(self, num_envs: int, seed: int, grid_size: int = 5, num_buttons: int = 4, spontaneous: bool = True):
         super().__init__(num_envs, seed, spontaneous)

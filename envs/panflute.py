@@ -40,6 +40,7 @@ def panflute_transition(
 class PanFlute(VectorEnv):
     name = "panflute"
     episodic = False
+    reward_range = (0.0, 1.0)
 
     def __init__(self, num_envs: int, seed: int, num_pipes: int = 7, spontaneous: bool = True):
         super().__init__(num_envs, seed, spontaneous)

@@ -97,6 +97,7 @@ def teleport_probability(grid_size: int) -> float:
 class ProcMaze(VectorEnv):
     name = "procmaze"
     episodic = True
+    reward_range = (-1.0, -1.0)
 
     def __init__(self, num_envs: int, seed: int, grid_size: int = 4, spontaneous: bool = True):
         super().__init__(num_envs, seed, spontaneous)
@@ -131,6 +132,7 @@ class ProcMaze(VectorEnv):
 class OpenGrid(VectorEnv):
     name = "opengrid"
     episodic = True
+    reward_range = (-1.0, -1.0)
 
     def __init__(self, num_envs: int, seed: int, grid_size: int = 4, spontaneous: bool = True):
         super().__init__(num_envs, seed, spontaneous)

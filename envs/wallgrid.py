@@ -191,6 +191,7 @@ def dataset(coverage: str) -> Transitions:
 class WallGrid3x3(VectorEnv):
     name = "wallgrid3x3"
     episodic = True
+    reward_range = (-1.0, -1.0)
     obs_dim = OBS_DIM
     num_actions = NUM_GRID_ACTIONS
 

@@ -22,10 +22,54 @@ def default_run_dir(agent: str, env: str) -> str:
     return os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{agent}-{env}")
 
 
+RUN_FILES = ("config.toml", "metrics.jsonl", "events.jsonl")  # a directory holding any of these holds a run
+
+
+def check_run_dir(path: str, force: bool) -> None:
+    """Refuse, before anything starts, a directory that cannot be written or already holds a run."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"out: {path} exists and is not a directory")
+    held = [f for f in RUN_FILES if os.path.exists(os.path.join(path, f))]
+    if held and not force:
+        raise ValueError(
+            f"out: {path} already holds a run ({', '.join(held)}); continue it with --resume {path}, "
+            "or pass --force to start a new run there (its metrics would be appended to the old ones)"
+        )
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".mbgen-write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(f"out: cannot write to {path}: {error.strerror or error}") from None
+
+
+def resume_config(run_dir: str):
+    """The configuration of a run directory to resume, or a ValueError saying why it cannot be."""
+    from launch.config import load_toml
+    from learner.config import RunConfig
+
+    path = os.path.join(run_dir, "config.toml")
+    if not os.path.exists(path):
+        raise ValueError(f"resume: {run_dir} holds no run (no config.toml)")
+    cfg = RunConfig.from_dict(load_toml(path))
+    if cfg != cfg.resolved():
+        raise ValueError(f"resume: {path} is not the resolved configuration mbgen wrote")
+    summary = os.path.join(run_dir, "summary.json")
+    if os.path.exists(summary):
+        with open(summary) as f:
+            if json.load(f).get("outcome") == "completed":
+                raise ValueError(f"resume: the run in {run_dir} has already completed")
+    return cfg
+
+
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     from launch.config import config_from_args
     from learner.config import RunConfig
 
+    if args.resume:
+        return cmd_resume(args, extra)
     if not args.given:
         cfg = RunConfig.from_dict(DEMO).resolved()
         print(
@@ -35,13 +79,36 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         )
     else:
         cfg = config_from_args(args, extra)
+    run_dir = cfg.out or default_run_dir(cfg.agent, cfg.env)
+    check_run_dir(run_dir, args.force)
     from launch.supervisor import Supervisor  # after validation: bad options fail fast
 
-    run_dir = cfg.out or default_run_dir(cfg.agent, cfg.env)
     print(f"run directory: {run_dir}", file=sys.stderr)
     supervisor = Supervisor(cfg, run_dir, progress=not args.quiet)
     code = supervisor.run()
     print_summary(supervisor.summary, run_dir)
+    return code
+
+
+def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
+    """`mbgen run --resume RUN_DIR`: continue from the newest complete checkpoint."""
+    from launch.supervisor import RunFailed, Supervisor
+
+    given = [a for a in args.given if a.startswith("--") and a not in ("--resume", "--quiet")]
+    if given or extra:
+        raise ValueError(f"--resume takes the run's own configuration; remove {' '.join(given + extra)}")
+    cfg = resume_config(args.resume)
+    supervisor = Supervisor(cfg, args.resume, progress=not args.quiet, resume=True)
+    try:
+        cut = supervisor.newest_cut()
+    except RunFailed as error:
+        raise ValueError(str(error)) from None
+    print(
+        f"resuming {args.resume} from its checkpoint at update {os.path.basename(cut)[2:].lstrip('0') or 0}",
+        file=sys.stderr,
+    )
+    code = supervisor.run()
+    print_summary(supervisor.summary, args.resume)
     return code
 
 
@@ -50,18 +117,27 @@ def print_summary(summary: dict, run_dir: str) -> None:
     lines = [f"\n{summary['outcome']}" + (f" ({summary['reason']})" if summary["reason"] else "")]
     if final["mean"] is not None:
         lo, hi = final["ci95"]
+        a, b = final["from_env_steps"]
         lines.append(
-            f"final score {final['mean']:.4f} (95% CI {lo:.4f} .. {hi:.4f}) over {len(final['per_member'])} "
-            f"members: {', '.join(f'{x:.3f}' for x in final['per_member'])}"
+            f"{'PARTIAL score (run not completed)' if final['partial'] else 'final score'} {final['mean']:.4f} "
+            f"(95% CI {lo:.4f} .. {hi:.4f}) over {len(final['per_member'])} members, "
+            f"evaluations at env steps {a:,}..{b:,}: {', '.join(f'{x:.3f}' for x in final['per_member'])}"
         )
+    elif summary["outcome"] != "completed":
+        lines.append("no score: no evaluation after learning started")
     lines.append(
         f"{tp['env_steps']:,} env steps, {tp['updates']:,} updates in {tp['wall_s']:.1f} s "
         f"({tp['updates_per_s']:.1f} updates/s, {tp['member_updates_per_s']:.1f} member-updates/s)"
     )
     lines.append(
-        f"transitions sent {tr['sent']:,} stored {tr['stored']:,} rejected {tr['rejected']} "
-        f"duplicates {tr['duplicates']}" + (" (reconciled)" if summary["reconciled"] else "")
+        f"transitions sent {tr['sent']:,} stored {tr['stored']:,} lost in flight {tr['lost_in_flight']:,} "
+        f"rejected {tr['rejected']} ({tr['rejected_messages']} messages) duplicates dropped {tr['duplicates']}"
+        + (" (reconciled)" if summary["reconciled"] else "")
     )
+    if not summary["reconciled"] and summary["reconciliation"]:
+        lines.append(f"ACCOUNTING DOES NOT RECONCILE: {summary['reconciliation']}")
+    if summary["restarts"]:
+        lines.append(f"automatic restarts from checkpoints: {summary['restarts']}")
     plot = os.path.join(run_dir, "curve.png")
     lines.append(
         f"summary: {os.path.join(run_dir, 'summary.json')}" + (f"  plot: {plot}" if os.path.exists(plot) else "")
@@ -126,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_options(run)
     run.add_argument("--quiet", action="store_true", help="no progress line")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run from its newest checkpoint")
+    run.add_argument("--force", action="store_true", help="start a new run in an --out directory that holds one")
     run.set_defaults(func=cmd_run)
 
     actor = sub.add_parser("actor", help="join a running run from another machine")

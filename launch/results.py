@@ -136,12 +136,47 @@ class MetricsTail:
         return self.complete
 
 
-def write_summary(run_dir: str, cfg: RunConfig, counters, started: float, outcome: str, reason: str = "") -> dict:
+def session_wall_s(events_path: str) -> float:
+    """Wall seconds of the run's sessions so far: from each run_started to that session's last event."""
+    total, start, last = 0.0, None, None
+    if not os.path.exists(events_path):
+        return 0.0
+    with open(events_path) as f:
+        for line in f:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a killed process
+            t = event.get("t")
+            if not isinstance(t, (int, float)):
+                continue
+            if event.get("event") == "run_started":
+                if start is not None:
+                    total += last - start
+                start = t
+            last = t
+    if start is not None:
+        total += last - start
+    return total
+
+
+def learned_rows(rows: list[dict], learning_starts: int) -> list[dict]:
+    """Evaluations of a policy that had started learning (env_steps past learning_starts)."""
+    return [r for r in rows if int(r["env_steps"]) > learning_starts]
+
+
+def write_summary(
+    run_dir: str, cfg: RunConfig, counters, started: float, outcome: str, reason: str = "", restarts=()
+) -> dict:
     rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
-    finals = final_scores(rows)
+    # A run that did not complete reports its score as partial, from evaluations after learning began.
+    scored = rows if outcome == "completed" else learned_rows(rows, cfg.learning_starts)
+    finals = final_scores(scored)
     mean, lo, hi = mean_ci95(finals) if finals else (None, None, None)
-    wall = time.time() - started
+    points = sorted({int(r["env_steps"]) for r in scored})
+    wall = session_wall_s(os.path.join(run_dir, "events.jsonl")) or time.time() - started
     accounting = counters.accounting() if counters is not None else {}
+    reconciled, problems = counters.reconciles() if counters is not None and not cfg.offline else (False, "")
     updates = counters.updates if counters is not None else 0
     steps = int(counters.inserts().sum()) if counters is not None else 0
     first, last = counters.update_times.tolist() if counters is not None else (0.0, 0.0)
@@ -159,6 +194,8 @@ def write_summary(run_dir: str, cfg: RunConfig, counters, started: float, outcom
             "ci95": [lo, hi],
             "per_member": finals,
             "evaluations": len({r["env_steps"] for r in rows}),
+            "partial": outcome != "completed",
+            "from_env_steps": [points[-max(1, int(math.ceil(0.1 * len(points))))], points[-1]] if points else None,
         },
         "throughput": {
             "env_steps_per_s": steps / wall if wall > 0 else 0.0,
@@ -169,11 +206,13 @@ def write_summary(run_dir: str, cfg: RunConfig, counters, started: float, outcom
             "env_steps": steps,
             "updates": updates,
         },
-        "transitions": {k: accounting.get(k, 0) for k in ("sent", "stored", "rejected", "duplicates")},
-        "reconciled": bool(accounting)
-        and accounting["sent"] == accounting["stored"]
-        and accounting["rejected"] == 0
-        and accounting["duplicates"] == 0,
+        "transitions": {
+            k: accounting.get(k, 0)
+            for k in ("sent", "stored", "rejected", "rejected_messages", "duplicates", "lost_in_flight")
+        },
+        "reconciled": reconciled,
+        "reconciliation": problems,
+        "restarts": len(restarts),
     }
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

@@ -10,6 +10,8 @@ numbers.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +20,7 @@ import envs
 from learner.agents import AGENTS, AgentSpec, agent_spec, tuned
 from learner.losses import GAMMA
 from replay.limiter import RatioPolicy, protocol_updates
+from replay.security import endpoint_is_local
 
 REGIMES = {"high": {"updates_per_step": 1, "eval_period": 500}, "low": {"updates_per_step": 10, "eval_period": 50}}
 DEVICES = ("auto", "cpu", "cuda")
@@ -61,7 +64,9 @@ class RunConfig:
     queue_depth: int = 2  # imagined batches the model server may prepare ahead
     publish_period: int = 1  # Q updates between parameter publications
     remote_publish_period: int = 100  # Q updates between publications to remote actors (ZeroMQ PUB)
-    checkpoint_period: int = 100_000  # Q updates between checkpoints (and one at the end)
+    checkpoint_period: int = 100_000  # Q updates between checkpoint cuts (one at the end, one on Ctrl-C)
+    max_restarts: int = 3  # automatic resumes after a learner or model server dies, within restart_window_s
+    restart_window_s: float = 3600.0  # the window max_restarts counts in
     diagnostics_period: int = 1000  # model updates between model diagnostics events
     device: str = "auto"  # learner and model server: auto | cpu | cuda
     workers: int = 0  # threads splitting the population in the learner and model server; 0 = auto
@@ -103,6 +108,20 @@ class RunConfig:
     def ratio_policy(self) -> RatioPolicy:
         """The rate limiter's contract for this run (replay/limiter.py)."""
         return RatioPolicy(self.updates_per_step, self.learning_starts, self.tolerance, self.total_updates)
+
+    def digest(self) -> str:
+        """SHA-256 of the resolved configuration: a checkpoint resumes only the run that wrote it."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    # The keys a remote actor needs to act (its hello reply): no paths, keys or endpoints of the run.
+    ACTOR_KEYS = (
+        "agent", "env", "env_params", "regime", "steps", "seeds", "lr", "temperature", "hidden",
+        "latent_features", "latent_classes", "learning_starts", "updates_per_step", "eval_period",
+        "actors", "envs_per_actor", "message_size", "tolerance", "publish_period",
+    )  # fmt: skip
+
+    def actor_view(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.ACTOR_KEYS}
 
     def per_member(self, value: float | list[float]) -> list[float]:
         return [float(v) for v in value] if isinstance(value, list) else [float(value)] * self.members
@@ -189,8 +208,9 @@ class RunConfig:
                     fail(key, "a number > 0 (or 0 for the tuned value)", v)
         for key in ("model_lr",):
             number(key, 0, strict=True)
-        if not 0 <= self.gamma < 1:
-            fail("gamma", "in [0, 1)", self.gamma)
+        ok = isinstance(self.gamma, (int, float)) and not isinstance(self.gamma, bool) and math.isfinite(self.gamma)
+        if not ok or not 0 <= self.gamma < 1:
+            fail("gamma", "a number in [0, 1)", self.gamma)
         if not isinstance(self.offline, bool):
             fail("offline", "true or false", self.offline)
         for key in (
@@ -215,6 +235,7 @@ class RunConfig:
             "diagnostics_period",
         ):
             integer(key, 1)
+        integer("max_restarts", 0)
         for key in (
             "learning_starts",
             "updates_per_step",
@@ -227,7 +248,7 @@ class RunConfig:
             integer(key, 0)
         for key in ("tolerance",):
             number(key, 0, strict=False)
-        for key in ("stall_warning_s", "heartbeat_timeout_s"):
+        for key in ("stall_warning_s", "heartbeat_timeout_s", "restart_window_s"):
             number(key, 0, strict=True)
         if (
             not isinstance(self.hidden, list)
@@ -255,6 +276,10 @@ class RunConfig:
             v = getattr(self, key)
             if v and not v.startswith(("tcp://", "ipc://")):
                 fail(key, "empty, tcp://HOST:PORT or ipc://PATH", v)
+        for key in ("remote_endpoint", "param_endpoint"):
+            v = getattr(self, key)
+            if v and not self.keys and not endpoint_is_local(v):
+                fail(key, "a loopback address unless keys is set (a public endpoint needs CurveZMQ keys)", v)
         if bool(self.remote_endpoint) != bool(self.param_endpoint):
             fail("param_endpoint", "set together with remote_endpoint (remote actors need both)", self.param_endpoint)
         if self.lockstep and self.remote_endpoint:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import zmq
 
-from replay.security import ClientKeys, ServerKeys, check_bind
+from replay.security import REMOTE_DOMAIN, ClientKeys, ServerKeys, ZapHandler, check_bind
 from replay.shm import Segment
 
 
@@ -84,10 +84,13 @@ class ParamReader:
 class ParamPublisher:
     def __init__(self, ctx: zmq.Context, endpoint: str, keys: ServerKeys | None):
         check_bind(endpoint, keys)
+        self.zap = None
         self.socket = ctx.socket(zmq.PUB)
         self.socket.setsockopt(zmq.SNDHWM, 2)
         self.socket.setsockopt(zmq.LINGER, 0)
-        if keys is not None:
+        if keys is not None:  # only authorised keys may subscribe to the policy
+            self.zap = ZapHandler(ctx, None, keys.authorized_dir)
+            self.socket.zap_domain = REMOTE_DOMAIN.encode()
             keys.apply(self.socket)
         self.socket.bind(endpoint)
 
@@ -101,6 +104,8 @@ class ParamPublisher:
 
     def close(self) -> None:
         self.socket.close(linger=0)
+        if self.zap is not None:
+            self.zap.stop()
 
 
 class ParamSubscriber:

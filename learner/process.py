@@ -7,7 +7,14 @@ it, ring the processes waiting on the count, then
     at an evaluation point t (k * max(0, t - learning_starts)), so evaluation at
     t always sees the policy after exactly that many updates;
   - publish the Q parameters every `publish_period` updates (version = u);
-  - checkpoint every `checkpoint_period` updates and at the end.
+  - at a checkpoint cut (every `checkpoint_period` updates, at the end, and when
+    the supervisor asks for a stop): wait until every evaluation pushed so far is
+    written, write the learner's part (networks, optimiser, sampling streams,
+    evaluation position), then announce the cut (counters.cut_id = u) so the
+    actors and the replay service write theirs (replay/runtime/checkpoints.py).
+    The next cut's u is published in counters.cut_at ahead of time, so the model
+    server can write its part when it reaches it.
+After a stop cut the learner does no more updates and waits to be terminated.
 """
 
 from __future__ import annotations
@@ -20,24 +27,26 @@ import torch
 import zmq
 
 import envs
-from envs.seeding import derive_seed
+from envs.seeding import derive_seed, rng_state, set_rng_state
 from learner.agents import encoder_shape, q_shape
 from learner.config import RunConfig
 from learner.dqn import BATCH_FIELDS, DQN
 from learner.params import ParamBlock, ParamPublisher
-from replay.counters import RunCounters
+from replay.counters import LIVE, RunCounters
 from replay.limiter import wait_until
-from replay.runtime.doorbell import Doorbell, Ringer
+from replay.runtime import checkpoints
+from replay.runtime.doorbell import ActorRinger, Doorbell, Ringer
 from replay.runtime.lifecycle import StopSignal
 from replay.runtime.logs import get_logger
 from replay.runtime.roles import run_role
 from replay.runtime.timing import PhaseTimer
-from replay.runtime.wiring import LEARNER_SLOT, Wiring
+from replay.runtime.wiring import LEARNER_SLOT, Wiring, actor_name
 from replay.security import ServerKeys
 from replay.slots import SlotQueue
 from replay.store import Batch, ReplayStore
 
 PROGRESS_PERIOD_S = 10.0
+STOP_EVALUATIONS_S = 4.0  # a stop cut waits this long for pending evaluations, else it is skipped
 REMOTE_REPUBLISH_S = 1.0  # remote actors also get the current version this often while nothing changes
 
 
@@ -107,7 +116,9 @@ class Learner:
         waiting_on_updates = [wiring.bell("replay")] + ([wiring.bell("modelserver")] if self.model_agent else [])
         self.ring_updates = Ringer(self.ctx, waiting_on_updates)
         self.ring_evaluator = Ringer(self.ctx, [wiring.bell("evaluator")])
-        self.ring_actors = Ringer(self.ctx, wiring.actor_bells() if cfg.lockstep else [])
+        self.ring_actors = ActorRinger(
+            self.ctx, lambda slot: wiring.bell(actor_name(slot)), self.counters.slot_state, LIVE
+        )
         self.publisher = None
         if cfg.param_endpoint:
             keys = ServerKeys.load(cfg.keys) if cfg.keys else None
@@ -124,6 +135,10 @@ class Learner:
         self.eval_points = cfg.eval_points()
         self.next_eval = 0
         self.wait_s = 0.0
+        self.longest_wait_s = 0.0
+        self.stopped = False
+        if wiring.resume_from:
+            self.load_part(checkpoints.read_part(wiring.resume_from, "learner"))
         self.timer = PhaseTimer()
         self.losses: list[torch.Tensor] = []
 
@@ -163,6 +178,8 @@ class Learner:
         while self.dqn.updates < self.total:
             with timer.phase("wait"):
                 self.await_next()
+            if self.counters.stop_requested:
+                break
             with self.stop.deferred():
                 self.update_once()
                 self.counters.updates = self.dqn.updates
@@ -176,17 +193,26 @@ class Learner:
             if self.dqn.updates % self.cfg.publish_period == 0:
                 with timer.phase("publish"):
                     self.publish()
-            if self.dqn.updates % self.cfg.checkpoint_period == 0:
-                self.checkpoint()
+            if self.dqn.updates == self.counters.cut_at:
+                self.cut()
             self.tick()
             timer.tick()
             if time.monotonic() >= next_report:
                 self.report()
                 next_report = time.monotonic() + PROGRESS_PERIOD_S
+        if self.counters.stop_requested and self.dqn.updates < self.total:
+            self.stop_cut()
+            self.export_policy("learner-final.npz")
+            return
         self.publish()
-        self.checkpoint(final=True)
+        self.export_policy("learner-final.npz")
         self.report()
-        self.log.info("learner_finished", updates=self.dqn.updates, wait_s=round(self.wait_s, 3))
+        self.log.info(
+            "learner_finished",
+            updates=self.dqn.updates,
+            wait_s=round(self.wait_s, 3),
+            longest_wait_s=round(self.longest_wait_s, 3),
+        )
 
     def await_next(self) -> None:
         u = self.dqn.updates
@@ -195,8 +221,8 @@ class Learner:
         else:
             allowed = lambda: self.policy.may_update(self.counters.min_inserts(), u)  # noqa: E731
         ready = (lambda: allowed() and self.imagined.has_item()) if self.model_agent else allowed
-        self.wait_s += wait_until(
-            ready,
+        waited = wait_until(
+            lambda: ready() or self.counters.stop_requested,
             self.bell,
             heartbeat=self.tick,
             stall_warning_s=self.cfg.stall_warning_s,
@@ -207,6 +233,9 @@ class Learner:
                 "target": self.policy.target(self.counters.min_inserts()),
             },
         )
+        self.wait_s += waited
+        if u > 0:  # waits before the first update are for learning_starts, not for another process
+            self.longest_wait_s = max(self.longest_wait_s, waited)
 
     def update_once(self) -> None:
         timer = self.timer
@@ -235,7 +264,8 @@ class Learner:
 
     def publish(self) -> None:
         self.params.publish(self.dqn.flat, self.dqn.updates)
-        self.ring_actors.ring()
+        if self.cfg.lockstep:  # lock-step actors wait for every version
+            self.ring_actors.ring()
         if self.publisher is not None and self.dqn.updates % self.cfg.remote_publish_period == 0:
             self.publish_remote()
 
@@ -254,12 +284,16 @@ class Learner:
             and self.cfg.target_updates(self.eval_points[self.next_eval]) <= self.dqn.updates
         ):
             env_steps = self.eval_points[self.next_eval]
-            slot = self.eval_queue.await_room(
+            self.eval_queue.wait(
+                lambda: self.eval_queue.has_room() or self.counters.stop_requested,
                 self.bell,
                 heartbeat=self.tick,
                 stall_warning_s=self.cfg.stall_warning_s,
                 describe_stall=lambda: {"side": "evaluator"},
             )
+            if not self.eval_queue.has_room():
+                return  # stopping: this point is pushed by the resumed run (next_eval is in the cut)
+            slot = self.eval_queue.slot(self.eval_queue.produced)
             slot["env_steps"][...] = env_steps
             slot["updates"][...] = self.dqn.updates
             slot["q"][...] = self.dqn.flat.cpu().numpy()
@@ -269,12 +303,72 @@ class Learner:
             self.ring_evaluator.ring()
             self.next_eval += 1
 
+    # -- checkpoints -------------------------------------------------------------------------
     def on_stop(self) -> None:
-        self.checkpoint(final=True)
+        """Terminated: a stop cut, if one was asked for and not made yet; the policy exported."""
+        if self.counters.stop_requested and not self.stopped:
+            self.stop_cut()
+        self.export_policy("learner-final.npz")
 
-    def checkpoint(self, final: bool = False) -> None:
+    def stop_cut(self) -> None:
+        """A cut at the current update, after which this learner does no more updates."""
+        u = self.dqn.updates
+        self.stopped = True
+        if self.counters.cut_id == u:
+            self.counters.cut_at = u  # the periodic cut at u is already written: it is the stop cut
+            return
+        self.counters.cut_at = u  # first, so the model server can write its part meanwhile
+        self.cut(evaluations_timeout_s=STOP_EVALUATIONS_S)
+
+    def cut(self, evaluations_timeout_s: float | None = None) -> None:
+        u = self.dqn.updates
+        if self.cfg.offline:  # a fixed dataset, minutes long: policy snapshots (the budget study), no parts
+            self.export_policy(f"learner-{u:09d}.npz")
+            self.counters.cut_at = next_cut(u, self.cfg.checkpoint_period, self.total)
+            return
+        drained = lambda: self.eval_queue.pending() == 0  # noqa: E731  (every pushed evaluation written)
+        if evaluations_timeout_s is None:
+            self.eval_queue.wait(drained, self.bell, heartbeat=self.tick, describe_stall=lambda: {"side": "evaluator"})
+        else:
+            deadline = time.monotonic() + evaluations_timeout_s
+            self.eval_queue.wait(lambda: drained() or time.monotonic() > deadline, self.bell, heartbeat=self.tick)
+            if not drained():
+                self.log.warning("cut_skipped", updates=u, reason="pending evaluations were not written in time")
+                return
+        with self.stop.deferred():
+            info = checkpoints.write_part(
+                checkpoints.cut_dir(self.wiring.checkpoints, u),
+                "learner",
+                self.part(),
+                {"updates": u, "config": self.cfg.digest()},
+            )
+            self.counters.part_done[LEARNER_SLOT] = u
+            self.counters.cut_id = u  # the announcement: actors and the replay service write theirs now
+            if not self.stopped:
+                self.export_policy(f"learner-{u:09d}.npz")
+                self.counters.cut_at = next_cut(u, self.cfg.checkpoint_period, self.total)
+        self.ring_actors.ring()
+        self.ring_updates.ring()
+        self.log.info("checkpoint_part", part="learner", updates=u, bytes=info["bytes"], seconds=info["seconds"])
+
+    def part(self) -> dict[str, np.ndarray]:
+        out = {f"dqn.{k}": v for k, v in self.dqn.state().items()}
+        out["next_eval"] = np.array(self.next_eval)
+        if not self.model_agent:
+            out["sample_rngs"] = np.array([rng_state(r) for r in self.rngs])
+        return out
+
+    def load_part(self, part: dict[str, np.ndarray]) -> None:
+        self.dqn.load_state({k[len("dqn.") :]: v for k, v in part.items() if k.startswith("dqn.")})
+        self.next_eval = int(part["next_eval"])
+        if not self.model_agent:
+            for rng, state in zip(self.rngs, part["sample_rngs"].tolist()):
+                set_rng_state(rng, state)
+        self.log.info("learner_resumed", updates=self.dqn.updates, next_eval=self.next_eval)
+
+    def export_policy(self, name: str) -> None:
+        """The policy alone (Q, target, optimiser), for tools: `checkpoints/learner-<u>.npz`, learner-final.npz."""
         os.makedirs(self.wiring.checkpoints, exist_ok=True)
-        name = "learner-final.npz" if final else f"learner-{self.dqn.updates:09d}.npz"
         path = os.path.join(self.wiring.checkpoints, name)
         with self.stop.deferred():
             np.savez(
@@ -284,7 +378,6 @@ class Learner:
                 seeds=np.array(self.cfg.seeds),
             )
             os.replace(path + ".tmp.npz", path)
-        self.log.info("checkpoint", path=path, updates=self.dqn.updates)
 
     def report(self) -> None:
         loss = torch.stack(self.losses).mean(0).cpu().tolist() if self.losses else None
@@ -297,6 +390,11 @@ class Learner:
             loss=loss,
             **self.timer.report(),
         )
+
+
+def next_cut(updates: int, period: int, total: int) -> int:
+    """The update count of the first periodic checkpoint cut after `updates` (the run's end at the latest)."""
+    return min(total, (updates // period + 1) * period)
 
 
 def run_learner(config: dict, wiring: dict) -> None:

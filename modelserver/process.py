@@ -9,6 +9,14 @@ prepared while the learner trains on the current one). Then it samples a
 takes one gradient step on the model, rolls out `rollout_length` steps from
 those same states with the newest Q parameters, and commits the batch. Latent
 agents also publish the encoder (version j+1) for actors and the evaluator.
+
+Checkpoints: the model server writes its part of the cut at update u (the
+learner publishes the next cut's u in counters.cut_at ahead of time) just before
+committing imagined batch u, so the learner cannot have consumed past it: the
+model and its optimiser, every random stream, and j = u. A stop cut may come
+at an update the model server has passed (it prepares batches ahead); its part
+then also holds the batches after u still waiting in the queue, which the
+resumed model server puts back in order.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import torch
 import zmq
 
 import envs
-from envs.seeding import derive_seed
+from envs.seeding import derive_seed, rng_state, set_rng_state
 from learner.agents import encoder_shape, q_shape
 from learner.config import RunConfig
 from learner.dqn import q_network
@@ -31,14 +39,15 @@ from modelserver import diagnostics
 from modelserver.interface import build_model
 from modelserver.rollout import FIELDS, RolloutEngine
 from modelserver.step import ModelStep
-from replay.counters import RunCounters
+from replay.counters import LIVE, RunCounters
 from replay.limiter import wait_until
-from replay.runtime.doorbell import Doorbell, Ringer
+from replay.runtime import checkpoints
+from replay.runtime.doorbell import ActorRinger, Doorbell, Ringer
 from replay.runtime.lifecycle import StopSignal
 from replay.runtime.logs import get_logger
 from replay.runtime.roles import run_role
 from replay.runtime.timing import PhaseTimer
-from replay.runtime.wiring import MODELSERVER_SLOT, Wiring
+from replay.runtime.wiring import MODELSERVER_SLOT, Wiring, actor_name
 from replay.slots import SlotQueue
 from replay.store import Batch, ReplayStore
 
@@ -76,18 +85,24 @@ class ModelServer:
         self.ctx = zmq.Context()
         self.bell = Doorbell(self.ctx, wiring.bell("modelserver"))
         self.ring_learner = Ringer(self.ctx, [wiring.bell("learner")])
-        self.ring_actors = Ringer(self.ctx, wiring.actor_bells() if cfg.lockstep and self.acting_block else [])
+        self.ring_actors = ActorRinger(
+            self.ctx, lambda slot: wiring.bell(actor_name(slot)), self.counters.slot_state, LIVE
+        )
         self.engine = RolloutEngine(
             self.model, self.q, cfg.rollout_length, self.temperature, env.episodic, self.generator, self.shards
         )
         self.timer = PhaseTimer()
         self.step = ModelStep(self.model, self.engine, cfg.model_batch, cfg.rollout_starts, self.timer)
         self.done = 0
+        self.parts: set[int] = set()  # cuts this process wrote its part for
+        self.base = 0  # model updates before this session's first queue item
         self.wait_s = 0.0
         self.losses: list[torch.Tensor] = []
         self.probe = diagnostics.panflute_probe(env.num_actions) if cfg.env == "panflute" else None
         self.diagnostic_batch = Batch.allocate(cfg.members, DIAGNOSTIC_BATCH, env.obs_dim)
         self.diagnostic_rngs = [np.random.default_rng(derive_seed(s, "model-diagnostics")) for s in cfg.seeds]
+        if wiring.resume_from:
+            self.load_part(checkpoints.read_part(wiring.resume_from, "modelserver"))
 
     def close(self) -> None:
         for closable in (self.bell, self.ring_learner, self.ring_actors):
@@ -122,14 +137,72 @@ class ModelServer:
             if self.done % self.cfg.diagnostics_period == 0:
                 self.report()
         self.report()
-        self.checkpoint()
+        self.export_model()
         self.log.info("modelserver_finished", updates=self.done, wait_s=round(self.wait_s, 3))
+        # Stay until the learner has consumed every batch: a stop cut before that needs this part.
+        wait_until(
+            lambda: self.counters.updates >= total or self.cfg.total_updates in self.parts,
+            self.bell,
+            heartbeat=self.idle,
+            stall_warning_s=float("inf"),
+        )
 
     def on_stop(self) -> None:
-        self.checkpoint()
+        self.export_model()
 
-    def checkpoint(self) -> None:
-        """The model's state (parameters, optimiser, tables), at the end (and when stopped)."""
+    def idle(self) -> None:
+        """Inside every wait: heartbeat, and this process's part of a stop cut it has passed."""
+        self.counters.beat(MODELSERVER_SLOT)
+        cut = self.counters.cut_at
+        if self.counters.stop_requested and cut <= self.done and cut not in self.parts:
+            self.write_part(cut)
+
+    # -- checkpoints -------------------------------------------------------------------
+    def write_part(self, cut: int) -> None:
+        """This process's part of the cut at Q update `cut` (see the module docstring)."""
+        out = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        out["done"] = np.array(self.done)
+        out["generator"] = self.generator.get_state().cpu().numpy()
+        for i, g in enumerate(self.engine.generators):
+            if g is not None:
+                out[f"engine_generator{i}"] = g.get_state().cpu().numpy()
+        out["sample_rngs"] = np.array([rng_state(r) for r in self.rngs])
+        out["diagnostic_rngs"] = np.array([rng_state(r) for r in self.diagnostic_rngs])
+        pending = range(cut + 1, self.done + 1)  # batches after the cut, still in the queue
+        assert self.queue.consumed + self.base <= cut, "a batch after the cut was consumed"
+        for j in pending:
+            for k, v in self.queue.slot(j - self.base - 1).items():
+                out[f"pending{j - cut - 1}.{k}"] = v
+        out["pending"] = np.array(len(pending))
+        with self.stop.deferred():
+            info = checkpoints.write_part(checkpoints.cut_dir(self.wiring.checkpoints, cut), "modelserver", out)
+            self.parts.add(cut)
+            self.counters.part_done[MODELSERVER_SLOT] = cut
+        self.log.info("checkpoint_part", part="modelserver", updates=cut, bytes=info["bytes"], pending=len(pending))
+
+    def load_part(self, part: dict[str, np.ndarray]) -> None:
+        self.model.load_state_dict({k[len("model.") :]: v for k, v in part.items() if k.startswith("model.")})
+        self.generator.set_state(torch.from_numpy(part["generator"]))
+        for i, g in enumerate(self.engine.generators):
+            if g is not None:
+                g.set_state(torch.from_numpy(part[f"engine_generator{i}"]))
+        for rng, state in zip(self.rngs, part["sample_rngs"].tolist()):
+            set_rng_state(rng, state)
+        for rng, state in zip(self.diagnostic_rngs, part["diagnostic_rngs"].tolist()):
+            set_rng_state(rng, state)
+        self.done = int(part["done"])
+        pending = int(part["pending"])
+        self.base = self.done - pending
+        for i in range(pending):  # put the prepared batches back, in order
+            slot = self.queue.slot(self.queue.produced)
+            for k in slot:
+                slot[k][...] = part[f"pending{i}.{k}"]
+            self.queue.commit()
+        self.counters.model_updates = self.done
+        self.log.info("modelserver_resumed", updates=self.done, pending=pending)
+
+    def export_model(self) -> None:
+        """The model's state (parameters, optimiser, tables), for tools: checkpoints/model-final.npz."""
         os.makedirs(self.wiring.checkpoints, exist_ok=True)
         path = os.path.join(self.wiring.checkpoints, "model-final.npz")
         with self.stop.deferred():
@@ -140,7 +213,7 @@ class ModelServer:
                 seeds=np.array(self.cfg.seeds),
             )
             os.replace(path + ".tmp.npz", path)
-        self.log.info("checkpoint", path=path, updates=self.done)
+        self.log.info("model_exported", path=path, updates=self.done)
 
     def ready(self) -> bool:
         allowed = self.cfg.offline or self.policy.may_update(self.counters.min_inserts(), self.done)
@@ -159,7 +232,7 @@ class ModelServer:
         self.wait_s += wait_until(
             self.ready,
             self.bell,
-            heartbeat=lambda: self.counters.beat(MODELSERVER_SLOT),
+            heartbeat=self.idle,
             stall_warning_s=self.cfg.stall_warning_s,
             describe_stall=stall,
         )
@@ -178,6 +251,8 @@ class ModelServer:
         if loss is not None:
             self.losses.append(loss)
         self.done += 1
+        if self.done == self.counters.cut_at and self.done not in self.parts and not self.cfg.offline:
+            self.write_part(self.done)  # before the commit: the learner cannot have consumed batch `done`
         self.queue.commit()
 
     def refresh_policy(self) -> None:
@@ -189,7 +264,8 @@ class ModelServer:
     def publish_acting_params(self, version: int) -> None:
         if self.acting_block is not None:
             self.acting_block.publish(self.model.acting_params(), version)
-            self.ring_actors.ring()
+            if self.cfg.lockstep:  # lock-step actors wait for every version
+                self.ring_actors.ring()
 
     def report(self) -> None:
         fields: dict = {"model_updates": self.done, "wait_s": round(self.wait_s, 3), **self.timer.report()}

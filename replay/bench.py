@@ -14,6 +14,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import time
 
@@ -23,6 +24,8 @@ import envs
 from envs.base import TRANSITION_FIELDS
 from replay.client import ReplayClient
 from replay.counters import RunCounters
+from replay.runtime.wiring import actor_name
+from replay.security import LocalCredentials, private_directory
 from replay.service import ServiceConfig, start
 from replay.shm import new_run_id, segment_name
 from replay.store import Batch, ReplayStore, bytes_per_transition
@@ -46,10 +49,10 @@ def procmaze_transitions(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v)[:n] for k, v in parts.items()}
 
 
-def _actor(endpoint: str, actor: int, ready, go) -> None:
+def _actor(endpoint: str, token: str, actor: int, ready, go) -> None:
     signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
     pool = procmaze_transitions(MESSAGE * 16, seed=actor)
-    client = ReplayClient(endpoint, f"bench{actor}", window=32)
+    client = ReplayClient(endpoint, actor_name(actor), window=32, token=token)
     messages = [{k: v[i * MESSAGE : (i + 1) * MESSAGE] for k, v in pool.items()} for i in range(16)]
     ready.set()
     go.wait()
@@ -60,11 +63,15 @@ def _actor(endpoint: str, actor: int, ready, go) -> None:
 
 
 def ingest_tps(actors: int, seconds: float) -> float:
-    run_id = new_run_id()
+    run_id, directory = new_run_id(), private_directory("mbgen-bench-")
+    credentials = LocalCredentials.in_directory(directory)
+    tokens = [credentials.issue(actor_name(a)) for a in range(actors)]
     obs_dim = GRID * GRID * 4
     cfg = ServiceConfig(
         run_id=run_id,
-        endpoint=f"ipc://@mbgen-{run_id}-ingest",
+        endpoint=f"ipc://{directory}/ingest",
+        credentials=credentials.path,
+        reward_range=envs.ENVIRONMENTS["procmaze"].reward_range,
         members=1,
         obs_dim=obs_dim,
         num_actions=5,
@@ -76,7 +83,7 @@ def ingest_tps(actors: int, seconds: float) -> float:
     counters = RunCounters.attach(cfg.counters_name)
     go = mp.Event()
     readies = [mp.Event() for _ in range(actors)]
-    procs = [mp.Process(target=_actor, args=(cfg.endpoint, a, readies[a], go)) for a in range(actors)]
+    procs = [mp.Process(target=_actor, args=(cfg.endpoint, tokens[a], a, readies[a], go)) for a in range(actors)]
     try:
         for p in procs:
             p.start()
@@ -95,6 +102,7 @@ def ingest_tps(actors: int, seconds: float) -> float:
         counters.close()
         service.terminate()
         service.join()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def sample_tps(members: int, batch: int, seconds: float) -> float:

@@ -15,13 +15,15 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
+import msgpack
 import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from envs.base import TRANSITION_FIELDS
 from replay.protocol import ProtocolError, decode_reply, encode_insert, pack
 from replay.runtime.logs import get_logger
-from replay.security import ClientKeys
+from replay.security import ClientKeys, apply_local_login
 
 
 class ReplayRejected(RuntimeError):
@@ -45,6 +47,7 @@ class ReplayClient:
         window: int = 64,
         resend_after_s: float = 30.0,
         keys: ClientKeys | None = None,
+        token: str | None = None,
         ctx: zmq.Context | None = None,
         first_seq: int = 0,
         on_wait=None,
@@ -62,15 +65,17 @@ class ReplayClient:
         self.socket.setsockopt(zmq.ROUTING_ID, actor_id.encode())
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, window)
-        if keys is not None:
+        if keys is not None:  # a remote actor: CurveZMQ with an authorised key
             keys.apply(self.socket)
+        elif token is not None:  # a local actor: its per-run login
+            apply_local_login(self.socket, actor_id, token)
         self.monitor = self.socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self.socket.connect(endpoint)
         self.poller = zmq.Poller()
         self.poller.register(self.socket, zmq.POLLIN)
         self.poller.register(self.monitor, zmq.POLLIN)
         self.next_seq = first_seq
-        self.unacked: OrderedDict[int, tuple[list, float]] = OrderedDict()
+        self.unacked: OrderedDict[int, tuple[list, float]] = OrderedDict()  # seq -> (frames, last sent)
         self.stored = 0
         self.duplicates = 0
         self.resends = 0
@@ -172,6 +177,28 @@ class ReplayClient:
             self.unacked[seq] = (frames, now)
             self.socket.send_multipart(frames, copy=False)
             self.resends += 1
+
+    # -- checkpoints ---------------------------------------------------------------
+    def outbox(self) -> dict[str, np.ndarray]:
+        """The unacknowledged messages and the next sequence number, as arrays (an actor's checkpoint)."""
+        out: dict[str, np.ndarray] = {"next_seq": np.array(self.next_seq)}
+        seqs, members = [], []
+        for i, (seq, (frames, _)) in enumerate(self.unacked.items()):
+            seqs.append(seq)
+            members.append(msgpack.unpackb(frames[0])["member"])
+            for name, array in zip(TRANSITION_FIELDS, frames[1:]):
+                out[f"outbox{i}.{name}"] = np.asarray(array)
+        out["outbox.seq"], out["outbox.member"] = np.array(seqs, np.int64), np.array(members, np.int64)
+        return out
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from `outbox()`: send every message that was unacknowledged again, same numbers."""
+        for i, (seq, member) in enumerate(zip(state["outbox.seq"].tolist(), state["outbox.member"].tolist())):
+            arrays = {name: state[f"outbox{i}.{name}"] for name in TRANSITION_FIELDS}
+            frames = encode_insert(self.actor_id, seq, member, **arrays)
+            self.unacked[seq] = (frames, time.monotonic())
+            self.socket.send_multipart(frames, copy=False)
+        self.next_seq = int(state["next_seq"])
 
     # -- requests -----------------------------------------------------------------
     def request(self, message: dict, timeout_s: float = 10.0) -> dict:

@@ -2,11 +2,11 @@
 
 Client -> service (a DEALER to the service's ROUTER), first frame a msgpack map:
 
-  hello   {"v", "type": "hello", "actor"}                 -> welcome {"run": {...}, "slot": int}
+  hello   {"v", "type": "hello", "actor"}  (remote only)  -> welcome {"run": {...}, "slot": int}
   insert  {"v", "type": "insert", "actor", "seq", "member", "count",
            "arrays": [[name, dtype, shape], ...]}           followed by one raw frame per array,
                                                              in INSERT_ARRAYS order -> ack / error
-  report  {"v", "type": "report", "actor", "sent": [per member]}  -> reported
+  report  {"v", "type": "report", "actor", "sent": [per member]}  -> reported  (a claim, checked)
 
 Service -> client, one msgpack frame:
   {"v", "type": "ack", "seq", "status": "stored" | "duplicate"}
@@ -14,8 +14,9 @@ Service -> client, one msgpack frame:
   {"v", "type": "welcome", "run": {...}, "slot": int}
   {"v", "type": "reported"}
 
-Every field of an incoming message is checked before anything touches shared
-memory; `ProtocolError` carries the reason sent back to the client.
+`actor` must be the sender's authenticated identity (replay/service.py). Every
+field of an incoming message is checked before anything touches shared memory;
+`ProtocolError` carries the reason sent back to the client.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import numpy as np
 
 from envs.base import TRANSITION_FIELDS
 
-PROTOCOL_VERSION = 1
-MAX_TRANSITIONS_PER_MESSAGE = 1 << 16
+PROTOCOL_VERSION = 2
+MAX_TRANSITIONS_PER_MESSAGE = 4096  # per message; actors send message_size x envs (16 by default)
 MAX_ACTOR_ID = 128
+INT64_MAX = (1 << 63) - 1
 MESSAGE_TYPES = ("hello", "insert", "report")
 # Per transition field (envs/base.py TRANSITION_FIELDS, in that order): dtype and shape ("D": obs width).
 ARRAY_FORMATS = {
@@ -44,7 +46,8 @@ INSERT_ARRAYS = tuple((name, *ARRAY_FORMATS[name]) for name in TRANSITION_FIELDS
 
 
 class ProtocolError(ValueError):
-    """A message refused; `member` and `count` are filled in when they were readable."""
+    """A message refused; `member` is filled in when readable, `count` only when the arrays were
+    well formed (so a refused message's declared size never inflates the rejected count)."""
 
     def __init__(self, reason: str, seq: int | None = None, member: int | None = None, count: int = 0):
         super().__init__(reason)
@@ -59,6 +62,12 @@ class StoreSpec:
     members: int
     obs_dim: int
     num_actions: int
+    reward_range: tuple[float, float] = (float("-inf"), float("inf"))  # the environment's [low, high]
+
+
+def max_frame_bytes(obs_dim: int) -> int:
+    """The largest frame a valid message has (its observations, or its int64 actions), plus room for a header."""
+    return MAX_TRANSITIONS_PER_MESSAGE * max(obs_dim, 8) + 4096
 
 
 @dataclass
@@ -125,7 +134,7 @@ def decode_insert(header: dict, frames: Sequence[Any], spec: StoreSpec) -> Inser
     if isinstance(member, bool) or not isinstance(member, int) or not 0 <= member < spec.members:
         raise ProtocolError(f"unknown member {member!r}; this run's members are 0..{spec.members - 1}", seq=seq)
     count = _int_field(header, "count", 1, MAX_TRANSITIONS_PER_MESSAGE, seq=seq, member=member)
-    ctx = {"seq": seq, "member": member, "count": count}
+    ctx = {"seq": seq, "member": member}
     declared = header.get("arrays")
     if not isinstance(declared, list) or len(declared) != len(INSERT_ARRAYS):
         raise ProtocolError(
@@ -166,14 +175,23 @@ def decode_insert(header: dict, frames: Sequence[Any], spec: StoreSpec) -> Inser
                 raise ProtocolError(f"non-boolean {name}: values other than 0 and 1", **ctx)
             raw = raw.view(np.bool_)
         arrays[name] = raw
+    ctx["count"] = count  # the arrays hold `count` well-formed transitions from here on
     action = arrays["action"]
     if action.min() < 0 or action.max() >= spec.num_actions:
         raise ProtocolError(
             f"action out of range: values must be in [0, {spec.num_actions - 1}], got [{action.min()}, {action.max()}]",
             **ctx,
         )
-    if not np.isfinite(arrays["reward"]).all():
+    reward = arrays["reward"]
+    if not np.isfinite(reward).all():
         raise ProtocolError("non-finite reward", **ctx)
+    low, high = spec.reward_range
+    if reward.min() < low or reward.max() > high:
+        raise ProtocolError(
+            f"reward out of range: this environment's rewards lie in [{low}, {high}], "
+            f"got [{reward.min()}, {reward.max()}]",
+            **ctx,
+        )
     return Insert(header["actor"], seq, member, count, **arrays)
 
 

@@ -166,6 +166,11 @@ class ReplayStore:
                 self._terminal[member, span] = terminal[lo:hi]
         self._written[member] = self._reserved[member]
 
+    def rollback(self, member: int, written: int) -> None:
+        """Forget an interrupted write: positions from `written` on were never published."""
+        self._written[member] = written
+        self._reserved[member] = written
+
     # -- reading (any process) ----------------------------------------------------
     def size(self, member: int) -> int:
         return int(min(self._written[member], self.capacity))

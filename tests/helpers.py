@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
+import psutil
 
 SPAWN = multiprocessing.get_context("spawn")
+
+
+def busy(a: np.ndarray) -> np.ndarray:
+    """One unit of single-threaded work (elementwise, so no BLAS threads fight a loaded machine)."""
+    return np.tanh(a + 0.1)
 
 
 def transitions(seed: int, n: int, obs_dim: int, num_actions: int, tag: float):
@@ -30,14 +39,40 @@ def message(actor: int, seq: int, size: int, obs_dim: int, num_actions: int):
     return transitions(actor * 1000 + seq, size, obs_dim, num_actions, actor * 1_000_000 + seq * size)
 
 
+def local_token(endpoint: str, name: str) -> str | None:
+    """The per-run token of local actor `name`, from the credentials beside an ipc endpoint."""
+    from replay.security import LocalCredentials
+
+    if not endpoint.startswith("ipc://"):
+        return None
+    return LocalCredentials.in_directory(os.path.dirname(endpoint[len("ipc://") :])).token(name)
+
+
+def private_endpoint(actors=range(10)):
+    """A private (0700) directory with an ingest endpoint and tokens for actor0..actor9."""
+    from replay.security import LocalCredentials, private_directory
+
+    directory = private_directory("mbgen-test-")
+    credentials = LocalCredentials.in_directory(directory)
+    for a in actors:
+        credentials.issue(f"actor{a}")
+    return directory, f"ipc://{directory}/ingest", credentials.path
+
+
 def send_messages(endpoint, actor, member, first, count, size, obs_dim, num_actions, keys_dir=None, progress=None):
-    """Actor process: send messages first..first+count-1 for `member`, wait for all acks."""
+    """Actor process: send messages first..first+count-1 for `member`, wait for all acks.
+
+    Local endpoints: logged in as actor<actor> with its token; remote ones: with the keys, after hello."""
     from replay.client import ReplayClient
     from replay.security import ClientKeys
 
     keys = ClientKeys.load(keys_dir) if keys_dir else None
-    client = ReplayClient(endpoint, f"actor{actor}", keys=keys, first_seq=first, resend_after_s=5.0)
+    name = f"actor{actor}"
+    token = None if keys else local_token(endpoint, name)
+    client = ReplayClient(endpoint, name, keys=keys, token=token, first_seq=first, resend_after_s=5.0)
     try:
+        if keys is not None:
+            client.hello(timeout_s=60)
         for seq in range(first, first + count):
             client.send(member, **message(actor, seq, size, obs_dim, num_actions))
             if progress is not None:
@@ -104,7 +139,7 @@ def consumer(
     own, ring = Doorbell(ctx, bell), Ringer(ctx, [service_bell])
     batch = Batch.allocate(store.members, 32, store.obs_dim)
     rngs = [np.random.default_rng(m) for m in range(store.members)]
-    a = np.random.default_rng(0).random((128, 128)).astype(np.float32)
+    a = np.random.default_rng(0).random((256, 256)).astype(np.float32)
     records = []
     if ready is not None:
         ready.set()
@@ -119,7 +154,7 @@ def consumer(
             records.append((counters.min_inserts(), u))
             store.sample(rngs, batch)
             for _ in range(work):
-                a = np.tanh(a @ a)
+                a = busy(a)
             counters.updates = u + 1
             ring.ring()
     except StopRequested:
@@ -137,12 +172,12 @@ def paced_sender(endpoint, actor, member, count, size, obs_dim, num_actions, wor
     """Actor process that computes (`work` matmuls) between messages: a slow producer."""
     from replay.client import ReplayClient
 
-    a = np.random.default_rng(1).random((128, 128)).astype(np.float32)
-    client = ReplayClient(endpoint, f"actor{actor}")
+    a = np.random.default_rng(1).random((256, 256)).astype(np.float32)
+    client = ReplayClient(endpoint, f"actor{actor}", token=local_token(endpoint, f"actor{actor}"))
     try:
         for seq in range(count):
             for _ in range(work):
-                a = np.tanh(a @ a)
+                a = busy(a)
             client.send(member, **message(actor, seq, size, obs_dim, num_actions))
         client.flush(60)
     finally:
@@ -162,9 +197,60 @@ def tiny_run(agent="er", steps=1500, eval_period=250):
 
 def mbgen(*args, timeout=240):
     """Run the real `mbgen` command line in a fresh interpreter."""
-    import subprocess
-    import sys
-
     return subprocess.run(
         [sys.executable, "-m", "launch.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
     )
+
+
+# -- whole runs through the command line -----------------------------------------------------
+def start(*args):
+    return subprocess.Popen(
+        [sys.executable, "-m", "launch.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+
+
+def metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def events(run_dir):
+    with open(os.path.join(run_dir, "events.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def summary(run_dir):
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        return json.load(f)
+
+
+def descendants(pid):
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def alive(processes):
+    out = []
+    for p in processes:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def assert_all_gone(processes, grace_s=5.0):
+    """Every process of the run has exited, allowing the grace multiprocessing's resource tracker
+    needs: it notices its parent's exit through a closed pipe, and exits right after."""
+    deadline = time.monotonic() + grace_s
+    while alive(processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(processes), f"processes left behind: {alive(processes)}"

@@ -13,7 +13,8 @@ from learner.losses import q_loss, td_targets
 from learner.networks import MLP, ParamStore, TripleHead, mlp_shape
 from learner.optim import adam_init, adam_step
 from learner.params import ParamBlock, ParamReader
-from replay.runtime.doorbell import Doorbell, Ringer, bell_endpoint
+from replay.runtime.doorbell import Doorbell, Ringer
+from replay.security import private_directory
 from replay.shm import new_run_id, segment_name
 from replay.slots import SlotQueue
 
@@ -257,8 +258,8 @@ def produce_items(queue_name, bell, consumer_bell, count):
 
 
 def test_slot_queue_hands_every_item_to_exactly_one_consumer_read():
-    run_id = new_run_id()
-    producer_bell, consumer_bell = bell_endpoint(run_id, "producer"), bell_endpoint(run_id, "consumer")
+    run_id, directory = new_run_id(), private_directory("mbgen-test-")
+    producer_bell, consumer_bell = f"ipc://{directory}/bell-producer", f"ipc://{directory}/bell-consumer"
     q = SlotQueue.create(segment_name(run_id, "queue"), 2, {"item": (np.int64, ()), "data": (np.float32, (64, 64))})
     ctx = zmq.Context()
     own, ring = Doorbell(ctx, consumer_bell), Ringer(ctx, [producer_bell])

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import time
 
@@ -10,13 +11,23 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from helpers import SPAWN, consumer, message, paced_sender, run_in_process, send_messages, stop_process, wait_for
+from helpers import (
+    SPAWN,
+    consumer,
+    local_token,
+    message,
+    paced_sender,
+    private_endpoint,
+    run_in_process,
+    send_messages,
+    stop_process,
+    wait_for,
+)
 
 from replay.client import ReplayClient, ReplayRejected
 from replay.counters import RunCounters
 from replay.limiter import RatioPolicy
 from replay.protocol import encode_insert, pack
-from replay.runtime.doorbell import bell_endpoint
 from replay.security import check_bind, make_keys
 from replay.service import ServiceConfig, start
 from replay.shm import leftover_segments, new_run_id, unlink_segment
@@ -27,14 +38,16 @@ D, A = 64, 5
 
 def config(tmp_path, members=2, **kw):
     run_id = new_run_id()
-    endpoint = kw.pop("endpoint", f"ipc://@mbgen-{run_id}-ingest")
+    directory, endpoint, credentials = private_endpoint()
     return ServiceConfig(
         run_id=run_id,
-        endpoint=endpoint,
+        endpoint=kw.pop("endpoint", endpoint),
+        credentials=credentials,
         members=members,
         obs_dim=D,
         num_actions=A,
         capacity=kw.pop("capacity", 10_000),
+        reward_range=kw.pop("reward_range", (0.0, 1e9)),  # the test messages' rewards identify them
         log_path=str(tmp_path / "events.jsonl"),
         **kw,
     )
@@ -68,6 +81,7 @@ def service(tmp_path, request):
     for r in running:
         if r.process.is_alive():
             r.stop()
+        shutil.rmtree(os.path.dirname(r.cfg.endpoint[len("ipc://") :]), ignore_errors=True)
 
 
 def stored_rewards(store, member):
@@ -198,7 +212,7 @@ def test_client_resends_unacknowledged_messages_after_reconnect(tmp_path):
     # A service whose limiter pauses after the first insert: later messages stay unread.
     cfg = config(tmp_path, members=1, ratio={"updates_per_step": 1, "learning_starts": 0, "tolerance": 0})
     first = start(cfg)
-    client = ReplayClient(cfg.endpoint, "actor3")
+    client = ReplayClient(cfg.endpoint, "actor3", token=local_token(cfg.endpoint, "actor3"))
     try:
         for seq in range(5):
             client.send(0, **message(3, seq, 8, D, A))
@@ -256,7 +270,7 @@ def test_a_service_that_still_acknowledges_gets_no_copies():
 # ----------------------------------------------------------------- validation
 def raw_message(header_overrides=None, frames=None, count=4, obs_width=D):
     m = message(1, 0, count, obs_width, A)
-    parts = encode_insert("raw", 0, 0, m["obs"], m["action"], m["reward"], m["next_obs"], m["terminal"])
+    parts = encode_insert("actor1", 0, 0, m["obs"], m["action"], m["reward"], m["next_obs"], m["terminal"])
     header = msgpack.unpackb(parts[0])
     header.update(header_overrides or {})
     return [msgpack.packb(header)] + [bytes(p) for p in (frames if frames is not None else parts[1:])]
@@ -274,7 +288,7 @@ def with_array(i, value):
 
 
 MALFORMED = {
-    "wrong protocol version": (raw_message({"v": 2}), "wrong protocol version 2"),
+    "wrong protocol version": (raw_message({"v": 1}), "wrong protocol version 1"),
     "unknown member": (raw_message({"member": 5}), "unknown member 5; this run's members are 0..1"),
     "wrong obs width": (
         raw_message(count=4, obs_width=D - 1),
@@ -308,6 +322,10 @@ MALFORMED = {
         raw_message(frames=with_array(2, np.array([0, np.inf, 1, 2], np.float32))),
         "non-finite reward",
     ),
+    "reward out of range": (
+        raw_message(frames=with_array(2, np.array([0, -5, 1, 3e38], np.float32))),
+        r"reward out of range: this environment's rewards lie in \[0.0, 1000000000.0\]",
+    ),
     "truncated frames": (raw_message()[:4], "truncated message: 3 array frames, expected 5"),
     "extra frames": (raw_message() + [b"\x00" * 4], "extra frames: 6 array frames, expected 5"),
     "short frame": (
@@ -317,10 +335,10 @@ MALFORMED = {
     "garbage bytes": ([b"\x93\xff garbage \x00\x01"], "garbage: the first frame is not a msgpack map"),
     "empty header map": ([msgpack.packb({})], "wrong protocol version None"),
     "unknown type": (
-        [msgpack.packb({"v": 1, "type": "drop_tables", "actor": "x"})],
+        [msgpack.packb({"v": 2, "type": "drop_tables", "actor": "x"})],
         "unknown message type 'drop_tables'",
     ),
-    "bad count": (raw_message({"count": 0}), r"count must be an integer in \[1, 65536\], got 0"),
+    "bad count": (raw_message({"count": 0}), r"count must be an integer in \[1, 4096\], got 0"),
     "bad seq": (raw_message({"seq": -3}), "seq must be an integer >= 0, got -3"),
 }
 
@@ -330,6 +348,7 @@ def test_each_malformed_message_is_refused_and_the_service_keeps_serving(service
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.plain_username, sock.plain_password = b"actor1", local_token(svc.cfg.endpoint, "actor1").encode()
     sock.connect(svc.cfg.endpoint)
     try:
         for i, (name, (frames, expected)) in enumerate(MALFORMED.items()):
@@ -347,16 +366,22 @@ def test_each_malformed_message_is_refused_and_the_service_keeps_serving(service
         assert svc.store.sizes().tolist() == [4, 0]
         acc = svc.counters.accounting()
         assert acc["rejected_messages"] == len(MALFORMED) and acc["stored"] == 4
+        # transitions are counted only where the arrays were well formed (5 messages of 4 here)
+        assert acc["rejected"] == 5 * 4
     finally:
         sock.close()
         ctx.term()
-    rejected = [e for e in events(tmp_path) if e["event"] == "rejected"]
-    assert len(rejected) == len(MALFORMED) and all(e["level"] == "warning" and e["role"] == "replay" for e in rejected)
+    svc.stop()  # flushes the rate-limited rejection log
+    log = events(tmp_path)
+    rejected = [e for e in log if e["event"] == "rejected"]
+    repeated = sum(e["more"] for e in log if e["event"] == "rejected_repeatedly")
+    assert len(rejected) + repeated == len(MALFORMED)
+    assert all(e["level"] == "warning" and e["role"] == "replay" and e["peer"] == "local/actor1" for e in rejected)
 
 
 def test_client_raises_on_refusal(service):
     svc = service(members=1)
-    client = ReplayClient(svc.cfg.endpoint, "bad")
+    client = ReplayClient(svc.cfg.endpoint, "actor5", token=local_token(svc.cfg.endpoint, "actor5"))
     try:
         m = message(1, 0, 4, D, A)
         m["action"] = np.array([0, 1, 9, 1])
@@ -379,8 +404,8 @@ def test_ratio_policy_contract():
 
 
 def limited(service, tmp_path, ratio, members=1):
-    run_id = new_run_id()
-    learner_bell, service_bell = bell_endpoint(run_id, "learner"), bell_endpoint(run_id, "replay")
+    directory = private_endpoint()[0]
+    learner_bell, service_bell = f"ipc://{directory}/bell-learner", f"ipc://{directory}/bell-replay"
     svc = service(members=members, ratio=ratio, bell=service_bell, ring_on_insert=[learner_bell])
     return svc, learner_bell, service_bell
 

@@ -1,6 +1,6 @@
 """`mbgen run` as a user runs it: real processes, sockets and shared memory, end to end."""
 
-import json
+import glob
 import os
 import signal
 import subprocess
@@ -8,9 +8,8 @@ import sys
 import time
 
 import numpy as np
-import psutil
 import pytest
-from helpers import ROOT, mbgen, tiny_run
+from helpers import ROOT, assert_all_gone, descendants, events, mbgen, metrics, start, summary, tiny_run, wait_for
 
 from launch.config import load_toml
 from learner.config import RunConfig
@@ -20,66 +19,6 @@ pytestmark = pytest.mark.slow
 TINY = tiny_run()
 
 
-def start(*args):
-    return subprocess.Popen(
-        [sys.executable, "-m", "launch.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        start_new_session=True,
-    )
-
-
-def metrics(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-def events(run_dir):
-    with open(os.path.join(run_dir, "events.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-def summary(run_dir):
-    with open(os.path.join(run_dir, "summary.json")) as f:
-        return json.load(f)
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-def descendants(pid):
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def alive(processes):
-    out = []
-    for p in processes:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
-def assert_all_gone(processes, grace_s=5.0):
-    """Every process of the run has exited, allowing the grace multiprocessing's resource tracker
-    needs: it notices its parent's exit through a closed pipe, and exits right after."""
-    deadline = time.monotonic() + grace_s
-    while alive(processes) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(processes), f"processes left behind: {alive(processes)}"
-
-
 def test_small_run_end_to_end(tmp_path):
     run_dir = str(tmp_path / "run")
     done = mbgen("run", *TINY, "--out", run_dir)
@@ -87,7 +26,15 @@ def test_small_run_end_to_end(tmp_path):
     assert "completed" in done.stderr and "(reconciled)" in done.stderr
     s = summary(run_dir)
     assert s["outcome"] == "completed"
-    assert s["transitions"] == {"sent": 3000, "stored": 3000, "rejected": 0, "duplicates": 0} and s["reconciled"]
+    assert s["transitions"] == {
+        "sent": 3000,
+        "stored": 3000,
+        "rejected": 0,
+        "rejected_messages": 0,
+        "duplicates": 0,
+        "lost_in_flight": 0,
+    }
+    assert s["reconciled"] and s["reconciliation"] == "" and s["restarts"] == 0
     assert len(s["final"]["per_member"]) == 2 and s["final"]["ci95"][0] <= s["final"]["mean"] <= s["final"]["ci95"][1]
     assert s["throughput"]["updates"] == 1000 and s["throughput"]["wall_s"] > 0
     rows = metrics(run_dir)
@@ -143,7 +90,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_partial_metrics(tmp_path):
     )
     try:
         wait_for(
-            lambda: os.path.exists(os.path.join(run_dir, "metrics.jsonl")) and len(metrics(run_dir)) >= 6,
+            lambda: os.path.exists(os.path.join(run_dir, "metrics.jsonl")) and len(metrics(run_dir)) >= 8,
             120,
             "a few evaluations",
         )
@@ -160,35 +107,40 @@ def test_ctrl_c_stops_cleanly_and_keeps_partial_metrics(tmp_path):
     assert_all_gone(children)
     s = summary(run_dir)
     assert s["outcome"] == "interrupted"
-    assert len(metrics(run_dir)) >= 6 and s["final"]["mean"] is not None
+    assert len(metrics(run_dir)) >= 8 and s["final"]["mean"] is not None
+    # an interrupted run's score is partial, from evaluations after learning started (step 500)
+    assert s["final"]["partial"] and s["final"]["from_env_steps"][0] > 500
+    assert s["reconciled"], s["reconciliation"]  # Ctrl-C drained what was in flight
+    assert glob.glob(os.path.join(run_dir, "checkpoints", "u-*", "MANIFEST.json"))  # the stop cut
     assert os.path.exists(os.path.join(run_dir, "checkpoints", "learner-final.npz"))
 
 
-def test_a_killed_learner_stops_the_run_and_everything_is_cleaned(tmp_path):
+def test_past_its_restarts_a_run_stops_resumable_and_everything_is_cleaned(tmp_path):
+    """With --max-restarts 0 a killed learner stops the run (exit 1), names how to resume it, and leaves
+    no process or shared memory; the directory then resumes and completes."""
     run_dir = str(tmp_path / "run")
-    proc = start("run", *TINY[:-5], "--steps", "400000", "--learning-starts", "500", "--quiet", "--out", run_dir)
+    args = [*TINY[:-5], "--steps", "3000", "--learning-starts", "500", "--checkpoint-period", "300", "--quiet"]
+    proc = start("run", *args, "--max-restarts", "0", "--out", run_dir)
     try:
-        wait_for(
-            lambda: (
-                os.path.exists(os.path.join(run_dir, "events.jsonl"))
-                and any(e["event"] == "learner_progress" or e["event"] == "learner_started" for e in events(run_dir))
-            ),
-            120,
-            "the learner to start",
-        )
+        wait_for(lambda: glob.glob(os.path.join(run_dir, "checkpoints", "u-*", "MANIFEST.json")), 180, "a checkpoint")
         learner = [e["pid"] for e in events(run_dir) if e["event"] == "learner_started"][0]
         children = descendants(proc.pid)
         t = time.monotonic()
         os.kill(learner, signal.SIGKILL)
         proc.wait(15)
-        assert time.monotonic() - t < 10
+        assert time.monotonic() - t < 12
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 1
-    assert "learner" in proc.stderr.read() and "SIGKILL" in summary(run_dir)["reason"]
+    stderr = proc.stderr.read()
+    assert "learner" in stderr and f"mbgen run --resume {run_dir}" in stderr
     assert_all_gone(children)
-    assert summary(run_dir)["outcome"] == "failed"
+    s = summary(run_dir)
+    assert s["outcome"] == "failed" and "SIGKILL" in s["reason"] and s["final"]["partial"]
+    resumed = mbgen("run", "--resume", run_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert summary(run_dir)["outcome"] == "completed" and len(metrics(run_dir)) == 2 * 7
 
 
 def test_remote_actor_joins_over_tcp_with_keys(tmp_path):
@@ -256,6 +208,12 @@ def test_remote_actor_joins_over_tcp_with_keys(tmp_path):
         (["--bogus", "3"], "unknown option --bogus"),
         (["--lr", "1e-4,2e-4", "--seeds", "3"], "lr must be one number or a list of 3"),
         (["--config", "/nonexistent.toml"], "config file /nonexistent.toml does not exist"),
+        (["--gamma", "nan"], "gamma must be a number in [0, 1), got 'nan'"),
+        (["--tolerance", "NaN"], "tolerance must be a number >= 0, got nan"),
+        (
+            ["--remote-endpoint", "tcp://0.0.0.0:5555", "--param-endpoint", "tcp://0.0.0.0:5556"],
+            "remote_endpoint must be a loopback address unless keys is set",
+        ),
     ],
 )
 def test_bad_options_are_refused_before_anything_starts(tmp_path, args, message):
@@ -273,3 +231,9 @@ def test_help_documents_every_key():
         if field not in ("seeds", "env_params"):
             assert "--" + field.replace("_", "-") in done.stdout, field
     assert "--seeds" in done.stdout and "--seed-list" in done.stdout and "--env.PARAM" in done.stdout
+
+
+def test_an_unwritable_out_is_refused_before_anything_starts():
+    done = mbgen("run", *TINY, "--out", "/proc/mbgen-run")
+    assert done.returncode == 2 and "out: cannot write to /proc/mbgen-run" in done.stderr
+    assert "Traceback" not in done.stderr

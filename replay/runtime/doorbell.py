@@ -14,11 +14,6 @@ from __future__ import annotations
 import zmq
 
 
-def bell_endpoint(run_id: str, owner: str) -> str:
-    # Linux abstract-namespace ipc: no socket file to clean up.
-    return f"ipc://@mbgen-{run_id}-bell-{owner}"
-
-
 class Doorbell:
     def __init__(self, ctx: zmq.Context, endpoint: str):
         self.endpoint = endpoint
@@ -66,3 +61,22 @@ class Ringer:
         for s in self.sockets:
             s.close(linger=0)
         self.sockets = []
+
+
+class ActorRinger:
+    """Rings the doorbells of the run's live local actors (replacements included), found in the counters."""
+
+    def __init__(self, ctx: zmq.Context, endpoint_of, slot_state, live: int):
+        self.ctx, self.endpoint_of, self.slot_state, self.live = ctx, endpoint_of, slot_state, live
+        self.ringers: dict[int, Ringer] = {}
+
+    def ring(self) -> None:
+        for slot in (self.slot_state == self.live).nonzero()[0].tolist():
+            if slot not in self.ringers:
+                self.ringers[slot] = Ringer(self.ctx, [self.endpoint_of(slot)])
+            self.ringers[slot].ring()
+
+    def close(self) -> None:
+        for r in self.ringers.values():
+            r.close()
+        self.ringers = {}

@@ -7,6 +7,7 @@ path. The role itself is built by a factory, so this module knows nothing of run
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable, Protocol
 
@@ -29,12 +30,15 @@ class Role(Protocol):
 def run_role(name: str, wiring: dict, make: Callable[[Wiring, StopSignal], Role], **context) -> None:
     """Run one process of a run as `name`: `make(wiring, stop)` builds the role, `run()` does the work.
 
-    A process stopped by a signal exits with 128 + the signal number, so the supervisor can tell a
+    SIGTERM stops the role (its `on_stop` runs first); SIGINT is ignored. A process stopped by a signal exits with 128 + the signal number, so the supervisor can tell a
     finished role from a stopped one.
     """
     die_with_parent()
     tune_allocator()
     stop = StopSignal().install()
+    # Ctrl-C reaches the whole process group; only the supervisor acts on it, and it stops the
+    # roles in order (a checkpoint cut, the actors' last acknowledgements, then the rest).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     w = Wiring(**wiring)
     configure_logging(name, w.events, **context)
     log = get_logger()

@@ -1,8 +1,11 @@
-"""Wiring: the names of every shared-memory segment, endpoint and slot of one run.
+"""Wiring: the names of every shared-memory segment, endpoint, file and slot of one run.
 
-Derived from the run id alone, so every process computes the same names; the
-supervisor creates what the learner and model server publish into, the replay
-service creates its store and counters.
+Derived from the run id, the run directory and the run's private socket
+directory, so every process computes the same names. The supervisor creates
+every shared-memory segment (so they outlive any one process) and the private
+directory (mode 0700) where every ipc endpoint and the local actors'
+credentials live; nothing of a run is reachable through an abstract-namespace
+socket.
 """
 
 from __future__ import annotations
@@ -10,20 +13,28 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from replay.runtime.doorbell import bell_endpoint
+from replay.security import CREDENTIALS_FILE
 from replay.shm import segment_name
 
 STORE_SEGMENT, COUNTERS_SEGMENT = "replay", "counters"  # segment roles the replay service creates
 
-# Heartbeat slots in RunCounters: fixed roles first, then one per actor.
+# Process slots in RunCounters (heartbeats, checkpoint parts): fixed roles first, then one per actor slot.
 REPLAY_SLOT, LEARNER_SLOT, MODELSERVER_SLOT, EVALUATOR_SLOT, FIRST_ACTOR_SLOT = range(5)
+LOCAL_ACTOR_SLOTS = 32  # actor slots 0..31 are the supervisor's (local actors and their replacements)
+
+
+def actor_name(slot: int) -> str:
+    """A local actor's id: its credentials, its part of a checkpoint, its log field."""
+    return f"actor{slot}"
 
 
 @dataclass(frozen=True)
 class Wiring:
-    run_id: str  # names the run's segments and ipc endpoints
+    run_id: str  # names the run's segments
     run_dir: str  # where events, metrics, checkpoints and plots go
-    actors: int  # local actor processes
+    socket_dir: str  # private (0700) directory of the run's ipc endpoints and local credentials
+    resume_from: str = ""  # checkpoint cut directory every process restores its part from; "" = fresh start
+    elapsed_before: float = 0.0  # wall seconds of the run's earlier sessions (a resumed run's clock goes on)
 
     def segment(self, role: str) -> str:
         return segment_name(self.run_id, role)
@@ -57,14 +68,18 @@ class Wiring:
 
     @property
     def ingest(self) -> str:
-        """Where local actors send transitions."""
-        return f"ipc://@mbgen-{self.run_id}-ingest"
+        """Where local actors send transitions (PLAIN login with their per-run token)."""
+        return f"ipc://{self.socket_dir}/ingest"
+
+    @property
+    def credentials(self) -> str:
+        return os.path.join(self.socket_dir, CREDENTIALS_FILE)
 
     def bell(self, owner: str) -> str:
-        return bell_endpoint(self.run_id, owner)
+        return f"ipc://{self.socket_dir}/bell-{owner}"
 
-    def actor_bells(self) -> list[str]:
-        return [self.bell(f"actor{i}") for i in range(self.actors)]
+    def actor_bells(self, slots) -> list[str]:
+        return [self.bell(actor_name(s)) for s in slots]
 
     @property
     def events(self) -> str:

@@ -1,0 +1,212 @@
+"""Fault injection on real runs: processes killed with SIGKILL at awkward moments, and what survives.
+
+Every test here starts the real `mbgen run` command and kills real processes; the acceptance of
+the resume issue (DESIGN.md "Nothing lost, nothing doubled") is what they check.
+"""
+
+import glob
+import json
+import os
+import random
+import shutil
+import signal
+import time
+
+import psutil
+import pytest
+from helpers import assert_all_gone, descendants, events, mbgen, metrics, start, summary, tiny_run, wait_for
+
+from replay.shm import leftover_segments
+
+pytestmark = pytest.mark.slow
+
+
+def run_pids(run_dir, role):
+    """The pids of the live processes of `role` in a run (from their start events)."""
+    pids = [e["pid"] for e in events(run_dir) if e["role"] == role and e["event"] == f"{role}_started"]
+    return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def run_pid(run_dir, role):
+    return run_pids(run_dir, role)[-1]
+
+
+def evaluations(run_dir):
+    path = os.path.join(run_dir, "metrics.jsonl")
+    return len(metrics(run_dir)) if os.path.exists(path) else 0
+
+
+def run_segments(run_dir):
+    """/dev/shm segments of every session of a run (the run ids are in its events)."""
+    ids = {e["run_id"] for e in events(run_dir) if e["event"] == "run_started"}
+    return [s for s in leftover_segments() if any(i in s for i in ids)]
+
+
+def points(run_dir):
+    return sorted((r["env_steps"], r["member"], r["eval_return"]) for r in metrics(run_dir))
+
+
+def finish(proc, timeout=240):
+    try:
+        proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, proc.stderr.read()
+
+
+def reconciled(s):
+    t = s["transitions"]
+    return s["reconciled"] and t["sent"] == t["stored"] + t["lost_in_flight"] and t["rejected"] == 0
+
+
+# ------------------------------------------------------------------------------ resume
+LOCK_STEP = [*tiny_run(steps=1500), "--tolerance", "0", "--checkpoint-period", "200"]
+
+
+def test_a_killed_lock_step_run_resumes_bit_identical(tmp_path):
+    whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
+    done = mbgen("run", *LOCK_STEP, "--out", whole)
+    assert done.returncode == 0, done.stderr
+    proc = start("run", *LOCK_STEP, "--out", killed)
+    try:
+        wait_for(lambda: glob.glob(os.path.join(killed, "checkpoints", "u-*", "MANIFEST.json")), 180, "a checkpoint")
+        before = evaluations(killed)
+        wait_for(lambda: evaluations(killed) > before, 60, "one more evaluation after the checkpoint")
+        children = descendants(proc.pid)
+        os.killpg(proc.pid, signal.SIGKILL)  # everything, at once, mid-run
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert_all_gone(children)
+    wait_for(lambda: not run_segments(killed), 10, "the reaper to unlink the run's shared memory")
+    resumed = mbgen("run", "--resume", killed)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr and summary(killed)["outcome"] == "completed"
+    assert points(killed) == points(whole)  # every evaluation, bit for bit, and none twice
+    assert len(points(killed)) == 2 * 7
+
+
+def test_resume_refuses_what_it_cannot_use(tmp_path):
+    run_dir = str(tmp_path / "run")
+    proc = start("run", *tiny_run(steps=400000), "--checkpoint-period", "100", "--out", run_dir)
+    try:
+        wait_for(lambda: glob.glob(os.path.join(run_dir, "checkpoints", "u-*", "MANIFEST.json")), 180, "a checkpoint")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    cuts = sorted(glob.glob(os.path.join(run_dir, "checkpoints", "u-*")))
+    replay = os.path.join(cuts[-1], "replay.npz")
+    data = bytearray(open(replay, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    for cut in cuts[:-1]:
+        shutil.rmtree(cut)
+    with open(replay, "wb") as f:
+        f.write(data)
+    done = mbgen("run", "--resume", run_dir)
+    assert done.returncode == 2 and "part replay is corrupt" in done.stderr, done.stderr
+    shutil.rmtree(cuts[-1])
+    done = mbgen("run", "--resume", run_dir)
+    assert done.returncode == 2 and "no checkpoint" in done.stderr, done.stderr
+    done = mbgen("run", "--resume", str(tmp_path / "nothing"))
+    assert done.returncode == 2 and "holds no run" in done.stderr
+    done = mbgen("run", *tiny_run(), "--out", run_dir)
+    assert done.returncode == 2 and "already holds a run" in done.stderr and "--resume" in done.stderr
+
+
+# ------------------------------------------------------------------------------- healing
+HEALING = [*tiny_run(steps=3000), "--checkpoint-period", "300"]
+
+
+def test_a_killed_actor_is_replaced_and_the_run_reconciles(tmp_path):
+    run_dir = str(tmp_path / "run")
+    proc = start("run", *HEALING, "--actors", "2", "--out", run_dir)
+    wait_for(lambda: evaluations(run_dir) >= 6, 180, "a few evaluations")
+    os.kill(run_pid(run_dir, "actor"), signal.SIGKILL)
+    code, stderr = finish(proc)
+    assert code == 0, stderr
+    assert "actor_replaced" in stderr  # a line on the terminal
+    s = summary(run_dir)
+    assert s["outcome"] == "completed" and reconciled(s) and s["transitions"]["duplicates"] == 0, s
+    replaced = [e for e in events(run_dir) if e["event"] == "actor_replaced"]
+    assert len(replaced) == 1 and replaced[0]["replacement"] not in ("actor0", "actor1")
+    finished = [e for e in events(run_dir) if e["event"] == "learner_finished"][0]
+    assert finished["longest_wait_s"] < 60  # logged; the learner waited at most about a restart
+    assert len(points(run_dir)) == 2 * 13
+
+
+def test_a_killed_replay_service_restarts_in_place_and_nothing_is_lost_or_doubled(tmp_path):
+    run_dir = str(tmp_path / "run")
+    proc = start("run", *HEALING, "--out", run_dir)
+    wait_for(lambda: evaluations(run_dir) >= 6, 180, "a few evaluations")
+    os.kill(run_pid(run_dir, "replay"), signal.SIGKILL)
+    code, stderr = finish(proc)
+    assert code == 0, stderr
+    s = summary(run_dir)
+    t = s["transitions"]
+    assert s["outcome"] == "completed" and reconciled(s), s
+    assert t["stored"] == t["sent"] == 2 * 3000 and t["lost_in_flight"] == 0  # no actor died: nothing lost
+    starts = [e for e in events(run_dir) if e["event"] == "replay_started"]
+    assert len(starts) == 2 and starts[1]["attached"] and starts[1]["stored"] > 0
+
+
+def test_a_killed_learner_resumes_the_run_from_its_checkpoint(tmp_path):
+    run_dir = str(tmp_path / "run")
+    proc = start("run", *HEALING, "--out", run_dir)
+    wait_for(lambda: glob.glob(os.path.join(run_dir, "checkpoints", "u-*", "MANIFEST.json")), 180, "a checkpoint")
+    os.kill(run_pid(run_dir, "learner"), signal.SIGKILL)
+    code, stderr = finish(proc)
+    assert code == 0, stderr
+    assert "run_restarting" in stderr
+    s = summary(run_dir)
+    assert s["outcome"] == "completed" and s["restarts"] == 1
+    assert len(points(run_dir)) == 2 * 13  # no gap and no duplicate evaluation point
+    resumed = [e for e in events(run_dir) if e["event"] == "run_started"][-1]
+    assert resumed["resumed_from"] is not None and resumed["resumed_from"] > 0
+
+
+def test_a_killed_supervisor_leaves_no_process_and_no_shared_memory(tmp_path):
+    run_dir = str(tmp_path / "run")
+    proc = start("run", *tiny_run(steps=400000), "--out", run_dir)
+    try:
+        wait_for(lambda: evaluations(run_dir) >= 2, 180, "the run to be under way")
+        children = descendants(proc.pid)
+        socket_dir = [p for p in glob.glob("/tmp/mbgen-*") if any(p in " ".join(c.cmdline()) for c in children)]
+        os.kill(proc.pid, signal.SIGKILL)  # the supervisor alone
+        t = time.monotonic()
+        proc.wait(10)
+        assert_all_gone(children, grace_s=10.0 - (time.monotonic() - t))
+        assert not run_segments(run_dir)
+        assert socket_dir and not os.path.exists(socket_dir[0])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_chaos_an_actor_the_replay_service_and_the_model_server_each_die_once(tmp_path):
+    """A short model-agent run during which one random actor, the replay service and the model server
+    are each killed once (in a random order): the run completes, and its accounting reconciles."""
+    run_dir = str(tmp_path / "run")
+    rng = random.Random(os.getpid())
+    proc = start(
+        "run",
+        *tiny_run("simple", steps=3000),
+        *("--hidden", "32,32", "--actors", "2", "--checkpoint-period", "200", "--out", run_dir),
+    )
+    victims = ["actor", "replay", "modelserver"]
+    rng.shuffle(victims)
+    for i, role in enumerate(victims):
+        wait_for(lambda: evaluations(run_dir) >= 4 + 2 * i, 240, f"progress before killing the {role}")
+        if role == "modelserver":
+            wait_for(lambda: glob.glob(os.path.join(run_dir, "checkpoints", "u-*", "MANIFEST.json")), 120, "a cut")
+        pid = rng.choice(run_pids(run_dir, role))
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 10, "the kill")
+    code, stderr = finish(proc, timeout=400)
+    assert code == 0, stderr
+    s = summary(run_dir)
+    assert s["outcome"] == "completed" and reconciled(s), json.dumps(s, indent=1)
+    assert len(points(run_dir)) == 2 * 13

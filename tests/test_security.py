@@ -1,0 +1,324 @@
+"""The replay service under attack: who can connect, what they can claim, and what hostile input costs.
+
+Real sockets and a real service process throughout. The fuzzer (hypothesis) sends over 10,000
+malformed or hostile messages to both endpoints while a valid actor sends too, then checks that the
+service kept serving, stayed within its memory bound, refused and counted exactly the hostile
+messages, and stored byte for byte what the valid actor sent.
+"""
+
+import os
+import shutil
+import stat
+
+import msgpack
+import numpy as np
+import psutil
+import pytest
+import zmq
+from helpers import local_token, message, private_endpoint
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from replay.client import ReplayClient
+from replay.counters import REMOTE, RunCounters
+from replay.protocol import INSERT_ARRAYS, MAX_TRANSITIONS_PER_MESSAGE, PROTOCOL_VERSION, encode_insert, max_frame_bytes
+from replay.security import ClientKeys, apply_local_login, make_keys
+from replay.service import MAX_SLOTS_PER_KEY, RCVHWM, ServiceConfig, start
+from replay.shm import new_run_id
+from replay.store import ReplayStore
+
+D, A, MEMBERS = 16, 5, 2
+MEMORY_BOUND_MB = 400  # the service's resident memory, whatever its peers send (README: Security model)
+
+
+class Service:
+    def __init__(self, tmp_path, port):
+        self.keys_dir = str(tmp_path / "keys")
+        make_keys(self.keys_dir)
+        self.directory, endpoint, credentials = private_endpoint()
+        self.cfg = ServiceConfig(
+            run_id=new_run_id(),
+            endpoint=endpoint,
+            credentials=credentials,
+            members=MEMBERS,
+            obs_dim=D,
+            num_actions=A,
+            reward_range=(0.0, 1e9),
+            remote_endpoint=f"tcp://127.0.0.1:{port}",
+            keys_dir=self.keys_dir,
+            run_info={"config": {"agent": "er"}, "param_endpoint": ""},
+            log_path=str(tmp_path / "events.jsonl"),
+        )
+        self.process = start(self.cfg)
+        self.ctx = zmq.Context()
+        self.counters = RunCounters.attach(self.cfg.counters_name)
+        self.store = ReplayStore.attach(self.cfg.store_name)
+        self.peak_rss = 0
+        self.sockets = []
+
+    def rss_mb(self):
+        rss = psutil.Process(self.process.pid).memory_info().rss / 2**20
+        self.peak_rss = max(self.peak_rss, rss)
+        return rss
+
+    def dealer(self, login=None, keys=False, remote=False):
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if login is not None:
+            apply_local_login(sock, *login)
+        if keys:
+            ClientKeys.load(self.keys_dir).apply(sock)
+        sock.connect(self.cfg.remote_endpoint if remote else self.cfg.endpoint)
+        self.sockets.append(sock)
+        return sock
+
+    def close(self):
+        for sock in self.sockets:
+            sock.close(linger=0)
+        self.counters.close()
+        self.store.close()
+        self.ctx.term()
+        self.process.terminate()
+        self.process.join(15)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def service(tmp_path):
+    s = Service(tmp_path, 22000 + os.getpid() % 20000)
+    yield s
+    s.close()
+
+
+def round_trip(sock, frames, timeout_ms=3000):
+    """The reply to one message, or None (no reply; or no connection to send on: refused at the handshake)."""
+    try:
+        sock.send_multipart(frames, zmq.NOBLOCK)
+    except zmq.Again:
+        return None
+    if not sock.poll(timeout_ms):
+        return None
+    return msgpack.unpackb(sock.recv())
+
+
+def header(actor="actor1", **overrides):
+    m = message(1, 0, 4, D, A)
+    parts = encode_insert(actor, 0, 0, **m)
+    h = msgpack.unpackb(parts[0])
+    h.update(overrides)
+    return [msgpack.packb(h)] + [bytes(p) for p in parts[1:]]
+
+
+# ------------------------------------------------------------------------- who may connect
+def test_a_local_process_without_credentials_gets_nothing(service):
+    token = local_token(service.cfg.endpoint, "actor1")
+    assert stat.S_IMODE(os.stat(service.directory).st_mode) == 0o700
+    strangers = [
+        service.dealer(),  # no login at all
+        service.dealer(login=("actor1", "0" * 32)),  # a guessed token
+        service.dealer(login=("actor99", token)),  # another actor's token
+        service.dealer(remote=True),  # the TCP endpoint without a key
+    ]
+    for sock in strangers:
+        assert round_trip(sock, header(), 1500) is None  # refused at the handshake: no reply at all
+        assert round_trip(sock, [msgpack.packb({"v": PROTOCOL_VERSION, "type": "hello", "actor": "x"})], 500) is None
+    assert int(service.counters.stored.sum()) == 0 and int(service.counters.rejected_messages[0]) == 0
+    assert not (service.counters.slot_state == REMOTE).any()  # no slot taken
+    friend = service.dealer(login=("actor1", token))
+    assert round_trip(friend, header())["status"] == "stored"
+
+
+def test_no_peer_can_send_as_another(service):
+    actor1 = service.dealer(login=("actor1", local_token(service.cfg.endpoint, "actor1")))
+    reply = round_trip(actor1, header(actor="actor0", seq=5))
+    assert reply["type"] == "error" and "not this connection's login" in reply["error"]
+    # actor0's own message 5 is not taken for a duplicate later
+    actor0 = ReplayClient(service.cfg.endpoint, "actor0", token=local_token(service.cfg.endpoint, "actor0"))
+    try:
+        for seq in range(6):
+            actor0.send(0, **message(0, seq, 4, D, A))
+        actor0.flush(10)
+        assert actor0.stored == 6 and actor0.duplicates == 0
+    finally:
+        actor0.close()
+    # a local login cannot say hello on the remote socket's behalf, nor reach remote slots
+    hello = round_trip(actor1, [msgpack.packb({"v": PROTOCOL_VERSION, "type": "hello", "actor": "actor1"})])
+    assert hello["type"] == "error" and "remote actors" in hello["error"]
+
+
+def test_hello_gives_only_what_an_actor_needs_and_slots_are_a_quota(service):
+    remote = service.dealer(keys=True, remote=True)
+    replies = [
+        round_trip(remote, [msgpack.packb({"v": PROTOCOL_VERSION, "type": "hello", "actor": f"a{i}"})])
+        for i in range(61)
+    ]
+    welcomed = [r for r in replies if r["type"] == "welcome"]
+    assert len(welcomed) == MAX_SLOTS_PER_KEY
+    assert all("quota" in r["error"] for r in replies if r["type"] == "error")
+    assert welcomed[0]["run"] == {"config": {"agent": "er"}, "param_endpoint": ""}
+    assert int((service.counters.slot_state == REMOTE).sum()) == MAX_SLOTS_PER_KEY
+
+
+def test_absurd_reports_are_refused_and_the_service_keeps_serving(service):
+    remote = service.dealer(keys=True, remote=True)
+    assert round_trip(remote, [msgpack.packb({"v": PROTOCOL_VERSION, "type": "hello", "actor": "far"})])["slot"]
+    report = lambda sent: round_trip(  # noqa: E731
+        remote, [msgpack.packb({"v": PROTOCOL_VERSION, "type": "report", "actor": "far", "sent": sent})]
+    )
+    for sent, why in (
+        ([2**63, 0], "integers in"),
+        ([-1, 0], "integers in"),
+        ([2_000_012_000, 0], "exceed what arrived"),
+        ([1.5, 0], "integers in"),
+        ([1], "integers in"),
+    ):
+        reply = report(sent)
+        assert reply["type"] == "error" and why in reply["error"], (sent, reply)
+    assert report([10, 0])["type"] == "reported"
+    assert report([3, 0])["type"] == "error"  # a claim may not go down
+    assert service.process.is_alive() and int(service.counters.sent.sum()) == 10
+    assert round_trip(remote, header(actor="far"))["status"] == "stored"
+
+
+def test_a_gigabyte_of_hostile_messages_keeps_memory_bounded(service):
+    """An authenticated peer sends 1 GB: frames over the size limit (which disconnect it) and frames
+    just under it (refused one by one); the service's memory stays under its bound."""
+    token = local_token(service.cfg.endpoint, "actor1")
+    limit = max_frame_bytes(D)
+    big, under = os.urandom(limit + 1), os.urandom(limit - 1)
+    sent = 0
+    baseline = service.rss_mb()
+    sock = service.dealer(login=("actor1", token))
+    sock.setsockopt(zmq.SNDHWM, 8)
+    while sent < 1 << 30:
+        frames = [header()[0], big] if (sent // limit) % 2 else [header()[0], under, under]
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+            sent += sum(len(f) for f in frames)
+        except zmq.Again:
+            sock.poll(100)  # drain replies; an oversized frame got this connection dropped and redialled
+            while sock.poll(0):
+                sock.recv()
+        service.rss_mb()
+    sock.close()
+    assert service.process.is_alive()
+    assert service.peak_rss < MEMORY_BOUND_MB, f"peak {service.peak_rss:.0f} MB (baseline {baseline:.0f} MB)"
+    friend = service.dealer(login=("actor2", local_token(service.cfg.endpoint, "actor2")))
+    assert round_trip(friend, header(actor="actor2"), 10_000)["status"] == "stored"
+    print(
+        f"1 GB hostile: peak RSS {service.peak_rss:.0f} MB (baseline {baseline:.0f} MB), "
+        f"{int(service.counters.rejected_messages[0])} refused"
+    )
+
+
+# ----------------------------------------------------------------------------------- fuzzer
+def acceptable(actor, key, value):
+    """Whether a header whose `key` is `value` (all else valid) is a valid insert, by the protocol's rules."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    original = msgpack.unpackb(header(actor)[0])
+    return {
+        "seq": is_int and value >= 0,
+        "member": is_int and 0 <= value < MEMBERS,
+        "count": is_int and value == 4,
+    }.get(key, type(value) is type(original[key]) and value == original[key])
+
+
+def hostile_messages(actor):
+    """Messages that must all be refused with an error reply."""
+    good = header(actor)
+    field = st.sampled_from(["v", "type", "actor", "seq", "member", "count", "arrays"])
+    junk = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=40),
+        st.binary(max_size=40),
+        st.lists(st.integers(), max_size=6),
+    )
+
+    def mutated_header(pair):
+        key, value = pair
+        h = msgpack.unpackb(good[0])
+        h[key] = value
+        try:
+            return [msgpack.packb(h)] + good[1:]
+        except (TypeError, ValueError, OverflowError):
+            return [b"\xc1"] + good[1:]  # unpackable: still hostile
+
+    def mutated_array(args):
+        i, data = args
+        frames = list(good)
+        frames[1 + i] = data
+        return frames
+
+    def bad_values(args):
+        which, value = args
+        m = message(1, 0, 4, D, A)
+        m[which] = np.asarray(value, m[which].dtype) if which != "reward" else np.full(4, value, np.float32)
+        return [good[0]] + [bytes(np.ascontiguousarray(m[name])) for name, _, _ in INSERT_ARRAYS]
+
+    return st.one_of(
+        st.lists(st.binary(max_size=200), min_size=1, max_size=7),  # random frames
+        st.tuples(field, junk).filter(lambda p: not acceptable(actor, *p)).map(mutated_header),
+        st.tuples(st.integers(0, 4), st.binary(max_size=300)).map(mutated_array),  # wrong sizes and bytes
+        st.integers(0, 4).map(lambda n: good[: 1 + n]),  # truncated
+        st.integers(1, 3).map(lambda n: good + [b"\0"] * n),  # extra frames
+        st.tuples(st.just("reward"), st.sampled_from([np.nan, np.inf, -np.inf, -1.0, 3e38])).map(bad_values),
+        st.tuples(st.just("action"), st.sampled_from([[-1, 0, 0, 0], [0, A, 0, 0], [0, 0, 2**40, 0]])).map(bad_values),
+        st.integers(MEMBERS, 2**40).map(lambda m: mutated_header(("member", m))),
+        st.integers(MAX_TRANSITIONS_PER_MESSAGE + 1, 2**62).map(lambda n: mutated_header(("count", n))),
+    )
+
+
+@pytest.mark.slow
+def test_fuzzer_ten_thousand_hostile_messages_on_every_endpoint(service):
+    token = local_token(service.cfg.endpoint, "actor1")
+    local = service.dealer(login=("actor1", token))
+    remote = service.dealer(keys=True, remote=True)
+    assert round_trip(remote, [msgpack.packb({"v": PROTOCOL_VERSION, "type": "hello", "actor": "fuzz"})])["slot"]
+    valid = ReplayClient(service.cfg.endpoint, "actor3", token=local_token(service.cfg.endpoint, "actor3"))
+    stats = {"cases": 0, "refused": 0, "valid": 0}
+
+    @settings(
+        max_examples=5200,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(hostile_messages("actor1"), hostile_messages("fuzz"), st.booleans())
+    def fuzz(local_frames, remote_frames, send_valid):
+        for sock, frames in ((local, local_frames), (remote, remote_frames)):
+            reply = round_trip(sock, frames)
+            assert reply is not None and reply["type"] == "error", (frames[:1], reply)
+            stats["cases"] += 1
+            stats["refused"] += 1
+        if send_valid:
+            valid.send(stats["valid"] % MEMBERS, **message(3, stats["valid"], 4, D, A))
+            stats["valid"] += 1
+        if stats["cases"] % 500 == 0:
+            service.rss_mb()
+
+    try:
+        fuzz()
+        valid.flush(30)
+    finally:
+        valid.close()
+    assert stats["cases"] >= 10_000
+    assert service.process.is_alive() and service.peak_rss < MEMORY_BOUND_MB
+    assert int(service.counters.rejected_messages[0]) == stats["refused"]
+    # the store holds exactly, byte for byte, what the valid actor sent
+    for member in range(MEMBERS):
+        held = service.store.read_all(member)
+        expected = [message(3, s, 4, D, A) for s in range(stats["valid"]) if s % MEMBERS == member]
+        assert held.reward.shape[1] == 4 * len(expected)
+        if expected:
+            assert np.array_equal(held.reward[0], np.concatenate([m["reward"] for m in expected]))
+            assert np.array_equal(held.obs[0], np.concatenate([m["obs"] for m in expected]).astype(np.float32))
+            assert np.array_equal(held.action[0], np.concatenate([m["action"] for m in expected]))
+    assert int(service.counters.stored.sum()) == 4 * stats["valid"]
+    print(f"fuzzer: {stats['cases']} cases, {stats['refused']} refused, peak RSS {service.peak_rss:.0f} MB")
+
+
+assert RCVHWM * max_frame_bytes(D) < MEMORY_BOUND_MB * 2**20 / 4
