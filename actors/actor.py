@@ -3,7 +3,8 @@
 Each actor runs `envs_per_actor` copies of the environment for every member
 (seeded from the member's seed and the actor's index), picks actions by
 softmax over Q/temperature with the newest parameters it has, and sends each
-member's transitions in messages of `message_size`. In lock-step mode it sends
+member's transitions in messages of `message_size`. Every 10 s it logs the
+behaviour episodes each member finished (`train_episodes`, actors/episodes.py). In lock-step mode it sends
 every step and, before acting at step t, waits for the parameters of exactly
 the updates the protocol calls for after t steps, which makes a run
 reproducible bit for bit. (Otherwise it waits only for the first version.)
@@ -20,6 +21,7 @@ import zmq
 
 import envs
 from actors.acting import ActingPolicy
+from actors.episodes import EpisodeReturns
 from envs.seeding import derive_seed
 from learner.config import RunConfig
 from learner.params import ParamBlock, ParamReader
@@ -50,10 +52,13 @@ class Actor:
         self.refresh, self.on_sent, self.heartbeat, self.await_version = refresh, on_sent, heartbeat, await_version
         self.log = get_logger()
         self.E = cfg.envs_per_actor
-        self.envs = [envs.make(cfg.env, self.E, derive_seed(s, "actor", index), **cfg.env_params) for s in cfg.seeds]
-        self.rngs = [np.random.default_rng(derive_seed(s, "behaviour", index)) for s in cfg.seeds]
+        self.envs = [
+            envs.make(cfg.env, self.E, derive_seed(s, "actor", index), **cfg.env_params) for s in cfg.member_seeds
+        ]
+        self.rngs = [np.random.default_rng(derive_seed(s, "behaviour", index)) for s in cfg.member_seeds]
         self.steps = cfg.steps // (cfg.actors * self.E)
-        self.buffers: list[list[tuple]] = [[] for _ in cfg.seeds]
+        self.buffers: list[list[tuple]] = [[] for _ in cfg.member_seeds]
+        self.returns = EpisodeReturns(cfg.members, self.E, self.envs[0].episodic, cfg.eval_steps)
 
     def run(self) -> None:
         obs = np.stack([env.reset() for env in self.envs])  # [P, E, D]
@@ -69,16 +74,25 @@ class Actor:
             for m, env in enumerate(self.envs):
                 next_obs, reward, terminal, new_obs[m] = env.step(actions[m])
                 self.buffers[m].append((obs[m], actions[m], reward, next_obs, terminal))
+                self.returns.add(m, reward, terminal)
             obs = new_obs
             if (t + 1) % flush_every == 0:
                 self.flush()
             self.heartbeat()
             if time.monotonic() >= next_report:
                 self.log.info("actor_progress", steps=t + 1, of=self.steps, resends=self.client.resends)
+                self.report_returns(t + 1)
                 next_report = time.monotonic() + PROGRESS_PERIOD_S
         self.flush()
         self.client.flush()
+        self.report_returns(self.steps)
         self.log.info("actor_finished", steps=self.steps, stored=self.client.stored, duplicates=self.client.duplicates)
+
+    def report_returns(self, steps: int) -> None:
+        """The behaviour episodes finished since the last report (actors/episodes.py), per member."""
+        returns, episodes = self.returns.take()
+        if any(episodes):
+            self.log.info("train_episodes", steps=steps, returns=returns, episodes=episodes)
 
     def flush(self) -> None:
         for m, buffer in enumerate(self.buffers):

@@ -26,8 +26,8 @@ import envs
 from actors.actor import run_actor
 from actors.evaluator import run_evaluator
 from launch.config import dump_toml
-from launch.progress import Progress
-from launch.results import MetricsTail, write_summary
+from launch.monitor import RunMonitor
+from launch.results import write_summary
 from learner.agents import encoder_shape, q_shape
 from learner.config import RunConfig
 from learner.dqn import BATCH_FIELDS
@@ -75,6 +75,7 @@ class Supervisor:
         self.log = None
         self.outcome = "failed"
         self.reason = ""
+        self.monitor: RunMonitor | None = None  # progress line, status.json, TensorBoard (launch/monitor.py)
 
     # -- public ----------------------------------------------------------------------
     def run(self) -> int:
@@ -220,17 +221,14 @@ class Supervisor:
     def watch(self) -> None:
         cfg = self.cfg
         work = [n for n in self.children if n != "replay"]
-        metrics = MetricsTail(self.wiring.metrics, cfg.members)
-        progress = Progress(cfg.steps, cfg.total_updates, enabled=self.show_progress)
+        self.monitor = RunMonitor(cfg, self.run_dir, progress=self.show_progress)
         while True:
             alive = [p.sentinel for p in self.children.values() if p.exitcode is None]
             multiprocessing.connection.wait(alive, timeout=0.5)
             done = self.check_children()
-            metrics.poll()
             steps = self.counters.updates if cfg.offline else self.counters.min_inserts()
-            progress.show(steps, self.counters.updates, metrics.latest())
+            self.monitor.update(steps, self.counters.updates, self.process_health(), self.counters.accounting())
             if set(work) <= set(done):
-                progress.close()
                 return
             now = time.time()
             for name, process in self.children.items():
@@ -239,6 +237,20 @@ class Supervisor:
                 last = max(float(self.counters.heartbeat[self.slots[name]]), self.launched[name])
                 if now - last > cfg.heartbeat_timeout_s:
                     raise RunFailed(f"{name} (pid {process.pid}) showed no sign of life for {now - last:.0f} s")
+
+    def process_health(self) -> dict[str, dict]:
+        """Per child: pid, whether it runs, its exit code, seconds since its last heartbeat."""
+        now = time.time()
+        health = {}
+        for name, process in self.children.items():
+            beat = float(self.counters.heartbeat[self.slots[name]]) if self.counters is not None else 0.0
+            health[name] = {
+                "pid": process.pid,
+                "alive": process.exitcode is None,
+                "exitcode": process.exitcode,
+                "heartbeat_age_s": now - max(beat, self.launched[name]),
+            }
+        return health
 
     # -- stop ------------------------------------------------------------------------
     def stop_children(self) -> None:
@@ -259,6 +271,8 @@ class Supervisor:
 
     def finish(self) -> None:
         summary = write_summary(self.run_dir, self.cfg, self.counters, self.started, self.outcome, self.reason)
+        if self.monitor is not None:  # before the counters close: it reads the last heartbeats
+            self.monitor.finish(self.outcome, summary, self.process_health(), summary["transitions"])
         for segment in self.segments:
             segment.close()
         if self.counters is not None:
