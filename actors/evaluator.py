@@ -32,6 +32,10 @@ from replay.runtime.wiring import EVALUATOR_SLOT, Wiring
 from replay.slots import SlotQueue
 
 
+# One line of metrics.jsonl: the evaluation point, the member and its grid point, its score.
+METRICS_FIELDS = ("env_steps", "updates", "member", "group", "lr", "temperature", "seed", "eval_return", "wall_s")
+
+
 def evaluate(cfg: RunConfig, policy: ActingPolicy, env_steps: int) -> np.ndarray:
     """Mean greedy score per member [P]; the episodes' seeds depend on (member seed, env_steps), so
     the same seed under two grid points plays the same episodes."""

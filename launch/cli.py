@@ -50,10 +50,10 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
             f"{cfg.steps:,} steps; random behaviour scores 0.14, the optimum 0.40)",
             file=sys.stderr,
         )
+    check_sinks(cfg)
     run_dir = cfg.out or default_run_dir(cfg.agent, cfg.env)
     # Refused here, before any process starts. (A --resume flag will continue the run found here.)
     prepare_run_dir(run_dir, force=args.force)
-    check_sinks(cfg)
     from launch.supervisor import Supervisor  # after validation: bad options fail fast
 
     print(f"run directory: {run_dir}", file=sys.stderr)
@@ -114,7 +114,7 @@ def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
     from launch.plots import plot_runs
 
     out = args.out or os.path.join(args.runs[0], "compare.png" if len(args.runs) > 1 else "curve.png")
-    for warning in plot_runs(args.runs, out, args.title):
+    for warning in plot_runs(args.runs, out, args.title)["warnings"]:
         print(f"mbgen plot: warning: {warning}", file=sys.stderr)
     print(out)
     return 0

@@ -5,19 +5,18 @@ from __future__ import annotations
 import csv
 import os
 
+from actors.evaluator import METRICS_FIELDS
 from launch.results import load_run
-
-COLUMNS = ("env_steps", "updates", "member", "group", "lr", "temperature", "seed", "eval_return", "wall_s")
 
 
 def export_csv(run_dir: str, out_path: str) -> int:
-    """Write metrics.jsonl as CSV with COLUMNS (older runs without grid labels: group 0); returns rows."""
+    """Write metrics.jsonl as CSV with METRICS_FIELDS (labels a row lacks come from the config); returns rows."""
     cfg, rows = load_run(run_dir)
     if not rows:
         raise ValueError(f"{os.path.join(run_dir, 'metrics.jsonl')} holds no evaluations yet")
     labels = cfg.member_labels()
     with open(out_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=METRICS_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({**labels[int(row["member"])], **row})

@@ -69,11 +69,14 @@ def environment_warning(run_dirs: list[str], cfgs: list[RunConfig]) -> str | Non
     return f"runs of different environments share one axis, their scores are not comparable ({listing})"
 
 
-def plot_runs(run_dirs: list[str], out_path: str, title: str | None = None) -> list[str]:
-    """Draw the runs' learning curves, point by point, into `out_path`; returns warnings for the reader."""
+def plot_runs(run_dirs: list[str], out_path: str, title: str | None = None) -> dict:
+    """Draw the runs' learning curves, point by point, into `out_path`. Returns what was drawn:
+    {"warnings": [for the reader], "curves": [{"run", "point", "seeds", "style"}], "title"}, where
+    style is "members" (thin line per member and their mean) or "band" (mean and bootstrap CI)."""
     loaded = [load_run(d) for d in run_dirs]
     cfgs = [cfg for cfg, _ in loaded]
     warnings = [w for w in [environment_warning(run_dirs, cfgs)] if w]
+    drawn: list[dict] = []
     fig, ax = plt.subplots(figsize=(8, 5))
     color = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10)
     low_high: list[float] = []
@@ -99,6 +102,8 @@ def plot_runs(run_dirs: list[str], out_path: str, title: str | None = None) -> l
                 ax.plot(steps, mean, color=c, lw=2, label=f"{label}: mean of {len(members)} seeds, 95% bootstrap CI")
                 ax.fill_between(steps, low, high, color=c, alpha=0.25, lw=0)
             low_high += [float(scores.min()), float(scores.max())]
+            style = "members" if len(members) < BAND_MIN_MEMBERS else "band"
+            drawn.append({"run": run_dir, "point": name, "seeds": point["seeds"], "style": style})
     if not warnings:  # one environment setting: its scale
         cfg = cfgs[0]
         scale = reference_scores(cfg.env, cfg.env_params, cfg.eval_steps)
@@ -124,13 +129,14 @@ def plot_runs(run_dirs: list[str], out_path: str, title: str | None = None) -> l
         ax.set_ylim(max(lo - margin, bounds[0]), min(hi + margin, bounds[1]))
     ax.set_xlabel("env steps per member")
     ax.set_ylabel(y_label(cfgs[0]) if len({y_label(c) for c in cfgs}) == 1 else "greedy evaluation score")
-    ax.set_title(title or title_of(cfgs), fontsize=10)
+    title = title or title_of(cfgs)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(out_path, dpi=120)
     plt.close(fig)
-    return warnings
+    return {"warnings": warnings, "curves": drawn, "title": title}
 
 
 def plot_offline(results: list[dict], agents: list[str], coverages: list[str], out_path: str) -> str:
