@@ -31,7 +31,6 @@ from replay.runtime.roles import run_role
 from replay.runtime.wiring import EVALUATOR_SLOT, Wiring
 from replay.slots import SlotQueue
 
-
 # One line of metrics.jsonl: the evaluation point, the member and its grid point, its score.
 METRICS_FIELDS = ("env_steps", "updates", "member", "group", "lr", "temperature", "seed", "eval_return", "wall_s")
 

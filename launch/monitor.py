@@ -123,6 +123,9 @@ class RunMonitor:
         self.steps = self.updates = 0
         if self.scalars is not None:
             self.scalars.add(self.reference_values(), 0)
+        from replay.runtime.logs import get_logger
+
+        get_logger().info("population", members=cfg.members, points=cfg.point_labels(), scale=self.scale)
 
     # -- helpers ---------------------------------------------------------------------------------
     def tag(self, family: str, group: int, name: str) -> str:

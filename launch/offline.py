@@ -318,7 +318,8 @@ def main(args: argparse.Namespace) -> int:
         }
         from launch.plots import plot_offline
 
-        plot_offline(results, agents, groups, os.path.join(out, "offline.png"))
+        detail = f"{args.seeds} seeds, {args.updates} updates"
+        plot_offline(results, agents, groups, os.path.join(out, "offline.png"), detail)
     with open(os.path.join(out, "offline.json"), "w") as f:
         json.dump(report, f, indent=1)
     print(format_table(report))

@@ -139,9 +139,10 @@ def plot_runs(run_dirs: list[str], out_path: str, title: str | None = None) -> d
     return {"warnings": warnings, "curves": drawn, "title": title}
 
 
-def plot_offline(results: list[dict], agents: list[str], coverages: list[str], out_path: str) -> str:
+def plot_offline(results: list[dict], agents: list[str], coverages: list[str], out_path: str, detail: str = "") -> str:
     """Figure 1 of the paper: per agent and coverage level, the two evaluation layouts with, in each
-    cell, arrows whose length is the fraction of seeds whose greedy action it is (green: optimal)."""
+    cell, arrows whose length is the fraction of seeds whose greedy action it is (green: optimal).
+    `detail` (e.g. "30 seeds, 3000 updates") goes into the title."""
     from matplotlib.patches import Circle, Rectangle
 
     from envs import wallgrid as wg
@@ -150,7 +151,7 @@ def plot_offline(results: list[dict], agents: list[str], coverages: list[str], o
     names = {"er": "DQN + ER", "model1": "model, 1-step", "model10": "model, 10-step"}
     by_key = {(r["agent"], r["coverage"], r["layout"], tuple(r["cell"])): r for r in results}
     fig, axes = plt.subplots(
-        len(agents), len(coverages), figsize=(3.2 * len(coverages), 1.9 * len(agents)), squeeze=False
+        len(agents), len(coverages), figsize=(3.2 * len(coverages), 2.1 * len(agents) + 0.5), squeeze=False
     )
     for i, agent in enumerate(agents):
         for j, coverage in enumerate(coverages):
@@ -198,7 +199,21 @@ def plot_offline(results: list[dict], agents: list[str], coverages: list[str], o
                 fontsize=8,
                 color="tab:red" if failed else "black",
             )
-    fig.tight_layout()
+    fig.suptitle(
+        "WallGrid3x3 offline (paper section 2): each seed's greedy action in every cell of the two evaluation "
+        "layouts" + (f", {detail}" if detail else ""),
+        fontsize=10,
+    )
+    fig.text(
+        0.5,
+        0.005,
+        "arrow length: fraction of seeds choosing that move (circle: stay); green: an optimal action, red: not. "
+        "A panel fails when, in some cell, most seeds choose a wrong action.",
+        ha="center",
+        fontsize=8,
+        color="0.3",
+    )
+    fig.tight_layout(rect=(0, 0.03, 1, 0.96))
     fig.savefig(out_path, dpi=130)
     plt.close(fig)
     return out_path
