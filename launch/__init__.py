@@ -15,6 +15,14 @@ bench.py            `mbgen bench`: throughput beside its references
     action = policy.act(obs)
 """
 
-from launch.policy import Policy, load_policy
-
 __all__ = ["Policy", "load_policy"]
+
+
+def __getattr__(name: str):
+    """`from launch import load_policy` imports launch/policy.py (and torch) only when asked: every
+    process of a run imports this package, and the replay service needs none of it."""
+    if name in __all__:
+        from launch import policy
+
+        return getattr(policy, name)
+    raise AttributeError(f"module 'launch' has no attribute {name!r}")

@@ -45,9 +45,11 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     demo = wants_demo(args, extra)
     cfg = config_from_args(args, extra, base=DEMO if demo else None)
     if demo:
+        from envs.scores import reference_scores
+
         print(
             "mbgen run: no run options, running the demo (ER on PanFlute with 3 pipes, 2 seeds, "
-            f"{cfg.steps:,} steps; random behaviour scores 0.14, the optimum 0.40)",
+            f"{cfg.steps:,} steps per member; {scale_text(reference_scores(cfg.env, cfg.env_params))})",
             file=sys.stderr,
         )
     check_sinks(cfg)
@@ -192,9 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=run_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_run_options(run)
-    run.add_argument("--quiet", action="store_true", help="no progress line")
-    run.add_argument("--force", action="store_true", help="replace a run already in --out (its outputs are deleted)")
+    system = add_run_options(run)["system"]
+    system.add_argument("--quiet", action="store_true", help="no progress line")
+    system.add_argument("--force", action="store_true", help="replace a run already in --out (its outputs are deleted)")
     run.set_defaults(func=cmd_run)
 
     evaluation = sub.add_parser(

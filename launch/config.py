@@ -109,8 +109,9 @@ def dump_toml(values: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Every RunConfig field as a flag, grouped by the sections of learner/config.py, defaults shown."""
+def add_run_options(parser: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
+    """Every RunConfig field as a flag, grouped by the sections of learner/config.py, defaults shown;
+    returns the groups by name (what to run, learning, system)."""
     docs = field_docs()
     defaults = RunConfig()
     groups: dict[str, argparse._ArgumentGroup] = {}
@@ -140,6 +141,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
             group(section).add_argument(flag, dest=f.name, nargs="?", const="true", metavar="true|false", help=shown)
         else:
             group(section).add_argument(flag, dest=f.name, metavar="V", default=None, help=shown)
+    return groups
 
 
 def run_epilog() -> str:

@@ -126,6 +126,9 @@ class RunMonitor:
         from replay.runtime.logs import get_logger
 
         get_logger().info("population", members=cfg.members, points=cfg.point_labels(), scale=self.scale)
+        # matplotlib now, while the run goes, so the plot at the end (often under a stop signal,
+        # within the stop budget) does not wait seconds for its import
+        import launch.plots  # noqa: F401
 
     # -- helpers ---------------------------------------------------------------------------------
     def tag(self, family: str, group: int, name: str) -> str:
