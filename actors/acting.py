@@ -15,15 +15,15 @@ from learner.networks import MLP, ParamStore
 class ActingPolicy:
     def __init__(self, cfg: RunConfig, obs_dim: int, num_actions: int, generator: torch.Generator):
         self.cfg = cfg
-        self.q_store, self.q = q_network(q_shape(cfg, obs_dim, num_actions), cfg.seeds)
+        self.q_store, self.q = q_network(q_shape(cfg, obs_dim, num_actions), cfg.member_seeds)
         enc = encoder_shape(cfg, obs_dim)
         self.encoder_store, self.encoder = None, None
         if enc is not None:  # the same layout as the model server's encoder span
-            self.encoder_store = ParamStore(cfg.members, cfg.seeds)
+            self.encoder_store = ParamStore(cfg.members, cfg.member_seeds)
             self.encoder = MLP(self.encoder_store, "encoder", enc)
             self.encoder_store.build()
         self.generator = generator
-        self.temperature = torch.tensor(cfg.per_member(cfg.temperature), dtype=torch.float32)
+        self.temperature = torch.tensor(cfg.member_temperature, dtype=torch.float32)
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray) -> torch.Tensor:

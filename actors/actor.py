@@ -3,10 +3,12 @@
 Each actor runs `envs_per_actor` copies of the environment for every member
 (seeded from the member's seed and the actor's slot), picks actions by softmax
 over Q/temperature with the newest parameters it has, and sends each member's
-transitions in messages of `message_size`. In lock-step mode it sends every
-step and, before acting at step t, waits for the parameters of exactly the
-updates the protocol calls for after t steps, which makes a run reproducible
-bit for bit. (Otherwise it waits only for the first version.)
+transitions in messages of `message_size`. Every 10 s it logs the behaviour
+episodes each member finished (`train_episodes`, actors/episodes.py). In
+lock-step mode it sends every step and, before acting at step t, waits for the
+parameters of exactly the updates the protocol calls for after t steps, which
+makes a run reproducible bit for bit. (Otherwise it waits only for the first
+version.)
 
 A message counts as sent (the actor's claim, `claims`) when it enters the
 client's outbox. At a checkpoint cut the actor writes its part at a step
@@ -28,6 +30,7 @@ import zmq
 
 import envs
 from actors.acting import ActingPolicy
+from actors.episodes import EpisodeReturns
 from envs.base import TRANSITION_FIELDS
 from envs.seeding import derive_seed, rng_state, set_rng_state
 from learner.config import RunConfig
@@ -63,13 +66,15 @@ class Actor:
         self.refresh, self.claims, self.heartbeat, self.await_version = refresh, claims, heartbeat, await_version
         self.log = get_logger()
         self.E = cfg.envs_per_actor
-        self.envs = [envs.make(cfg.env, self.E, derive_seed(s, "actor", slot), **cfg.env_params) for s in cfg.seeds]
-        self.rngs = [np.random.default_rng(derive_seed(s, "behaviour", slot)) for s in cfg.seeds]
+        seeds = cfg.member_seeds
+        self.envs = [envs.make(cfg.env, self.E, derive_seed(s, "actor", slot), **cfg.env_params) for s in seeds]
+        self.rngs = [np.random.default_rng(derive_seed(s, "behaviour", slot)) for s in seeds]
         first, last = steps if steps is not None else (0, cfg.steps // (cfg.actors * self.E))
         self.step, self.last = first, last  # steps done, and the step to stop at
-        self.buffers: list[list[tuple]] = [[] for _ in cfg.seeds]
+        self.buffers: list[list[tuple]] = [[] for _ in seeds]
         self.obs: np.ndarray | None = None
         self.on_boundary: Callable[[], bool] = lambda: False  # checkpoints; True: stop stepping (LocalActor)
+        self.returns = EpisodeReturns(cfg.members, self.E, self.envs[0].episodic, cfg.eval_steps)
 
     def run(self) -> None:
         if self.obs is None:
@@ -91,6 +96,7 @@ class Actor:
             for m, env in enumerate(self.envs):
                 next_obs, reward, terminal, new_obs[m] = env.step(actions[m])
                 self.buffers[m].append((self.obs[m], actions[m], reward, next_obs, terminal))
+                self.returns.add(m, reward, terminal)
             self.obs = new_obs
             self.step += 1
             if self.step % flush_every == 0:
@@ -98,10 +104,18 @@ class Actor:
             self.heartbeat()
             if time.monotonic() >= next_report:
                 self.log.info("actor_progress", steps=self.step, of=self.last, resends=self.client.resends)
+                self.report_returns(self.step)
                 next_report = time.monotonic() + PROGRESS_PERIOD_S
         self.flush()
         self.client.flush()
+        self.report_returns(self.step)
         self.log.info("actor_finished", steps=self.step, stored=self.client.stored, duplicates=self.client.duplicates)
+
+    def report_returns(self, steps: int) -> None:
+        """The behaviour episodes finished since the last report (actors/episodes.py), per member."""
+        returns, episodes = self.returns.take()
+        if any(episodes):
+            self.log.info("train_episodes", steps=steps, returns=returns, episodes=episodes)
 
     def flush(self) -> None:
         for m, buffer in enumerate(self.buffers):
@@ -178,7 +192,7 @@ class LocalActor:
         self.ctx = zmq.Context()
         self.counters = RunCounters.attach(wiring.counters)
         env = envs.make(cfg.env, 1, 0, **cfg.env_params)
-        generator = torch.Generator().manual_seed(derive_seed(cfg.seeds[0], "latent", slot))
+        generator = torch.Generator().manual_seed(derive_seed(cfg.member_seeds[0], "latent", slot))
         self.policy = ActingPolicy(cfg, env.obs_dim, env.num_actions, generator)
         self.params = LocalParams(cfg, wiring, self.policy)
         self.heartbeat_slot = FIRST_ACTOR_SLOT + slot

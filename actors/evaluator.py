@@ -2,9 +2,11 @@
 
 At each point (a policy snapshot the learner pushed), every member plays
 `eval_episodes` episodes of at most `eval_steps` steps, all members and
-episodes stepped together. Episodic environments report the return (rewards
-until the first terminal), continuing ones the reward rate (mean reward per
-step). Each result is one line of metrics.jsonl.
+episodes stepped together (envs/scores.py `play`). Episodic environments report
+the return (rewards until the first terminal), continuing ones the reward rate
+(mean reward per step). Each result is one line of metrics.jsonl, labelled with
+the member's grid point (group, lr, temperature) and seed; the `eval` event
+reports each point's mean, min and max, never an average over points.
 
 A snapshot's slot is released only after its lines are written, so once the
 learner sees the queue empty every evaluation it pushed is on disk (what a
@@ -24,6 +26,7 @@ import zmq
 
 import envs
 from actors.acting import ActingPolicy
+from envs.scores import play
 from envs.seeding import derive_seed
 from learner.config import RunConfig
 from replay.counters import RunCounters
@@ -34,24 +37,33 @@ from replay.runtime.roles import run_role
 from replay.runtime.wiring import EVALUATOR_SLOT, Wiring
 from replay.slots import SlotQueue
 
+# One line of metrics.jsonl: the evaluation point, the member and its grid point, its score.
+METRICS_FIELDS = ("env_steps", "updates", "member", "group", "lr", "temperature", "seed", "eval_return", "wall_s")
+
 
 def evaluate(cfg: RunConfig, policy: ActingPolicy, env_steps: int) -> np.ndarray:
-    """Mean greedy score per member [P]; the episodes' seeds depend on (member seed, env_steps)."""
-    members = [
-        envs.make(cfg.env, cfg.eval_episodes, derive_seed(s, "eval", env_steps), **cfg.env_params) for s in cfg.seeds
+    """Mean greedy score per member [P]; the episodes' seeds depend on (member seed, env_steps), so
+    the same seed under two grid points plays the same episodes."""
+    member_envs = [
+        envs.make(cfg.env, cfg.eval_episodes, derive_seed(s, "eval", env_steps), **cfg.env_params)
+        for s in cfg.member_seeds
     ]
-    obs = np.stack([env.reset() for env in members])
-    total = np.zeros((cfg.members, cfg.eval_episodes), np.float64)
-    alive = np.ones((cfg.members, cfg.eval_episodes), bool)
-    for _ in range(cfg.eval_steps):
-        actions = policy.greedy(obs)
-        for m, env in enumerate(members):
-            obs[m], reward, terminal = env.transition(obs[m], actions[m], env.rng)
-            total[m] += reward * alive[m]
-            if env.episodic:
-                alive[m] &= ~terminal
-    score = total if members[0].episodic else total / cfg.eval_steps
-    return score.mean(axis=1)
+    return play(member_envs, policy.greedy, cfg.eval_steps).mean(axis=1)
+
+
+def point_scores(cfg: RunConfig, scores: np.ndarray) -> list[dict]:
+    """Per grid point: its labels and the mean, min and max of its members' scores."""
+    return [
+        {
+            "group": p["group"],
+            "lr": p["lr"],
+            "temperature": p["temperature"],
+            "mean": float(scores[p["members"]].mean()),
+            "min": float(scores[p["members"]].min()),
+            "max": float(scores[p["members"]].max()),
+        }
+        for p in cfg.point_labels()
+    ]
 
 
 class Evaluator:
@@ -61,7 +73,10 @@ class Evaluator:
         torch.set_num_threads(1)
         env = envs.make(cfg.env, 1, 0, **cfg.env_params)
         self.policy = ActingPolicy(
-            cfg, env.obs_dim, env.num_actions, torch.Generator().manual_seed(derive_seed(cfg.seeds[0], "eval-latent"))
+            cfg,
+            env.obs_dim,
+            env.num_actions,
+            torch.Generator().manual_seed(derive_seed(cfg.member_seeds[0], "eval-latent")),
         )
         self.queue = SlotQueue.attach(wiring.eval_queue)
         self.counters = RunCounters.attach(wiring.counters)
@@ -115,24 +130,16 @@ class Evaluator:
                     {
                         "env_steps": env_steps,
                         "updates": updates,
-                        "member": m,
-                        "seed": seed,
-                        "eval_return": float(scores[m]),
+                        **label,
+                        "eval_return": float(scores[label["member"]]),
                         "wall_s": wall,
                     }
                 )
-                for m, seed in enumerate(self.cfg.seeds)
-                if m in members
+                for label in self.cfg.member_labels()
+                if label["member"] in members
             ]
             self.metrics.write("\n".join(lines) + "\n")
-        self.log.info(
-            "eval",
-            env_steps=env_steps,
-            updates=updates,
-            mean=float(scores.mean()),
-            min=float(scores.min()),
-            max=float(scores.max()),
-        )
+        self.log.info("eval", env_steps=env_steps, updates=updates, points=point_scores(self.cfg, scores))
 
 
 def written_points(path: str) -> dict[int, set[int]]:

@@ -79,7 +79,10 @@ def run_remote_actor(connect: str, keys_dir: str | None, name: str | None, envs_
         log = log.bind(actor=name, slot=slot)
         env = envs.make(cfg.env, 1, 0, **cfg.env_params)
         policy = ActingPolicy(
-            cfg, env.obs_dim, env.num_actions, torch.Generator().manual_seed(derive_seed(cfg.seeds[0], "latent", slot))
+            cfg,
+            env.obs_dim,
+            env.num_actions,
+            torch.Generator().manual_seed(derive_seed(cfg.member_seeds[0], "latent", slot)),
         )
         params = RemoteParams(ctx, run["param_endpoint"], keys, policy)
         log.info("remote_actor_joined", agent=cfg.agent, env=cfg.env, members=cfg.members)

@@ -90,6 +90,19 @@ class VectorEnv(abc.ABC):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """True dynamics from any observations: (next_obs bool, reward float32, terminal bool)."""
 
+    @abc.abstractmethod
+    def render_text(self, obs: np.ndarray) -> str:
+        """One observation (bool [obs_dim]) drawn as lines of text (envs/render.py)."""
+
+    @abc.abstractmethod
+    def render_rgb(self, obs: np.ndarray) -> np.ndarray:
+        """One observation drawn as an image, uint8 [H, W, 3]."""
+
+    def optimal_actions(self, obs: np.ndarray) -> np.ndarray:
+        """An optimal policy's actions for observations [K, obs_dim], where one is known; envs/scores.py
+        plays it to put scores on a scale. Environments without one raise NotImplementedError."""
+        raise NotImplementedError(f"{self.name}: no optimal policy is known")
+
     # -- the contract -------------------------------------------------------
     @property
     def params(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import numpy as np
 
 from envs.base import VectorEnv, require_int
 from envs.grid import NUM_GRID_ACTIONS, move_table
+from envs.render import cells_rgb
 
 PLAYER, BUTTON_ON, BUTTON_OFF = range(3)
 CHANNELS = 3
@@ -57,6 +58,32 @@ def buttongrid_transition(
     return next_obs, success.astype(np.float32), success
 
 
+MAX_PLANNED_BUTTONS = 10  # optimal_actions searches grid_size^2 x 2^b states per layout
+
+
+def buttongrid_plan(moves: np.ndarray, buttons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(moves left to all-on [cells, 2^b], next state [cells, 2^b, A]) for one layout.
+
+    A state is (cell, on-mask), numbered cell * 2^b + mask; bit j of the mask is button
+    `buttons[j]` on. Moving onto a button toggles it; staying or bumping an edge does not.
+    Value iteration of dist(s) = 1 + min_a dist(next(s, a)), with dist = 0 where the mask is
+    full, converges to the breadth-first distances."""
+    cells, b = moves.shape[0], buttons.size
+    index = np.full(cells, -1)
+    index[buttons] = np.arange(b)
+    moved_onto = (index[moves] >= 0) & (moves != np.arange(cells)[:, None])  # [cells, A]
+    toggles = np.where(moved_onto, 1 << np.maximum(index[moves], 0), 0)
+    next_state = moves[:, None, :] * (1 << b) + (np.arange(1 << b)[None, :, None] ^ toggles[:, None, :])
+    dist = np.full((cells, 1 << b), cells << b, dtype=np.int64)
+    dist[:, -1] = 0
+    while True:
+        better = np.minimum(dist, 1 + dist.reshape(-1)[next_state].min(axis=2))
+        better[:, -1] = 0
+        if (better == dist).all():
+            return dist, next_state
+        dist = better
+
+
 class ButtonGrid(VectorEnv):
     name = "buttongrid"
     episodic = False
@@ -70,6 +97,7 @@ class ButtonGrid(VectorEnv):
         self.obs_dim = self.grid_size**2 * CHANNELS
         self.event_probability = 1.0 / (10 * self.grid_size**2)
         self.moves = move_table(self.grid_size)
+        self._plans: dict[bytes, tuple] = {}  # button cells -> buttongrid_plan (optimal_actions)
 
     @property
     def params(self):
@@ -87,3 +115,45 @@ class ButtonGrid(VectorEnv):
         if done.size:
             next_obs[done] = self.initial_obs(done.size, rng)
         return next_obs, reward, np.zeros(obs.shape[0], dtype=bool)
+
+    def optimal_actions(self, obs: np.ndarray) -> np.ndarray:
+        """The first move of a shortest route to every button on (searched over cell x on-mask states
+        of the layout). Spontaneous events and the fresh layout after a success do not depend on the
+        actions, so reaching all-on soonest, every time, is optimal."""
+        obs = self.check_obs(obs)
+        if self.num_buttons > MAX_PLANNED_BUTTONS:
+            raise NotImplementedError(f"buttongrid: no optimal search beyond {MAX_PLANNED_BUTTONS} buttons")
+        if len(self._plans) > 20_000:
+            self._plans.clear()
+        actions = np.zeros(obs.shape[0], dtype=np.int64)
+        for k, row in enumerate(obs):
+            buttons = np.flatnonzero(row[BUTTON_ON::CHANNELS] | row[BUTTON_OFF::CHANNELS])
+            key = buttons.tobytes()
+            if key not in self._plans:
+                self._plans[key] = buttongrid_plan(self.moves, buttons)
+            dist, next_state = self._plans[key]
+            mask = int((row[buttons * CHANNELS + BUTTON_ON].astype(np.int64) << np.arange(buttons.size)).sum())
+            actions[k] = int(dist.reshape(-1)[next_state[row[PLAYER::CHANNELS].argmax(), mask]].argmin())
+        return actions
+
+    def render_text(self, obs: np.ndarray) -> str:
+        """One observation as text: . empty, o button off, O button on, A agent (a, @ on an off/on button)."""
+        n, lines = self.grid_size, []
+        for r in range(n):
+            row = ""
+            for c in range(n):
+                i = (r * n + c) * CHANNELS
+                if obs[i + PLAYER]:
+                    row += "@" if obs[i + BUTTON_ON] else "a" if obs[i + BUTTON_OFF] else "A"
+                else:
+                    row += "O" if obs[i + BUTTON_ON] else "o" if obs[i + BUTTON_OFF] else "."
+            lines.append(row)
+        return "\n".join(lines)
+
+    def render_rgb(self, obs: np.ndarray) -> np.ndarray:
+        """Buttons green (on) or red (off), the agent a blue disc."""
+        n = self.grid_size
+        on, off, agent = (obs[ch::CHANNELS].reshape(n, n) for ch in (BUTTON_ON, BUTTON_OFF, PLAYER))
+        names = [["on" if on[r, c] else "off" if off[r, c] else "empty" for c in range(n)] for r in range(n)]
+        marks = agent.tolist()
+        return cells_rgb(names, marks)

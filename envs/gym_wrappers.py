@@ -3,7 +3,8 @@
 Observations are MultiBinary(obs_dim) int8 arrays, actions Discrete(num_actions).
 Episodic environments terminate; continuing ones run until the TimeLimit of 100
 steps (the paper's evaluation length), which callers may change with
-`max_episode_steps`.
+`max_episode_steps`. `render_mode="ansi"` renders the state as text,
+`"rgb_array"` as an image (envs/render.py).
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ GYM_IDS = {
 
 
 class MbgenEnv(gymnasium.Env):
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
-    def __init__(self, env_name: str, **params: Any):
+    def __init__(self, env_name: str, render_mode: str | None = None, **params: Any):
         from envs import make
 
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None, ansi or rgb_array, got {render_mode!r}")
+        self.render_mode = render_mode
         self._name = env_name
         self._params = params
         self._env = make(env_name, 1, 0, **params)
@@ -50,6 +54,13 @@ class MbgenEnv(gymnasium.Env):
         next_obs, reward, terminal = self._env.transition(self._obs, np.array([int(action)]), self.np_random)
         self._obs = next_obs
         return next_obs[0].astype(np.int8), float(reward[0]), bool(terminal[0]), False, {}
+
+    def render(self):
+        if self.render_mode is None or self._obs is None:
+            return None
+        if self.render_mode == "ansi":
+            return self._env.render_text(self._obs[0]) + "\n"
+        return self._env.render_rgb(self._obs[0])
 
 
 def _register() -> None:

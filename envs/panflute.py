@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from envs.base import VectorEnv, require_int
+from envs.render import cells_rgb
 
 
 def pipe_layout(num_pipes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -62,6 +63,46 @@ class PanFlute(VectorEnv):
         actions = self.check_actions(actions, obs.shape[0])
         event = self.events(obs.shape[0], self.event_probability, rng)
         return panflute_transition(obs, actions, self.layout, event)
+
+    def optimal_actions(self, obs: np.ndarray) -> np.ndarray:
+        """The cycle n-1, n-2, ..., 0: each step activates the pipe one shorter than the last one
+        activated. Every pipe end is then active together once every n steps, the most a policy
+        can achieve: a success at T needs action i at T-1-i for every pipe i, so two successes are
+        at least n steps apart. Spontaneous events do not depend on the actions.
+
+        The last action is read off the active bottom cell of pipes 1.., which events never set
+        (pipe 0's single cell is also its end); none active: the last action was 0, or there was
+        none, and both continue with n-1."""
+        obs = self.check_obs(obs)
+        bottoms = obs[:, self.layout[0]]
+        bottoms[:, 0] = False
+        last = bottoms.argmax(axis=1)  # 0 when none is active
+        return (last - 1) % self.num_pipes
+
+    def render_text(self, obs: np.ndarray) -> str:
+        """The pipes side by side, bottom cell at the bottom: # active, . inactive; a pipe's end is
+        its top cell. The last line says whether every end is active (the next reward)."""
+        bottom, end, _, _ = self.layout
+        n = self.num_pipes
+        lines = []
+        for level in range(n - 1, -1, -1):
+            lines.append(" ".join(("#" if obs[bottom[i] + level] else ".") if level <= i else " " for i in range(n)))
+        lines.append(" ".join(str(i % 10) for i in range(n)))
+        lines.append("all ends active: reward 1" if obs[end].all() else "")
+        return "\n".join(lines)
+
+    def render_rgb(self, obs: np.ndarray) -> np.ndarray:
+        """Pipes as columns of cells: green active, red inactive end, light inactive cell."""
+        bottom, end, _, _ = self.layout
+        n = self.num_pipes
+        names = [
+            [
+                "none" if level > i else "on" if obs[bottom[i] + level] else "off" if level == i else "empty"
+                for i in range(n)
+            ]
+            for level in range(n - 1, -1, -1)
+        ]
+        return cells_rgb(names)
 
     def active_ends(self, obs: np.ndarray) -> np.ndarray:
         """Number of active pipe ends per observation (the paper's Figure 4 axis)."""

@@ -18,7 +18,8 @@ import math
 import numpy as np
 
 from envs.base import VectorEnv, require_int
-from envs.grid import NUM_GRID_ACTIONS, move_table, neighbours
+from envs.grid import NUM_GRID_ACTIONS, DistanceCache, descend, distances_to, move_table, neighbours
+from envs.render import maze_rgb, maze_text
 
 PLAYER, GOAL, WALL, EMPTY = range(4)
 CHANNELS = 4
@@ -107,6 +108,7 @@ class ProcMaze(VectorEnv):
         self.event_probability = teleport_probability(self.grid_size)
         self.moves = move_table(self.grid_size)
         self.nbrs = neighbours(self.grid_size)
+        self._distances = DistanceCache(self.moves)  # for optimal_actions
 
     @property
     def params(self):
@@ -127,6 +129,22 @@ class ProcMaze(VectorEnv):
         next_obs[rows, pos * CHANNELS + PLAYER] = False
         next_obs[rows, new_pos * CHANNELS + PLAYER] = True
         return next_obs, reward, terminal
+
+    def optimal_actions(self, obs: np.ndarray) -> np.ndarray:
+        """A shortest-path action per observation (breadth-first search in its own maze).
+
+        Teleports do not depend on the action, so this is an optimal policy."""
+        obs = self.check_obs(obs)
+        walls = obs[:, WALL::CHANNELS]
+        dist = self._distances(obs[:, GOAL::CHANNELS].argmax(axis=1), walls)
+        return descend(dist, obs[:, PLAYER::CHANNELS].argmax(axis=1), self.moves, walls)
+
+    def render_text(self, obs: np.ndarray) -> str:
+        """One observation as text: # wall, . open, G goal, A agent (* agent on the goal)."""
+        return maze_text(self.grid_size, obs[PLAYER::CHANNELS], obs[GOAL::CHANNELS], obs[WALL::CHANNELS])
+
+    def render_rgb(self, obs: np.ndarray) -> np.ndarray:
+        return maze_rgb(self.grid_size, obs[PLAYER::CHANNELS], obs[GOAL::CHANNELS], obs[WALL::CHANNELS])
 
 
 class OpenGrid(VectorEnv):
@@ -162,3 +180,21 @@ class OpenGrid(VectorEnv):
         next_obs = np.zeros_like(obs)
         next_obs[np.arange(obs.shape[0]), new_pos] = True
         return next_obs, reward, terminal
+
+    def optimal_actions(self, obs: np.ndarray) -> np.ndarray:
+        """A shortest-path action toward the fixed goal (teleports do not depend on the action)."""
+        obs = self.check_obs(obs)
+        dist = np.broadcast_to(distances_to(self.goal, self.moves), obs.shape)
+        return descend(dist, obs.argmax(axis=1), self.moves)
+
+    def _goal_mask(self) -> np.ndarray:
+        goal = np.zeros(self.obs_dim, dtype=bool)
+        goal[self.goal] = True
+        return goal
+
+    def render_text(self, obs: np.ndarray) -> str:
+        """One observation as text: . open, G goal, A agent (* agent on the goal)."""
+        return maze_text(self.grid_size, obs, self._goal_mask(), np.zeros(self.obs_dim, dtype=bool))
+
+    def render_rgb(self, obs: np.ndarray) -> np.ndarray:
+        return maze_rgb(self.grid_size, obs, self._goal_mask(), np.zeros(self.obs_dim, dtype=bool))

@@ -25,7 +25,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from envs.base import Transitions, VectorEnv
-from envs.grid import MOVES, NUM_GRID_ACTIONS, move_table
+from envs.grid import MOVES, NUM_GRID_ACTIONS, DistanceCache, descend, move_table
+from envs.render import maze_rgb, maze_text
 
 SIZE = 3
 CELLS = SIZE * SIZE
@@ -199,6 +200,7 @@ class WallGrid3x3(VectorEnv):
         super().__init__(num_envs, seed, spontaneous)
         self.walls = check_layout(walls)
         self._starts = layout_obs(self.walls, open_cells(self.walls))
+        self._distances = DistanceCache(_MOVES)  # for optimal_actions
 
     @property
     def params(self):
@@ -210,3 +212,17 @@ class WallGrid3x3(VectorEnv):
     def transition(self, obs, actions, rng):
         obs = self.check_obs(obs)
         return wallgrid_transition(obs, self.check_actions(actions, obs.shape[0]))
+
+    def optimal_actions(self, obs: np.ndarray) -> np.ndarray:
+        """A shortest-path action to the goal in each observation's own walls."""
+        obs = self.check_obs(obs)
+        walls = obs[:, WALL]
+        dist = self._distances(np.full(obs.shape[0], flat(GOAL_CELL)), walls)
+        return descend(dist, obs[:, AGENT].argmax(axis=1), _MOVES, walls)
+
+    def render_text(self, obs: np.ndarray) -> str:
+        """One observation as text: # wall, . open, G goal, A agent."""
+        return maze_text(SIZE, obs[AGENT], obs[GOAL], obs[WALL])
+
+    def render_rgb(self, obs: np.ndarray) -> np.ndarray:
+        return maze_rgb(SIZE, obs[AGENT], obs[GOAL], obs[WALL])

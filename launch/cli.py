@@ -1,4 +1,4 @@
-"""The `mbgen` command: run, actor, offline, bench, plot, keys."""
+"""The `mbgen` command: run, eval, watch, export, plot, actor, offline, bench, keys."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-DEMO = {  # `mbgen run` with no arguments: ER learning PanFlute(3) in about 70 s on 2 cores
+DEMO = {  # `mbgen run` with no run options: ER learning PanFlute(3) (README: measured time)
     "agent": "er",
     "env": "panflute",
     "env_params": {"num_pipes": 3},
@@ -20,29 +20,6 @@ DEMO = {  # `mbgen run` with no arguments: ER learning PanFlute(3) in about 70 s
 
 def default_run_dir(agent: str, env: str) -> str:
     return os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{agent}-{env}")
-
-
-RUN_FILES = ("config.toml", "metrics.jsonl", "events.jsonl")  # a directory holding any of these holds a run
-
-
-def check_run_dir(path: str, force: bool) -> None:
-    """Refuse, before anything starts, a directory that cannot be written or already holds a run."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"out: {path} exists and is not a directory")
-    held = [f for f in RUN_FILES if os.path.exists(os.path.join(path, f))]
-    if held and not force:
-        raise ValueError(
-            f"out: {path} already holds a run ({', '.join(held)}); continue it with --resume {path}, "
-            "or pass --force to start a new run there (its metrics would be appended to the old ones)"
-        )
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".mbgen-write-test-{os.getpid()}")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as error:
-        raise ValueError(f"out: cannot write to {path}: {error.strerror or error}") from None
 
 
 def resume_config(run_dir: str):
@@ -64,23 +41,41 @@ def resume_config(run_dir: str):
     return cfg
 
 
+# Flags that do not change what the demo runs: with nothing else given, `mbgen run` runs the demo.
+DEMO_COMPATIBLE = {"out", "tensorboard", "wandb"}
+
+
+def wants_demo(args: argparse.Namespace, extra: list[str]) -> bool:
+    import dataclasses
+
+    from learner.config import RunConfig
+
+    given = {f.name for f in dataclasses.fields(RunConfig) if getattr(args, f.name, None) is not None}
+    return (
+        not extra and args.config is None and args.seeds is None and args.seed_list is None and given <= DEMO_COMPATIBLE
+    )
+
+
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     from launch.config import config_from_args
-    from learner.config import RunConfig
+    from launch.monitor import check_sinks
+    from launch.rundir import prepare_run_dir
 
     if args.resume:
         return cmd_resume(args, extra)
-    if not args.given:
-        cfg = RunConfig.from_dict(DEMO).resolved()
+    demo = wants_demo(args, extra)
+    cfg = config_from_args(args, extra, base=DEMO if demo else None)
+    if demo:
+        from envs.scores import reference_scores
+
         print(
-            "mbgen run: no arguments, running the demo (ER on PanFlute with 3 pipes, 2 seeds, "
-            f"{cfg.steps:,} steps; random behaviour scores about 0.15, the optimum about 0.41)",
+            "mbgen run: no run options, running the demo (ER on PanFlute with 3 pipes, 2 seeds, "
+            f"{cfg.steps:,} steps per member; {scale_text(reference_scores(cfg.env, cfg.env_params))})",
             file=sys.stderr,
         )
-    else:
-        cfg = config_from_args(args, extra)
+    check_sinks(cfg)
     run_dir = cfg.out or default_run_dir(cfg.agent, cfg.env)
-    check_run_dir(run_dir, args.force)
+    prepare_run_dir(run_dir, force=args.force)  # refused here, before any process starts
     from launch.supervisor import Supervisor  # after validation: bad options fail fast
 
     print(f"run directory: {run_dir}", file=sys.stderr)
@@ -112,19 +107,47 @@ def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
     return code
 
 
+def format_final(final: dict) -> str:
+    """'0.3912 (95% CI 0.3870 .. 0.3950) over 2 members: 0.390, 0.392'."""
+    if final["mean"] is None:
+        return "no evaluation yet"
+    lo, hi = final["ci95"]
+    return f"{final['mean']:.4f} (95% CI {lo:.4f} .. {hi:.4f}) over {len(final['per_member'])} members: " + ", ".join(
+        f"{x:.3f}" for x in final["per_member"]
+    )
+
+
+def scale_text(scale: dict) -> str:
+    optimal = scale["optimal"]["score"]
+    return (
+        f"random behaviour scores {scale['random']['score']:.4g}"
+        + (f", the optimal policy {optimal:.4g}" if optimal is not None else "")
+        + f" ({scale['unit']})"
+    )
+
+
 def print_summary(summary: dict, run_dir: str) -> None:
-    final, tp, tr = summary["final"], summary["throughput"], summary["transitions"]
+    from launch.results import point_names
+
+    tp, tr = summary["throughput"], summary["transitions"]
     lines = [f"\n{summary['outcome']}" + (f" ({summary['reason']})" if summary["reason"] else "")]
-    if final["mean"] is not None:
-        lo, hi = final["ci95"]
-        a, b = final["from_env_steps"]
-        lines.append(
-            f"{'PARTIAL score (run not completed)' if final['partial'] else 'final score'} {final['mean']:.4f} "
-            f"(95% CI {lo:.4f} .. {hi:.4f}) over {len(final['per_member'])} members, "
-            f"evaluations at env steps {a:,}..{b:,}: {', '.join(f'{x:.3f}' for x in final['per_member'])}"
-        )
-    elif summary["outcome"] != "completed":
+    points = summary["points"]
+    final = summary["final"]
+    label = "PARTIAL score (run not completed)" if final["partial"] else "final score"
+    span = (
+        f", evaluations at env steps {final['from_env_steps'][0]:,}..{final['from_env_steps'][1]:,}"
+        if final["from_env_steps"]
+        else ""
+    )
+    if len(points) == 1:
+        lines.append(f"{label}{span}: {format_final(points[0]['final'])}")
+    else:
+        lines.append(f"{label} per grid point ({len(points)} points, {len(summary['seeds'])} seeds each){span}:")
+        for name, point in zip(point_names(points), points):
+            lines.append(f"  {name}: {format_final(point['final'])}")
+    if final["from_env_steps"] is None and summary["outcome"] != "completed":
         lines.append("no score: no evaluation after learning started")
+    lines.append(scale_text(summary["scale"]))
     lines.append(
         f"{tp['env_steps']:,} env steps, {tp['updates']:,} updates in {tp['wall_s']:.1f} s "
         f"({tp['updates_per_s']:.1f} updates/s, {tp['member_updates_per_s']:.1f} member-updates/s)"
@@ -149,8 +172,33 @@ def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
     from launch.plots import plot_runs
 
     out = args.out or os.path.join(args.runs[0], "compare.png" if len(args.runs) > 1 else "curve.png")
-    plot_runs(args.runs, out, args.title)
+    for warning in plot_runs(args.runs, out, args.title)["warnings"]:
+        print(f"mbgen plot: warning: {warning}", file=sys.stderr)
     print(out)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
+    from launch.config import env_params_from_extra
+    from launch.evaluation import main as eval_main
+
+    return eval_main(args, env_params_from_extra(extra))
+
+
+def cmd_watch(args: argparse.Namespace, extra: list[str]) -> int:
+    from launch.watch import watch
+
+    return watch(args.run, once=args.once, period=args.period)
+
+
+def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
+    from launch.export import export_csv
+
+    if not args.csv:
+        raise ValueError("export: choose a format: --csv")
+    out = args.out or os.path.join(args.run, "metrics.csv")
+    rows = export_csv(args.run, out)
+    print(f"{out}: {rows} rows", file=sys.stderr)
     return 0
 
 
@@ -187,7 +235,7 @@ def cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from launch.config import add_run_options
+    from launch.config import add_run_options, run_epilog
 
     parser = argparse.ArgumentParser(
         prog="mbgen", description="Model-based RL research: does a learned model beat experience replay here, and why?"
@@ -198,13 +246,51 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="a local multi-process run (no arguments: a short demo)",
         description="Run agents as a multi-process system. Every config key is a flag; flags "
-        "override --config. Without arguments, runs a short demo.",
+        "override --config. Without run options, runs a short demo (12,000 steps).",
+        epilog=run_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_run_options(run)
-    run.add_argument("--quiet", action="store_true", help="no progress line")
-    run.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run from its newest checkpoint")
-    run.add_argument("--force", action="store_true", help="start a new run in an --out directory that holds one")
+    system = add_run_options(run)["system"]
+    system.add_argument("--quiet", action="store_true", help="no progress line")
+    system.add_argument("--force", action="store_true", help="replace a run already in --out (its outputs are deleted)")
+    system.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a stopped or killed run from its newest checkpoint"
+    )
     run.set_defaults(func=cmd_run)
+
+    evaluation = sub.add_parser(
+        "eval",
+        help="greedy scores of a trained run's checkpoint, per member and grid point",
+        description="Evaluate a run's checkpoint with the run's evaluation protocol and seeds (its last "
+        "evaluation is reproduced), optionally on other environment parameters (--env.PARAM VALUE) "
+        "that keep the observation and action sizes.",
+    )
+    evaluation.add_argument("run", metavar="RUN", help="run directory")
+    evaluation.add_argument("--checkpoint", metavar="F", help="learner checkpoint (default: learner-final.npz)")
+    evaluation.add_argument(
+        "--episodes", type=int, default=0, metavar="N", help="episodes per member (default: the run's)"
+    )
+    evaluation.add_argument("--render", action="store_true", help="also print one greedy episode of --member as text")
+    evaluation.add_argument("--member", type=int, default=0, metavar="M", help="member to render (default: 0)")
+    evaluation.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluation.set_defaults(func=cmd_eval)
+
+    watch = sub.add_parser(
+        "watch",
+        help="a live view of a running run (from another terminal)",
+        description="Progress, the latest scores per grid point and each process's health, redrawn every "
+        "second from RUN/status.json (which the run's supervisor rewrites) until the run ends.",
+    )
+    watch.add_argument("run", metavar="RUN", help="run directory")
+    watch.add_argument("--once", action="store_true", help="print the view once and exit")
+    watch.add_argument("--period", type=float, default=1.0, metavar="S", help="seconds between redraws (default: 1)")
+    watch.set_defaults(func=cmd_watch)
+
+    export = sub.add_parser("export", help="a run's evaluations as a table (CSV)")
+    export.add_argument("run", metavar="RUN", help="run directory")
+    export.add_argument("--csv", action="store_true", help="write CSV: one row per evaluation and member")
+    export.add_argument("--out", help="output path (default: RUN/metrics.csv)")
+    export.set_defaults(func=cmd_export)
 
     actor = sub.add_parser("actor", help="join a running run from another machine")
     actor.add_argument("--connect", required=True, metavar="URL", help="the run's ingest endpoint, tcp://HOST:PORT")
@@ -246,14 +332,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    args.given = argv[1:]  # what followed the subcommand
-    if extra and args.command not in ("run", "offline"):
+    if extra and args.command not in ("run", "offline", "eval"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args, extra)
     except ValueError as error:
         print(f"mbgen {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`mbgen eval ... | head`): nothing more to say
+        sys.stdout = open(os.devnull, "w")
+        return 0
 
 
 if __name__ == "__main__":

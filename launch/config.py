@@ -2,9 +2,11 @@
 
 Every RunConfig field is a `--key value` option (underscores or dashes);
 environment parameters are `--env.PARAM value`; `--seeds S` means seeds
-0..S-1 and `--seed-list a,b,c` names them. Per-member values (`--lr`,
-`--temperature`) take one number or a comma-separated list. The field comments
-in learner/config.py are the help text, so the documentation lives in one place.
+0..S-1 and `--seed-list a,b,c` names them. `--lr` and `--temperature` take one
+number or a comma-separated list of grid values: the run is their cross product
+with the seeds. The field comments in learner/config.py are the help text and
+its section lines (`# -- what to run ---`) the help groups, so the documentation
+lives in one place.
 """
 
 from __future__ import annotations
@@ -30,8 +32,33 @@ SPECIAL = {"seeds", "env_params"}  # fields with their own command-line forms
 
 def field_help() -> dict[str, str]:
     """Each RunConfig field's trailing comment, read from its source."""
-    source = inspect.getsource(RunConfig)
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+): [^#\n]*#\s*(.*)$", source, re.M)}
+    return {name: text for name, (_, text) in field_docs().items()}
+
+
+def field_docs() -> dict[str, tuple[str, str]]:
+    """Each RunConfig field's (section, comment): sections are the `# -- name ---` lines above them."""
+    section, docs = "", {}
+    for line in inspect.getsource(RunConfig).splitlines():
+        header = re.match(r"^\s+# -- (.+?) -+$", line)
+        if header:
+            section = re.sub(r"\s*\(.*\)$", "", header.group(1))
+            continue
+        found = re.match(r"^\s+(\w+): [^#\n]*#\s*(.*)$", line)
+        if found:
+            docs[found.group(1)] = (section, found.group(2).strip())
+    return docs
+
+
+def default_text(value: Any) -> str:
+    """A default as a user types it on the command line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        flat = value and not any(isinstance(v, (list, tuple)) for v in value)
+        return ",".join(map(str, value)) if flat else json.dumps(value)
+    if isinstance(value, str):
+        return value or '""'
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def parse_value(text: str) -> Any:
@@ -82,22 +109,68 @@ def dump_toml(values: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    helps = field_help()
-    parser.add_argument("--config", metavar="FILE", help="TOML file of config keys; flags override it")
-    parser.add_argument("--seeds", type=int, metavar="S", help="run seeds 0..S-1 as one population")
-    parser.add_argument("--seed-list", metavar="A,B,...", help="run these seeds as one population")
-    parser.add_argument(
+def add_run_options(parser: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
+    """Every RunConfig field as a flag, grouped by the sections of learner/config.py, defaults shown;
+    returns the groups by name (what to run, learning, system)."""
+    docs = field_docs()
+    defaults = RunConfig()
+    groups: dict[str, argparse._ArgumentGroup] = {}
+
+    def group(name: str) -> argparse._ArgumentGroup:
+        if name not in groups:
+            groups[name] = parser.add_argument_group(name)
+        return groups[name]
+
+    run = group("what to run")
+    run.add_argument("--config", metavar="FILE", help="TOML file of config keys; flags override it")
+    run.add_argument("--seeds", type=int, metavar="S", help="run seeds 0..S-1 at every grid point (default: 1, seed 0)")
+    run.add_argument("--seed-list", metavar="A,B,...", help="run these (distinct) seeds at every grid point")
+    run.add_argument(
         "--env.PARAM",
         dest="_env_param_doc",
         metavar="VALUE",
-        help="an environment parameter, e.g. --env.grid_size 4 (repeatable)",
+        help="an environment parameter, e.g. --env.grid_size 4 (repeatable; see the list below)",
     )
     for f in dataclasses.fields(RunConfig):
         if f.name in SPECIAL:
             continue
+        section, text = docs.get(f.name, ("system", ""))
         flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, dest=f.name, metavar="V", default=None, help=helps.get(f.name, ""))
+        shown = f"{text} (default: {default_text(getattr(defaults, f.name))})"
+        if str(f.type) == "bool":  # a bare --flag means true
+            group(section).add_argument(flag, dest=f.name, nargs="?", const="true", metavar="true|false", help=shown)
+        else:
+            group(section).add_argument(flag, dest=f.name, metavar="V", default=None, help=shown)
+    return groups
+
+
+def run_epilog() -> str:
+    """The agents and environments, with each environment's parameters and its score scale."""
+    import envs
+    from envs.scores import reference_scores
+    from learner.agents import AGENTS
+
+    lines = ["agents (--agent):"]
+    lines += [f"  {name:<13} {spec.description}" for name, spec in AGENTS.items()]
+    lines.append("")
+    lines.append(
+        "environments (--env), their parameters (--env.PARAM VALUE) with defaults, and scores at the defaults:"
+    )
+    for name in envs.ENVIRONMENTS:
+        params = ", ".join(
+            f"{k}={default_text(list(v) if isinstance(v, tuple) else v)}" for k, v in envs.env_params(name).items()
+        )
+        scale = reference_scores(name)
+        random, optimal = scale["random"]["score"], scale["optimal"]["score"]
+        lines.append(f"  {name:<12} {params}")
+        lines.append(f"  {'':<12} random {random:.3g}, optimal {optimal:.3g} ({scale['unit']})")
+    lines.append("")
+    lines.append(
+        "grids: --lr a,b --temperature x,y --seeds S runs every (lr, temperature) point with every seed:"
+        " |lr| x |temperature| x S members, reported point by point."
+    )
+    lines.append("budget: the default --steps is the paper's 1,000,000 env steps per member (hours on a laptop).")
+    return "\n".join(lines)
 
 
 def env_params_from_extra(extra: list[str]) -> dict[str, Any]:
@@ -133,9 +206,9 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
-def config_from_args(args: argparse.Namespace, extra: list[str]) -> RunConfig:
-    """Merge defaults < TOML file < flags; the result is validated."""
-    values: dict[str, Any] = load_toml(args.config) if args.config else {}
+def config_from_args(args: argparse.Namespace, extra: list[str], base: dict[str, Any] | None = None) -> RunConfig:
+    """Merge defaults < `base` (or the TOML file) < flags; the result is validated."""
+    values: dict[str, Any] = load_toml(args.config) if args.config else dict(base or {})
     if "env" in values and isinstance(values["env"], dict):
         raise ValueError('config file: put environment parameters under [env_params], and env = "name"')
     env_params = dict(values.get("env_params", {}))

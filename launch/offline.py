@@ -122,7 +122,7 @@ def evaluation_cells() -> list[tuple[int, wg.Cell]]:
 @torch.no_grad()
 def greedy_on_cells(cfg: RunConfig, q_flat: np.ndarray) -> np.ndarray:
     """Greedy action of every member in every evaluation cell: int [P, cells]."""
-    store, net = q_network(q_shape(cfg, wg.OBS_DIM, wg.NUM_GRID_ACTIONS), cfg.seeds)
+    store, net = q_network(q_shape(cfg, wg.OBS_DIM, wg.NUM_GRID_ACTIONS), cfg.member_seeds)
     store.flat.copy_(torch.from_numpy(q_flat))
     obs = np.concatenate([wg.layout_obs(wg.EVALUATION_LAYOUTS[i], [cell]) for i, cell in evaluation_cells()])
     x = torch.from_numpy(obs).float().expand(cfg.members, -1, -1).contiguous()
@@ -318,7 +318,8 @@ def main(args: argparse.Namespace) -> int:
         }
         from launch.plots import plot_offline
 
-        plot_offline(results, agents, groups, os.path.join(out, "offline.png"))
+        detail = f"{args.seeds} seeds, {args.updates} updates"
+        plot_offline(results, agents, groups, os.path.join(out, "offline.png"), detail)
     with open(os.path.join(out, "offline.json"), "w") as f:
         json.dump(report, f, indent=1)
     print(format_table(report))

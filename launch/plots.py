@@ -1,8 +1,15 @@
-"""Learning curves: mean greedy score over members with a 95% confidence band, per run."""
+"""Figures: learning curves per grid point (`plot_runs`) and the offline experiment's Figure 1.
+
+A learning curve is the greedy evaluation score of each grid point of each run.
+With fewer than BAND_MIN_MEMBERS members per point every member is drawn as a thin
+line beside their mean; with more, the mean with a 95% percentile-bootstrap band
+(launch/results.py `bootstrap_ci`), cut to the range the score can take. The
+title names agent, environment, parameters and regime; the y axis the metric and
+its unit; dashed lines mark the environment's random and optimal scores
+(envs/scores.py). Runs of different environments on one axis get a warning.
+"""
 
 from __future__ import annotations
-
-import os
 
 import matplotlib
 
@@ -10,53 +17,132 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from launch.results import curves, mean_ci95, read_metrics, t975  # noqa: E402
+from envs.scores import reference_scores, score_range  # noqa: E402
+from launch.results import bootstrap_ci, curves, load_run, point_names  # noqa: E402
+from learner.config import RunConfig  # noqa: E402
+
+BAND_MIN_MEMBERS = 5  # fewer members per point: one thin line each instead of a band
 
 
-def run_label(run_dir: str) -> str:
-    import json
-
-    summary = os.path.join(run_dir, "summary.json")
-    if os.path.exists(summary):
-        with open(summary) as f:
-            s = json.load(f)
-        params = ",".join(f"{k}={v}" for k, v in s.get("env_params", {}).items() if k != "spontaneous")
-        return f"{s['agent']} {s['env']}({params}) P={len(s['seeds'])}"
-    return os.path.basename(os.path.normpath(run_dir))
+def env_text(cfg: RunConfig) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in cfg.env_params.items() if k != "spontaneous")
+    events = "" if cfg.env_params.get("spontaneous", True) else ", no spontaneous events"
+    return f"{cfg.env}({params}{events})"
 
 
-def plot_runs(run_dirs: list[str], out_path: str, title: str | None = None) -> str:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for run_dir in run_dirs:
-        rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+def y_label(cfg: RunConfig) -> str:
+    episodic = score_range(cfg.env, cfg.env_params, cfg.eval_steps)[1] <= 0
+    if episodic:
+        return f"return per episode (greedy, episodes of at most {cfg.eval_steps} steps)"
+    return f"reward per step (greedy, {cfg.eval_steps}-step episodes)"
+
+
+def title_of(cfgs: list[RunConfig]) -> str:
+    """What the figure shows: agent(s), environment and parameters, regime, the step size and
+    temperature where all runs share one, and the seeds per point."""
+    agents = sorted({c.agent for c in cfgs})
+    environments = sorted({env_text(c) for c in cfgs})
+    regimes = sorted({c.regime for c in cfgs})
+    parts = [
+        " vs ".join(agents) + " on " + (environments[0] if len(environments) == 1 else "several environments"),
+        " and ".join(regimes) + "-data regime",
+    ]
+    lrs = {v for c in cfgs for v in c.grid_lr}
+    temperatures = {v for c in cfgs for v in c.grid_temperature}
+    if len(lrs) == 1:
+        parts.append(f"lr {next(iter(lrs)):g}")
+    if len(temperatures) == 1:
+        parts.append(f"temperature {next(iter(temperatures)):g}")
+    seeds = {len(c.seeds) for c in cfgs}
+    if len(seeds) == 1:
+        n = next(iter(seeds))
+        parts.append(f"{n} seed{'s' if n != 1 else ''} per point")
+    return ", ".join(parts)
+
+
+def environment_warning(run_dirs: list[str], cfgs: list[RunConfig]) -> str | None:
+    """A warning when the runs do not share one environment setting (their scores differ in kind)."""
+    settings = {env_text(c) for c in cfgs}
+    if len(settings) <= 1:
+        return None
+    listing = "; ".join(f"{d}: {env_text(c)}" for d, c in zip(run_dirs, cfgs))
+    return f"runs of different environments share one axis, their scores are not comparable ({listing})"
+
+
+def plot_runs(run_dirs: list[str], out_path: str, title: str | None = None) -> dict:
+    """Draw the runs' learning curves, point by point, into `out_path`. Returns what was drawn:
+    {"warnings": [for the reader], "curves": [{"run", "point", "seeds", "style"}], "title"}, where
+    style is "members" (thin line per member and their mean) or "band" (mean and bootstrap CI)."""
+    loaded = [load_run(d) for d in run_dirs]
+    cfgs = [cfg for cfg, _ in loaded]
+    warnings = [w for w in [environment_warning(run_dirs, cfgs)] if w]
+    drawn: list[dict] = []
+    fig, ax = plt.subplots(figsize=(8, 5))
+    color = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10)
+    low_high: list[float] = []
+    for run_dir, (cfg, rows) in zip(run_dirs, loaded):
         if not rows:
             raise ValueError(f"{run_dir} has no evaluations in metrics.jsonl")
-        points, per_member = curves(rows)
-        scores = np.stack([per_member[m] for m in sorted(per_member)])  # [P, T]
-        mean = scores.mean(axis=0)
-        if scores.shape[0] > 1:
-            half = t975(scores.shape[0] - 1) * scores.std(axis=0, ddof=1) / np.sqrt(scores.shape[0])
-        else:
-            half = np.zeros_like(mean)
-        (line,) = ax.plot(points, mean, label=run_label(run_dir))
-        ax.fill_between(points, mean - half, mean + half, color=line.get_color(), alpha=0.25)
+        bounds = score_range(cfg.env, cfg.env_params, cfg.eval_steps)
+        steps, per_member = curves(rows)
+        points = cfg.point_labels()
+        for point, name in zip(points, point_names(points)):
+            members = [m for m in point["members"] if m in per_member]
+            scores = np.stack([per_member[m] for m in members])  # [S, T]
+            c = next(color)
+            label = name if len(run_dirs) == 1 else f"{cfg.agent} {env_text(cfg)} {name}"
+            mean = scores.mean(axis=0)
+            if len(members) < BAND_MIN_MEMBERS:
+                for member_scores in scores:
+                    ax.plot(steps, member_scores, color=c, lw=0.7, alpha=0.45)
+                ax.plot(steps, mean, color=c, lw=2, label=f"{label}: mean of {len(members)} seeds (thin: each seed)")
+            else:
+                low, high = bootstrap_ci(scores)
+                low, high = np.maximum(low, bounds[0]), np.minimum(high, bounds[1])
+                ax.plot(steps, mean, color=c, lw=2, label=f"{label}: mean of {len(members)} seeds, 95% bootstrap CI")
+                ax.fill_between(steps, low, high, color=c, alpha=0.25, lw=0)
+            low_high += [float(scores.min()), float(scores.max())]
+            style = "members" if len(members) < BAND_MIN_MEMBERS else "band"
+            drawn.append({"run": run_dir, "point": name, "seeds": point["seeds"], "style": style})
+    if not warnings:  # one environment setting: its scale
+        cfg = cfgs[0]
+        scale = reference_scores(cfg.env, cfg.env_params, cfg.eval_steps)
+        for level, style in (("optimal", "--"), ("random", ":")):
+            value = scale[level]["score"]
+            if value is None:
+                continue
+            ax.axhline(value, color="0.35", ls=style, lw=1)
+            ax.annotate(
+                f"{level} {value:.3g}",
+                (1.0, value),
+                xycoords=("axes fraction", "data"),
+                xytext=(-4, 3),
+                textcoords="offset points",
+                ha="right",
+                fontsize=8,
+                color="0.3",
+            )
+            low_high.append(value)
+        bounds = score_range(cfg.env, cfg.env_params, cfg.eval_steps)
+        lo, hi = min(low_high), max(low_high)
+        margin = 0.06 * (hi - lo or 1.0)
+        ax.set_ylim(max(lo - margin, bounds[0]), min(hi + margin, bounds[1]))
     ax.set_xlabel("env steps per member")
-    ax.set_ylabel("greedy evaluation score (mean, 95% CI)")
-    ax.set_title(title or "mbgen learning curves")
+    ax.set_ylabel(y_label(cfgs[0]) if len({y_label(c) for c in cfgs}) == 1 else "greedy evaluation score")
+    title = title or title_of(cfgs)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(out_path, dpi=120)
     plt.close(fig)
-    return out_path
+    return {"warnings": warnings, "curves": drawn, "title": title}
 
 
-__all__ = ["plot_runs", "mean_ci95"]
-
-
-def plot_offline(results: list[dict], agents: list[str], coverages: list[str], out_path: str) -> str:
+def plot_offline(results: list[dict], agents: list[str], coverages: list[str], out_path: str, detail: str = "") -> str:
     """Figure 1 of the paper: per agent and coverage level, the two evaluation layouts with, in each
-    cell, arrows whose length is the fraction of seeds whose greedy action it is (green: optimal)."""
+    cell, arrows whose length is the fraction of seeds whose greedy action it is (green: optimal).
+    `detail` (e.g. "30 seeds, 3000 updates") goes into the title."""
     from matplotlib.patches import Circle, Rectangle
 
     from envs import wallgrid as wg
@@ -65,7 +151,7 @@ def plot_offline(results: list[dict], agents: list[str], coverages: list[str], o
     names = {"er": "DQN + ER", "model1": "model, 1-step", "model10": "model, 10-step"}
     by_key = {(r["agent"], r["coverage"], r["layout"], tuple(r["cell"])): r for r in results}
     fig, axes = plt.subplots(
-        len(agents), len(coverages), figsize=(3.2 * len(coverages), 1.9 * len(agents)), squeeze=False
+        len(agents), len(coverages), figsize=(3.2 * len(coverages), 2.1 * len(agents) + 0.5), squeeze=False
     )
     for i, agent in enumerate(agents):
         for j, coverage in enumerate(coverages):
@@ -113,7 +199,21 @@ def plot_offline(results: list[dict], agents: list[str], coverages: list[str], o
                 fontsize=8,
                 color="tab:red" if failed else "black",
             )
-    fig.tight_layout()
+    fig.suptitle(
+        "WallGrid3x3 offline (paper section 2): each seed's greedy action in every cell of the two evaluation "
+        "layouts" + (f", {detail}" if detail else ""),
+        fontsize=10,
+    )
+    fig.text(
+        0.5,
+        0.005,
+        "arrow length: fraction of seeds choosing that move (circle: stay); green: an optimal action, red: not. "
+        "A panel fails when, in some cell, most seeds choose a wrong action.",
+        ha="center",
+        fontsize=8,
+        color="0.3",
+    )
+    fig.tight_layout(rect=(0, 0.03, 1, 0.96))
     fig.savefig(out_path, dpi=130)
     plt.close(fig)
     return out_path

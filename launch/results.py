@@ -1,8 +1,11 @@
 """Results of a run: metrics.jsonl reading, final scores with 95% confidence intervals, summary.json.
 
 A member's final score is the mean of its last 10% of evaluations (at least
-one). The run's final performance is the mean over members with a Student-t
-95% confidence interval, as in the paper's figures.
+one). Each grid point's final performance is the mean over its members with a
+Student-t 95% confidence interval, as in the paper's figures, cut to the range
+the score can take; points are reported side by side, never averaged together.
+Plots use a percentile bootstrap (`bootstrap_ci`) instead. The summary also
+carries the environment's random and optimal scores (envs/scores.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from launch.config import load_toml
 from learner.config import RunConfig
 
 # Two-sided 95% Student-t quantiles t_{0.975, df}.
@@ -72,6 +76,14 @@ def mean_ci95(values) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def load_run(run_dir: str) -> tuple[RunConfig, list[dict]]:
+    """A run directory's resolved configuration and its metrics rows."""
+    path = os.path.join(run_dir, "config.toml")
+    if not os.path.exists(path):
+        raise ValueError(f"{run_dir} is not a run directory (no config.toml)")
+    return RunConfig.from_dict(load_toml(path)), read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+
+
 def read_metrics(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
@@ -97,42 +109,140 @@ def curves(rows: list[dict]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     return np.array(points), {m: np.array([by_point[p][m] for p in points]) for m in members}
 
 
+def tail_mean(scores: np.ndarray) -> float:
+    """A member's final score: the mean of its last 10% of evaluations (at least one)."""
+    tail = max(1, int(math.ceil(0.1 * scores.size)))
+    return float(scores[-tail:].mean())
+
+
 def final_scores(rows: list[dict]) -> list[float]:
+    """Every member's final score, in member order."""
     _, per_member = curves(rows)
-    finals = []
-    for m in sorted(per_member):
-        scores = per_member[m]
-        if scores.size:
-            tail = max(1, int(math.ceil(0.1 * scores.size)))
-            finals.append(float(scores[-tail:].mean()))
-    return finals
+    return [tail_mean(per_member[m]) for m in sorted(per_member) if per_member[m].size]
+
+
+def clip_interval(low: float, high: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
+    """An interval cut to the range the score can take (bounds None: left as it is)."""
+    if bounds is None:
+        return low, high
+    return max(low, bounds[0]), min(high, bounds[1])
+
+
+def bootstrap_ci(samples: np.ndarray, seed: int = 0, resamples: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile-bootstrap 95% interval of the mean over axis 0 of `samples` [N, ...] (members x
+    evaluation points), per remaining index (scipy.stats.bootstrap). A column whose values are all
+    equal has the interval [value, value]. The interval never leaves [min, max] of its column."""
+    from scipy.stats import bootstrap
+
+    samples = np.asarray(samples, dtype=np.float64)
+    low, high = samples.mean(axis=0).copy(), samples.mean(axis=0).copy()
+    varied = samples.max(axis=0) > samples.min(axis=0)
+    if samples.shape[0] >= 2 and varied.any():
+        result = bootstrap(
+            (samples[:, varied],),
+            np.mean,
+            axis=0,
+            vectorized=True,
+            n_resamples=resamples,
+            batch=max(1, 2_000_000 // max(samples.size, 1)),  # bounded memory for long curves
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
+        low[varied], high[varied] = result.confidence_interval.low, result.confidence_interval.high
+    return low, high
+
+
+def point_finals(cfg: RunConfig, rows: list[dict], bounds: tuple[float, float] | None = None) -> list[dict]:
+    """summary.json's "points": per (lr, temperature) point, its members and their final scores with
+    the mean and a Student-t 95% interval (cut to `bounds`, the score's possible range)."""
+    finals = dict(zip(sorted(curves(rows)[1]), final_scores(rows)))
+    evaluations = len({r["env_steps"] for r in rows})
+    points = []
+    for point in cfg.point_labels():
+        per_member = [finals[m] for m in point["members"] if m in finals]
+        mean, lo, hi = mean_ci95(per_member) if per_member else (None, None, None)
+        if per_member:
+            lo, hi = clip_interval(lo, hi, bounds)
+        final = {"mean": mean, "ci95": [lo, hi], "per_member": per_member, "evaluations": evaluations}
+        points.append({**point, "final": final})
+    return points
+
+
+def run_final(points: list[dict]) -> dict:
+    """summary.json's "final": the point's own for a single-point run; with several points, each
+    point separately under "per_point" (mean and ci95 stay None: points are never averaged)."""
+    if len(points) == 1:
+        return points[0]["final"]
+    return {
+        "mean": None,
+        "ci95": [None, None],
+        "per_member": [x for p in points for x in p["final"]["per_member"]],
+        "evaluations": points[0]["final"]["evaluations"],
+        "per_point": [
+            {"group": p["group"], "lr": p["lr"], "temperature": p["temperature"], **p["final"]} for p in points
+        ],
+    }
+
+
+def point_names(points: list[dict]) -> list[str]:
+    """Short names of grid points, naming only what varies: "lr=0.0001", "lr=0.0001 T=0.4"; a single
+    point is named by both values."""
+    vary_lr = len({p["lr"] for p in points}) > 1
+    vary_t = len({p["temperature"] for p in points}) > 1
+    if not (vary_lr or vary_t):
+        vary_lr = vary_t = True
+    return [
+        " ".join(([f"lr={p['lr']:g}"] if vary_lr else []) + ([f"T={p['temperature']:g}"] if vary_t else []))
+        for p in points
+    ]
+
+
+def scale_of(cfg: RunConfig) -> dict:
+    """The environment's random and optimal scores on this run's protocol (envs/scores.py)."""
+    from envs.scores import reference_scores
+
+    return reference_scores(cfg.env, cfg.env_params, cfg.eval_steps)
 
 
 class MetricsTail:
-    """Follows metrics.jsonl as the evaluator appends; `latest()` is the newest complete point's mean."""
+    """Follows metrics.jsonl as the evaluator appends. `poll()` returns the evaluations completed
+    since the last call (env steps, updates, every member's score); `latest()` is the newest one as
+    (env steps, mean score of each grid point's members)."""
 
-    def __init__(self, path: str, members: int):
-        self.path, self.members = path, members
+    def __init__(self, path: str, groups: list[int]):
+        self.path = path
+        self.groups = np.asarray(groups)  # each member's grid point
         self.offset = 0
-        self.points: dict[int, list[float]] = defaultdict(list)
-        self.complete: tuple[int, float] | None = None
+        self.pending: dict[int, dict[int, float]] = defaultdict(dict)
+        self.updates: dict[int, int] = {}
+        self.complete: tuple[int, list[float]] | None = None
 
-    def poll(self) -> None:
+    def poll(self) -> list[tuple[int, int, np.ndarray]]:
         if not os.path.exists(self.path):
-            return
+            return []
         with open(self.path) as f:
             f.seek(self.offset)
             chunk = f.read()
         end = chunk.rfind("\n") + 1
         self.offset += len(chunk[:end].encode())
+        done = []
         for line in chunk[:end].splitlines():
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut short when an earlier session was killed
             point = int(row["env_steps"])
-            self.points[point].append(float(row["eval_return"]))
-            if len(self.points[point]) == self.members:
-                self.complete = (point, float(np.mean(self.points.pop(point))))
+            self.pending[point][int(row["member"])] = float(row["eval_return"])
+            self.updates[point] = int(row["updates"])
+            if len(self.pending[point]) == self.groups.size:
+                members = self.pending.pop(point)
+                scores = np.array([members[m] for m in range(self.groups.size)])
+                done.append((point, self.updates.pop(point), scores))
+                means = [float(scores[self.groups == g].mean()) for g in np.unique(self.groups)]
+                self.complete = (point, means)
+        return done
 
-    def latest(self) -> tuple[int, float] | None:
+    def latest(self) -> tuple[int, list[float]] | None:
         return self.complete
 
 
@@ -171,9 +281,14 @@ def write_summary(
     rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
     # A run that did not complete reports its score as partial, from evaluations after learning began.
     scored = rows if outcome == "completed" else learned_rows(rows, cfg.learning_starts)
-    finals = final_scores(scored)
-    mean, lo, hi = mean_ci95(finals) if finals else (None, None, None)
-    points = sorted({int(r["env_steps"]) for r in scored})
+    scale = scale_of(cfg)
+    points = point_finals(cfg, scored, tuple(scale["range"]))
+    evaluated = sorted({int(r["env_steps"]) for r in scored})
+    span = [evaluated[-max(1, int(math.ceil(0.1 * len(evaluated))))], evaluated[-1]] if evaluated else None
+    for p in points:
+        p["final"].update(partial=outcome != "completed", from_env_steps=span)
+    final = run_final(points)
+    final.update(partial=outcome != "completed", from_env_steps=span)
     wall = session_wall_s(os.path.join(run_dir, "events.jsonl")) or time.time() - started
     accounting = counters.accounting() if counters is not None else {}
     reconciled, problems = counters.reconciles() if counters is not None and not cfg.offline else (False, "")
@@ -189,14 +304,9 @@ def write_summary(
         "env_params": cfg.env_params,
         "regime": cfg.regime,
         "seeds": cfg.seeds,
-        "final": {
-            "mean": mean,
-            "ci95": [lo, hi],
-            "per_member": finals,
-            "evaluations": len({r["env_steps"] for r in rows}),
-            "partial": outcome != "completed",
-            "from_env_steps": [points[-max(1, int(math.ceil(0.1 * len(points))))], points[-1]] if points else None,
-        },
+        "final": final,
+        "points": points,
+        "scale": scale,
         "throughput": {
             "env_steps_per_s": steps / wall if wall > 0 else 0.0,
             "updates_per_s": updates / wall if wall > 0 else 0.0,

@@ -53,8 +53,8 @@ from actors.actor import run_actor
 from actors.evaluator import run_evaluator
 from launch import plots  # noqa: F401  (imported now, not in the stop budget: matplotlib takes seconds)
 from launch.config import dump_toml
-from launch.progress import Progress
-from launch.results import MetricsTail, session_wall_s, write_summary
+from launch.monitor import RunMonitor
+from launch.results import session_wall_s, write_summary
 from learner.agents import encoder_shape, q_shape
 from learner.config import RunConfig
 from learner.dqn import BATCH_FIELDS
@@ -129,6 +129,7 @@ class Supervisor:
         self.latest_cut = -1  # updates of the newest complete checkpoint cut
         self.reaped: set[str] = set()  # children whose exit was handled
         self.summary: dict = {}
+        self.monitor: RunMonitor | None = None  # progress line, status.json, TensorBoard (launch/monitor.py)
 
     # -- public ----------------------------------------------------------------------
     def run(self) -> int:
@@ -364,18 +365,15 @@ class Supervisor:
     # -- watch -----------------------------------------------------------------------
     def watch(self) -> None:
         cfg = self.cfg
-        metrics = MetricsTail(self.wiring.metrics, cfg.members)
-        progress = Progress(cfg.steps, cfg.total_updates, enabled=self.show_progress)
+        self.monitor = RunMonitor(cfg, self.run_dir, progress=self.show_progress)
         while True:
             alive = [p.sentinel for p in self.children.values() if p.exitcode is None]
             multiprocessing.connection.wait(alive, timeout=0.5)
             self.handle_exits()
             self.assemble_cuts()
-            metrics.poll()
             steps = self.counters.updates if cfg.offline else self.counters.min_inserts()
-            progress.show(steps, self.counters.updates, metrics.latest())
+            self.monitor.update(steps, self.counters.updates, self.process_health(), self.counters.accounting())
             if self.finished():
-                progress.close()
                 return
             self.check_heartbeats()
 
@@ -517,6 +515,20 @@ class Supervisor:
                 shutil.rmtree(other, ignore_errors=True)
         self.latest_cut = u
 
+    def process_health(self) -> dict[str, dict]:
+        """Per child: pid, whether it runs, its exit code, seconds since its last heartbeat."""
+        now = time.time()
+        health = {}
+        for name, process in self.children.items():
+            beat = float(self.counters.heartbeat[self.slots[name]]) if self.counters is not None else 0.0
+            health[name] = {
+                "pid": process.pid,
+                "alive": process.exitcode is None,
+                "exitcode": process.exitcode,
+                "heartbeat_age_s": now - max(beat, self.launched[name]),
+            }
+        return health
+
     # -- stop ------------------------------------------------------------------------
     def stop_children(self, stop_cut: bool) -> None:
         """A stop cut if the learner can still make one, the actors' last acknowledgements, then everyone."""
@@ -602,6 +614,8 @@ class Supervisor:
         summary = write_summary(
             self.run_dir, self.cfg, self.counters, self.started, self.outcome, self.reason, self.restarts
         )
+        if self.monitor is not None:  # before the counters close: it reads the last heartbeats
+            self.monitor.finish(self.outcome, summary, self.process_health(), summary["transitions"])
         self.teardown()
         self.summary = summary
         self.log.info("run_finished", outcome=self.outcome, reason=self.reason, wall_s=summary["throughput"]["wall_s"])

@@ -22,6 +22,15 @@ from learner.losses import GAMMA
 from replay.limiter import RatioPolicy, protocol_updates
 from replay.security import endpoint_is_local
 
+
+def grid_value(value: float | list[float], tuned_value: float) -> float | list[float]:
+    """A step size or temperature with 0 replaced by the tuned value; a one-value list is a number."""
+    if isinstance(value, list):
+        values = [v or tuned_value for v in value]
+        return values[0] if len(values) == 1 else values
+    return value or tuned_value
+
+
 REGIMES = {"high": {"updates_per_step": 1, "eval_period": 500}, "low": {"updates_per_step": 10, "eval_period": 50}}
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -35,10 +44,10 @@ class RunConfig:
     regime: str = "high"  # high: 1 update per env step, eval every 500 steps; low: 10 per step, every 50
     steps: int = 1_000_000  # env steps per member (offline: updates)
     offline: bool = False  # train on a fixed dataset already in the replay store: no actors, no ratio
-    seeds: list[int] = field(default_factory=lambda: [0])  # one population member per seed
+    seeds: list[int] = field(default_factory=lambda: [0])  # seeds, each run at every grid point (distinct)
     # -- learning (PAPER.md sections 3-4) ----------------------------------------------------
-    lr: float | list[float] = 0.0  # Q step size, one or one per member; 0 = auto (the paper's tuned value)
-    temperature: float | list[float] = 0.0  # softmax temperature, one or one per member; 0 = auto (tuned)
+    lr: float | list[float] = 0.0  # Q step size, or a list of grid values; 0 = auto (the paper's tuned value)
+    temperature: float | list[float] = 0.0  # softmax temperature, or a list of grid values; 0 = auto (tuned)
     model_lr: float = 2e-4  # model step size
     gamma: float = GAMMA  # discount
     batch_size: int = 320  # transitions per Q update (ER: replay samples; models: starts x rollout length)
@@ -76,13 +85,71 @@ class RunConfig:
     remote_endpoint: str = ""  # tcp://HOST:PORT where remote actors send transitions; empty = local actors only
     param_endpoint: str = ""  # tcp://HOST:PORT where remote actors subscribe to parameters; empty = none
     keys: str = ""  # CurveZMQ key directory (required for non-loopback endpoints; see `mbgen keys`)
+    tensorboard: bool = False  # write TensorBoard scalars to <run>/tensorboard (the tensorboard package)
+    wandb: str = ""  # W&B project to log the same scalars to (the wandb package); empty = none
     stall_warning_s: float = 30.0  # warn when a process waits this long for another
     heartbeat_timeout_s: float = 120.0  # stop the run when a process shows no sign of life this long
 
-    # ------------------------------------------------------------------------------------
+    # -- the population: a grid of (lr, temperature) points x seeds --------------------------
+    # Members are ordered point-major: lr outermost, then temperature, then seed; member m runs
+    # seed seeds[m % S] at point (group) m // S. The same seed under two points starts from the
+    # same initialisation and sees the same environments (every stream derives from the seed).
+    @property
+    def grid_lr(self) -> list[float]:
+        """The step sizes of the grid (one value when lr is a number)."""
+        return [float(v) for v in self.lr] if isinstance(self.lr, list) else [float(self.lr)]
+
+    @property
+    def grid_temperature(self) -> list[float]:
+        """The temperatures of the grid (one value when temperature is a number)."""
+        t = self.temperature
+        return [float(v) for v in t] if isinstance(t, list) else [float(t)]
+
+    def grid_points(self) -> list[tuple[float, float]]:
+        """(lr, temperature) of every point, lr outermost; a point's index is its `group`."""
+        return [(lr, t) for lr in self.grid_lr for t in self.grid_temperature]
+
     @property
     def members(self) -> int:
-        return len(self.seeds)
+        """P: population members, |lr| x |temperature| x |seeds|."""
+        return len(self.grid_points()) * len(self.seeds)
+
+    @property
+    def member_seeds(self) -> list[int]:
+        return [s for _ in self.grid_points() for s in self.seeds]
+
+    @property
+    def member_lr(self) -> list[float]:
+        return [lr for lr, _ in self.grid_points() for _ in self.seeds]
+
+    @property
+    def member_temperature(self) -> list[float]:
+        return [t for _, t in self.grid_points() for _ in self.seeds]
+
+    def member_labels(self) -> list[dict[str, Any]]:
+        """What each member is: {"member", "group", "lr", "temperature", "seed"}, in member order."""
+        S = len(self.seeds)
+        return [
+            {"member": g * S + i, "group": g, "lr": lr, "temperature": t, "seed": seed}
+            for g, (lr, t) in enumerate(self.grid_points())
+            for i, seed in enumerate(self.seeds)
+        ]
+
+    def point_labels(self) -> list[dict[str, Any]]:
+        """Each grid point: {"group", "lr", "temperature", "members": [indices], "seeds"}."""
+        S = len(self.seeds)
+        return [
+            {
+                "group": g,
+                "lr": lr,
+                "temperature": t,
+                "members": list(range(g * S, (g + 1) * S)),
+                "seeds": list(self.seeds),
+            }
+            for g, (lr, t) in enumerate(self.grid_points())
+        ]
+
+    # ------------------------------------------------------------------------------------
 
     @property
     def spec(self) -> AgentSpec:
@@ -117,14 +184,11 @@ class RunConfig:
     ACTOR_KEYS = (
         "agent", "env", "env_params", "regime", "steps", "seeds", "lr", "temperature", "hidden",
         "latent_features", "latent_classes", "learning_starts", "updates_per_step", "eval_period",
-        "actors", "envs_per_actor", "message_size", "tolerance", "publish_period",
+        "eval_steps", "actors", "envs_per_actor", "message_size", "tolerance", "publish_period",
     )  # fmt: skip
 
     def actor_view(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.ACTOR_KEYS}
-
-    def per_member(self, value: float | list[float]) -> list[float]:
-        return [float(v) for v in value] if isinstance(value, list) else [float(value)] * self.members
 
     def resolved(self) -> "RunConfig":
         """A copy with every auto value replaced by a concrete one; validates first."""
@@ -136,8 +200,8 @@ class RunConfig:
         c.updates_per_step = c.updates_per_step or regime["updates_per_step"]
         c.eval_period = c.eval_period or regime["eval_period"]
         lr, temperature = tuned(c.agent, c.env, c.regime)
-        c.lr = c.lr or lr
-        c.temperature = c.temperature or temperature
+        c.lr = grid_value(c.lr, lr)
+        c.temperature = grid_value(c.temperature, temperature)
         c.env_params = envs.make(c.env, 1, 0, **c.env_params).params
         c.validate()
         return c
@@ -191,28 +255,27 @@ class RunConfig:
         ):
             fail("seeds", "a non-empty list of integers >= 0", self.seeds)
         if len(set(self.seeds)) != len(self.seeds):
-            fail("seeds", "distinct", self.seeds)
+            fail("seeds", "distinct integers >= 0 (a seed runs once at every grid point)", self.seeds)
         for key in ("lr", "temperature"):
             v = getattr(self, key)
             values = v if isinstance(v, list) else [v]
-            if isinstance(v, list) and len(v) != self.members:
-                fail(key, f"one number or a list of {self.members} (one per seed)", v)
+            if isinstance(v, list) and not v:
+                fail(key, "a number or a non-empty list of grid values", v)
             for x in values:
-                if (
-                    isinstance(x, bool)
-                    or not isinstance(x, (int, float))
-                    or not math.isfinite(x)
-                    or x < 0
-                    or (isinstance(v, list) and x == 0)
-                ):
-                    fail(key, "a number > 0 (or 0 for the tuned value)", v)
+                if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
+                    fail(key, "a number > 0 (or 0 for the tuned value), or a list of them", v)
+            if len(set(values)) != len(values):
+                fail(key, "a list of distinct grid values", v)
         for key in ("model_lr",):
             number(key, 0, strict=True)
         ok = isinstance(self.gamma, (int, float)) and not isinstance(self.gamma, bool) and math.isfinite(self.gamma)
         if not ok or not 0 <= self.gamma < 1:
             fail("gamma", "a number in [0, 1)", self.gamma)
-        if not isinstance(self.offline, bool):
-            fail("offline", "true or false", self.offline)
+        for key in ("offline", "tensorboard"):
+            if not isinstance(getattr(self, key), bool):
+                fail(key, "true or false", getattr(self, key))
+        if not isinstance(self.wandb, str):
+            fail("wandb", "a W&B project name (or empty)", self.wandb)
         for key in (
             "steps",
             "batch_size",

@@ -98,8 +98,8 @@ class Learner:
         self.workers, self.threads = parallelism(cfg, "learner")
         self.dqn = DQN(
             q_shape(cfg, env.obs_dim, env.num_actions),
-            cfg.seeds,
-            cfg.per_member(cfg.lr),
+            cfg.member_seeds,
+            cfg.member_lr,
             gamma=cfg.gamma,
             target_period=cfg.target_period,
             device=self.device,
@@ -130,7 +130,7 @@ class Learner:
             self.store = ReplayStore.attach(wiring.store)
             self.batch = Batch.allocate(cfg.members, cfg.batch_size, env.obs_dim)
             self.batch_tensors = self.batch.tensors()
-            self.rngs = [np.random.default_rng(derive_seed(s, "replay-sample")) for s in cfg.seeds]
+            self.rngs = [np.random.default_rng(derive_seed(s, "replay-sample")) for s in cfg.member_seeds]
         self.last_remote = 0.0
         self.eval_points = cfg.eval_points()
         self.next_eval = 0
@@ -375,7 +375,7 @@ class Learner:
                 path + ".tmp.npz",
                 **self.dqn.state(),
                 env_steps=self.counters.inserts().copy(),
-                seeds=np.array(self.cfg.seeds),
+                seeds=np.array(self.cfg.member_seeds),
             )
             os.replace(path + ".tmp.npz", path)
 

@@ -95,7 +95,7 @@ class SimpleModel(GradientModel):
     ):
         self.num_actions, self.generator = num_actions, generator
         self.shards = shards or ShardPool(cfg.members, 1)
-        self.store = ParamStore(cfg.members, cfg.seeds, device)
+        self.store = ParamStore(cfg.members, cfg.member_seeds, device)
         self.net = TripleHead(self.store, "model", obs_dim + num_actions, cfg.hidden, obs_dim)
         self.store.build()
         self.init_optimiser(cfg)
@@ -177,7 +177,7 @@ class LatentModel(GradientModel):
         self.cfg, self.latent, self.num_actions, self.generator = cfg, latent, num_actions, generator
         self.categorical = latent.categorical
         width = latent.width(cfg, obs_dim)
-        self.store = ParamStore(cfg.members, cfg.seeds, device)
+        self.store = ParamStore(cfg.members, cfg.member_seeds, device)
         self.encoder = MLP(self.store, "encoder", latent.encoder_shape(cfg, obs_dim))  # first: a contiguous span
         self.dynamics = TripleHead(self.store, "dynamics", width + num_actions, cfg.hidden, latent.head_width(cfg))
         self.decoder = MLP(self.store, "decoder", mlp_shape(width, cfg.hidden, obs_dim))
@@ -258,7 +258,7 @@ class PerfectModel:
         shards: ShardPool | None = None,
     ):
         self.env = envs.make(cfg.env, 1, 0, **cfg.env_params)
-        self.rngs = [np.random.default_rng(derive_seed(s, "perfect-model")) for s in cfg.seeds]
+        self.rngs = [np.random.default_rng(derive_seed(s, "perfect-model")) for s in cfg.member_seeds]
         self.device = device
 
     def train_step(self, obs, action, reward, next_obs, continuation) -> None:

@@ -63,16 +63,18 @@ class ModelServer:
         self.device = choose_device(cfg.device)
         self.workers, self.threads = parallelism(cfg, "modelserver")
         self.shards = ShardPool(cfg.members, self.workers)
-        self.generator = torch.Generator(device=self.device).manual_seed(derive_seed(cfg.seeds[0], "model-server"))
+        self.generator = torch.Generator(device=self.device).manual_seed(
+            derive_seed(cfg.member_seeds[0], "model-server")
+        )
         self.model = build_model(cfg, env.obs_dim, env.num_actions, self.device, self.generator, self.shards)
         shape = q_shape(cfg, env.obs_dim, env.num_actions)
-        self.q_host_store, q_host = q_network(shape, cfg.seeds)  # the published Q parameters, in host memory
+        self.q_host_store, q_host = q_network(shape, cfg.member_seeds)  # the published Q parameters, in host memory
         self.q_params = ParamReader(ParamBlock.attach(wiring.q_params), self.q_host_store.flat)
         if self.device.type == "cpu":
             self.q_store, self.q = self.q_host_store, q_host
         else:
-            self.q_store, self.q = q_network(shape, cfg.seeds, self.device)
-        self.temperature = torch.tensor(cfg.per_member(cfg.temperature), dtype=torch.float32, device=self.device)
+            self.q_store, self.q = q_network(shape, cfg.member_seeds, self.device)
+        self.temperature = torch.tensor(cfg.member_temperature, dtype=torch.float32, device=self.device)
         self.policy = cfg.ratio_policy()
         self.lag = 0 if cfg.lockstep else cfg.policy_lag
         self.counters = RunCounters.attach(wiring.counters)
@@ -81,7 +83,7 @@ class ModelServer:
         self.acting_block = ParamBlock.attach(wiring.model_params) if encoder_shape(cfg, env.obs_dim) else None
         self.batch = Batch.allocate(cfg.members, max(cfg.model_batch, cfg.rollout_starts), env.obs_dim)
         self.batch_tensors = self.batch.tensors()
-        self.rngs = [np.random.default_rng(derive_seed(s, "model-sample")) for s in cfg.seeds]
+        self.rngs = [np.random.default_rng(derive_seed(s, "model-sample")) for s in cfg.member_seeds]
         self.ctx = zmq.Context()
         self.bell = Doorbell(self.ctx, wiring.bell("modelserver"))
         self.ring_learner = Ringer(self.ctx, [wiring.bell("learner")])
@@ -100,7 +102,7 @@ class ModelServer:
         self.losses: list[torch.Tensor] = []
         self.probe = diagnostics.panflute_probe(env.num_actions) if cfg.env == "panflute" else None
         self.diagnostic_batch = Batch.allocate(cfg.members, DIAGNOSTIC_BATCH, env.obs_dim)
-        self.diagnostic_rngs = [np.random.default_rng(derive_seed(s, "model-diagnostics")) for s in cfg.seeds]
+        self.diagnostic_rngs = [np.random.default_rng(derive_seed(s, "model-diagnostics")) for s in cfg.member_seeds]
         if wiring.resume_from:
             self.load_part(checkpoints.read_part(wiring.resume_from, "modelserver"))
 
@@ -210,7 +212,7 @@ class ModelServer:
                 path + ".tmp.npz",
                 **{f"model.{k}": v for k, v in self.model.state_dict().items()},
                 updates=np.array(self.done),
-                seeds=np.array(self.cfg.seeds),
+                seeds=np.array(self.cfg.member_seeds),
             )
             os.replace(path + ".tmp.npz", path)
         self.log.info("model_exported", path=path, updates=self.done)

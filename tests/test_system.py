@@ -42,7 +42,17 @@ def test_small_run_end_to_end(tmp_path):
     cfg = RunConfig.from_dict(load_toml(os.path.join(run_dir, "config.toml")))
     assert cfg == cfg.resolved() and cfg.seeds == [0, 1] and cfg.env_params["num_pipes"] == 2
     for row in rows:
-        assert set(row) == {"env_steps", "updates", "member", "seed", "eval_return", "wall_s"}
+        assert set(row) == {
+            "env_steps",
+            "updates",
+            "member",
+            "group",
+            "lr",
+            "temperature",
+            "seed",
+            "eval_return",
+            "wall_s",
+        }
         # evaluation at t sees the policy after exactly the updates the protocol calls for at t
         assert row["updates"] == cfg.target_updates(row["env_steps"])
         assert 0.0 <= row["eval_return"] <= 1.0
@@ -206,7 +216,8 @@ def test_remote_actor_joins_over_tcp_with_keys(tmp_path):
         (["--regime", "medium"], "regime must be one of high, low, got 'medium'"),
         (["--device", "tpu"], "device must be one of auto, cpu, cuda, got 'tpu'"),
         (["--bogus", "3"], "unknown option --bogus"),
-        (["--lr", "1e-4,2e-4", "--seeds", "3"], "lr must be one number or a list of 3"),
+        (["--lr", "1e-4,1e-4", "--seeds", "3"], "lr must be a list of distinct grid values, got [0.0001, 0.0001]"),
+        (["--seed-list", "1,1"], "seeds must be distinct integers >= 0"),
         (["--config", "/nonexistent.toml"], "config file /nonexistent.toml does not exist"),
         (["--gamma", "nan"], "gamma must be a number in [0, 1), got 'nan'"),
         (["--tolerance", "NaN"], "tolerance must be a number >= 0, got nan"),

@@ -1,0 +1,51 @@
+"""A run directory: what a run writes there, and the refusal to mix two runs in one directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+RUN_MARKERS = ("config.toml", "metrics.jsonl")  # present: the directory holds a run
+RUN_OUTPUTS = (  # everything a run writes, removed by --force before a new run starts there
+    "config.toml",
+    "metrics.jsonl",
+    "events.jsonl",
+    "summary.json",
+    "status.json",
+    "curve.png",
+    "checkpoints",
+    "tensorboard",
+)
+
+
+def existing_run(path: str) -> list[str]:
+    """The run files already in `path` (empty: no run there)."""
+    return [name for name in RUN_MARKERS if os.path.exists(os.path.join(path, name))]
+
+
+def prepare_run_dir(path: str, force: bool = False) -> None:
+    """Refuse a directory that already holds a run, unless `force`: then remove that run's outputs
+    (nothing else in the directory), so the new run never appends to old metrics. Refuse one that
+    cannot be written. Both before any process starts."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"out: {path} exists and is not a directory")
+    found = existing_run(path)
+    if found and not force:
+        raise ValueError(
+            f"out: {path} already holds a run ({', '.join(found)}); continue it with --resume {path}, "
+            "pass --force to replace it, or choose another --out"
+        )
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".mbgen-write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(f"out: cannot write to {path}: {error.strerror or error}") from None
+    for name in RUN_OUTPUTS if found else ():
+        target = os.path.join(path, name)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        elif os.path.exists(target):
+            os.remove(target)

@@ -1,0 +1,179 @@
+"""The researcher's interface on a real run: a grid of two step sizes x two seeds, watched while it
+runs, then read back through metrics, summary, plot, TensorBoard, the policy API, `mbgen eval` and
+`mbgen export`; a second run into the same directory is refused."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from helpers import ROOT, mbgen, tiny_run
+
+import envs
+from envs.scores import play
+from envs.seeding import derive_seed
+from launch.results import load_run
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def status(run_dir):
+    path = os.path.join(run_dir, "status.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory):
+    """`--lr 1e-4,4e-4 --seeds 2 --tensorboard`, and `mbgen watch --once` while it runs."""
+    run_dir = str(tmp_path_factory.mktemp("grid") / "run")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "launch.cli",
+            "run",
+            *tiny_run(),
+            "--lr",
+            "1e-4,4e-4",
+            "--tensorboard",
+            "--out",
+            run_dir,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: (status(run_dir) or {}).get("latest_eval") is not None, 120, "a first evaluation")
+        live = mbgen("watch", run_dir, "--once", timeout=60)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    return run_dir, live, err
+
+
+def test_a_grid_of_two_step_sizes_and_two_seeds_is_four_members_reported_per_point(grid_run):
+    run_dir, _, stderr = grid_run
+    cfg, rows = load_run(run_dir)
+    assert cfg.members == 4 and cfg.lr == [1e-4, 4e-4] and cfg.seeds == [0, 1]
+    assert len(rows) == 4 * 7  # evaluations at 0, 250, ..., 1500
+    labels = {(r["member"], r["group"], r["lr"], r["temperature"], r["seed"]) for r in rows}
+    assert labels == {(0, 0, 1e-4, 0.1, 0), (1, 0, 1e-4, 0.1, 1), (2, 1, 4e-4, 0.1, 0), (3, 1, 4e-4, 0.1, 1)}
+    # the same seed under both step sizes starts from the same Q (and the same episodes): equal scores
+    # until the first update (learning starts at step 500)
+    early = {(r["env_steps"], r["member"]): r["eval_return"] for r in rows if r["updates"] == 0}
+    assert {t for t, _ in early} == {0, 250, 500}
+    for t in (0, 250, 500):
+        assert early[(t, 0)] == early[(t, 2)] and early[(t, 1)] == early[(t, 3)]
+    assert early[(0, 0)] != early[(0, 1)]  # two seeds: two initialisations
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    points = summary["points"]
+    assert [(p["group"], p["lr"], p["seeds"], p["members"]) for p in points] == [
+        (0, 1e-4, [0, 1], [0, 1]),
+        (1, 4e-4, [0, 1], [2, 3]),
+    ]
+    final = {(r["member"]): r["eval_return"] for r in rows if r["env_steps"] == 1500}  # last 10% of 7: 1 point
+    for p in points:
+        assert p["final"]["per_member"] == pytest.approx([final[m] for m in p["members"]])
+        assert p["final"]["mean"] == pytest.approx(np.mean([final[m] for m in p["members"]]))
+    assert summary["final"]["mean"] is None and len(summary["final"]["per_point"]) == 2  # never averaged
+    assert summary["scale"]["optimal"]["score"] == pytest.approx(0.615)  # PanFlute(2), exact
+    assert "final score per grid point (2 points, 2 seeds each)" in stderr
+    assert "lr=0.0001:" in stderr and "lr=0.0004:" in stderr and "random behaviour scores 0.4313" in stderr
+
+    from launch.plots import plot_runs
+
+    drawn = plot_runs([run_dir], os.path.join(run_dir, "again.png"))
+    assert [(c["point"], c["seeds"], c["style"]) for c in drawn["curves"]] == [
+        ("lr=0.0001", [0, 1], "members"),
+        ("lr=0.0004", [0, 1], "members"),
+    ]
+
+
+def test_watch_showed_the_live_run(grid_run):
+    _, live, _ = grid_run
+    assert live.returncode == 0, live.stderr
+    text = live.stdout
+    assert "state     running" in text and "4 members (2 points x 2 seeds)" in text
+    assert "lr=0.0001" in text and "lr=0.0004" in text and "random 0.4313, optimal 0.615" in text
+    for process in ("replay", "learner", "evaluator", "actor0"):
+        assert f"  {process} " in text
+
+
+def test_tensorboard_scalars_are_read_back(grid_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _, _ = grid_run
+    events = EventAccumulator(os.path.join(run_dir, "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for point in ("lr=0.0001", "lr=0.0004"):
+        assert {f"eval/{point}/mean", f"eval/{point}/min", f"eval/{point}/max", f"loss/{point}/q"} <= tags
+        assert f"train/{point}/episode_score" in tags
+    assert {"reference/random", "reference/optimal", "throughput/updates_per_s", "accounting/stored"} <= tags
+    _, rows = load_run(run_dir)
+    last = [r["eval_return"] for r in rows if r["env_steps"] == 1500 and r["group"] == 1]
+    written = events.Scalars("eval/lr=0.0004/mean")
+    assert [s.step for s in written] == list(range(0, 1501, 250))
+    assert written[-1].value == pytest.approx(np.mean(last), rel=1e-6)
+    assert events.Scalars("accounting/stored")[-1].value == 2 * 2 * 1500
+
+
+def test_a_loaded_policy_reproduces_the_evaluators_scores(grid_run):
+    from launch import load_policy
+
+    run_dir, _, _ = grid_run
+    cfg, rows = load_run(run_dir)
+    recorded = {r["member"]: r["eval_return"] for r in rows if r["env_steps"] == cfg.steps}
+    for member, label in enumerate(cfg.member_labels()):
+        policy = load_policy(run_dir, member=member)
+        env = envs.make(cfg.env, cfg.eval_episodes, derive_seed(label["seed"], "eval", cfg.steps), **cfg.env_params)
+        scores = play([env], lambda obs: policy.act(obs[0])[None], cfg.eval_steps)
+        assert scores.mean() == recorded[member], member
+    everyone = load_policy(run_dir, member=None)
+    obs = envs.make(cfg.env, 5, 0, **cfg.env_params).reset()
+    assert everyone.act(obs).shape == (4, 5) and isinstance(load_policy(run_dir, member=1).act(obs[0]), int)
+
+    done = mbgen("eval", run_dir)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("(reproduced)") == 2
+    for m in range(4):
+        assert f"{recorded[m]:.4f}" in done.stdout
+    other = mbgen("eval", run_dir, "--env.spontaneous", "false", "--episodes", "8")
+    assert other.returncode == 0 and "spontaneous=False" in other.stdout and "optimal 0.49" in other.stdout
+    refused = mbgen("eval", run_dir, "--env.num_pipes", "3")
+    assert refused.returncode == 2 and "observations of 3 features and 2 actions" in refused.stderr
+
+
+def test_export_and_a_second_run_into_the_same_directory_is_refused(grid_run):
+    run_dir, _, _ = grid_run
+    done = mbgen("export", run_dir, "--csv")
+    assert done.returncode == 0, done.stderr
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 28 and table[-1]["lr"] == "0.0004" and table[-1]["group"] == "1"
+    sizes = {name: os.path.getsize(os.path.join(run_dir, name)) for name in ("metrics.jsonl", "events.jsonl")}
+    again = mbgen("run", *tiny_run(), "--out", run_dir)
+    assert again.returncode == 2
+    assert "already holds a run (config.toml, metrics.jsonl); pass --force" in again.stderr
+    assert sizes == {name: os.path.getsize(os.path.join(run_dir, name)) for name in sizes}  # nothing started
