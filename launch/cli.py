@@ -89,9 +89,16 @@ def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
     """`mbgen run --resume RUN_DIR`: continue from the newest complete checkpoint."""
     from launch.supervisor import RunFailed, Supervisor
 
-    given = [a for a in args.given if a.startswith("--") and a not in ("--resume", "--quiet")]
-    if given or extra:
-        raise ValueError(f"--resume takes the run's own configuration; remove {' '.join(given + extra)}")
+    import dataclasses
+
+    from learner.config import RunConfig
+
+    given = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(RunConfig) if getattr(args, f.name, None)]
+    given += [flag for flag, value in (("--config", args.config), ("--seeds", args.seeds)) if value is not None]
+    given += ["--seed-list"] if args.seed_list is not None else []
+    if given or extra or args.force:
+        given += extra + (["--force"] if args.force else [])
+        raise ValueError(f"--resume takes the run's own configuration; remove {' '.join(given)}")
     cfg = resume_config(args.resume)
     supervisor = Supervisor(cfg, args.resume, progress=not args.quiet, resume=True)
     try:

@@ -175,5 +175,6 @@ def test_export_and_a_second_run_into_the_same_directory_is_refused(grid_run):
     sizes = {name: os.path.getsize(os.path.join(run_dir, name)) for name in ("metrics.jsonl", "events.jsonl")}
     again = mbgen("run", *tiny_run(), "--out", run_dir)
     assert again.returncode == 2
-    assert "already holds a run (config.toml, metrics.jsonl); pass --force" in again.stderr
+    assert "already holds a run (config.toml, metrics.jsonl); continue it with --resume" in again.stderr
+    assert "pass --force" in again.stderr
     assert sizes == {name: os.path.getsize(os.path.join(run_dir, name)) for name in sizes}  # nothing started
