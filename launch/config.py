@@ -169,7 +169,10 @@ def run_epilog() -> str:
         "grids: --lr a,b --temperature x,y --seeds S runs every (lr, temperature) point with every seed:"
         " |lr| x |temperature| x S members, reported point by point."
     )
-    lines.append("budget: the default --steps is the paper's 1,000,000 env steps per member (hours on a laptop).")
+    lines.append(
+        "budget: the default --steps is the paper's: 1,000,000 env steps per member in the high-data regime, "
+        "100,000 in the low (hours on a laptop)."
+    )
     return "\n".join(lines)
 
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from envs.scores import reference_scores
 from launch.policy import evaluate_run, load_policy, render_episode
-from launch.results import clip_interval, mean_ci95, point_names
+from launch.results import point_names
+from launch.stats import clip_interval, mean_ci95
 
 
 def main(args: argparse.Namespace, env_params: dict) -> int:

@@ -3,7 +3,7 @@
 A learning curve is the greedy evaluation score of each grid point of each run.
 With fewer than BAND_MIN_MEMBERS members per point every member is drawn as a thin
 line beside their mean; with more, the mean with a 95% percentile-bootstrap band
-(launch/results.py `bootstrap_ci`), cut to the range the score can take. The
+(launch/stats.py `bootstrap_ci`), cut to the range the score can take. The
 title names agent, environment, parameters and regime; the y axis the metric and
 its unit; dashed lines mark the environment's random and optimal scores
 (envs/scores.py). Runs of different environments on one axis get a warning.
@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from envs.scores import reference_scores, score_range  # noqa: E402
-from launch.results import bootstrap_ci, curves, load_run, point_names  # noqa: E402
+from launch.results import curves, load_run, point_names  # noqa: E402
+from launch.stats import bootstrap_ci  # noqa: E402
 from learner.config import RunConfig  # noqa: E402
 
 BAND_MIN_MEMBERS = 5  # fewer members per point: one thin line each instead of a band

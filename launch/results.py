@@ -4,7 +4,7 @@ A member's final score is the mean of its last 10% of evaluations (at least
 one). Each grid point's final performance is the mean over its members with a
 Student-t 95% confidence interval, as in the paper's figures, cut to the range
 the score can take; points are reported side by side, never averaged together.
-Plots use a percentile bootstrap (`bootstrap_ci`) instead. The summary also
+Plots use a percentile bootstrap instead (launch/stats.py holds every statistic). The summary also
 carries the environment's random and optimal scores (envs/scores.py).
 """
 
@@ -19,62 +19,8 @@ from collections import defaultdict
 import numpy as np
 
 from launch.config import load_toml
+from launch.stats import clip_interval, mean_ci95
 from learner.config import RunConfig
-
-# Two-sided 95% Student-t quantiles t_{0.975, df}.
-_T975 = {
-    1: 12.706,
-    2: 4.303,
-    3: 3.182,
-    4: 2.776,
-    5: 2.571,
-    6: 2.447,
-    7: 2.365,
-    8: 2.306,
-    9: 2.262,
-    10: 2.228,
-    11: 2.201,
-    12: 2.179,
-    13: 2.160,
-    14: 2.145,
-    15: 2.131,
-    16: 2.120,
-    17: 2.110,
-    18: 2.101,
-    19: 2.093,
-    20: 2.086,
-    21: 2.080,
-    22: 2.074,
-    23: 2.069,
-    24: 2.064,
-    25: 2.060,
-    26: 2.056,
-    27: 2.052,
-    28: 2.048,
-    29: 2.045,
-    30: 2.042,
-    40: 2.021,
-    60: 2.000,
-    120: 1.980,
-}
-
-
-def t975(df: int) -> float:
-    if df in _T975:
-        return _T975[df]
-    larger = [d for d in _T975 if d > df]
-    return _T975[min(larger)] if larger else 1.960
-
-
-def mean_ci95(values) -> tuple[float, float, float]:
-    """(mean, low, high); the interval collapses to the mean for a single value."""
-    v = np.asarray(values, dtype=np.float64)
-    mean = float(v.mean()) if v.size else float("nan")
-    if v.size < 2:
-        return mean, mean, mean
-    half = t975(v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
-    return mean, mean - half, mean + half
-
 
 def load_run(run_dir: str) -> tuple[RunConfig, list[dict]]:
     """A run directory's resolved configuration and its metrics rows."""
@@ -119,37 +65,6 @@ def final_scores(rows: list[dict]) -> list[float]:
     """Every member's final score, in member order."""
     _, per_member = curves(rows)
     return [tail_mean(per_member[m]) for m in sorted(per_member) if per_member[m].size]
-
-
-def clip_interval(low: float, high: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
-    """An interval cut to the range the score can take (bounds None: left as it is)."""
-    if bounds is None:
-        return low, high
-    return max(low, bounds[0]), min(high, bounds[1])
-
-
-def bootstrap_ci(samples: np.ndarray, seed: int = 0, resamples: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile-bootstrap 95% interval of the mean over axis 0 of `samples` [N, ...] (members x
-    evaluation points), per remaining index (scipy.stats.bootstrap). A column whose values are all
-    equal has the interval [value, value]. The interval never leaves [min, max] of its column."""
-    from scipy.stats import bootstrap
-
-    samples = np.asarray(samples, dtype=np.float64)
-    low, high = samples.mean(axis=0).copy(), samples.mean(axis=0).copy()
-    varied = samples.max(axis=0) > samples.min(axis=0)
-    if samples.shape[0] >= 2 and varied.any():
-        result = bootstrap(
-            (samples[:, varied],),
-            np.mean,
-            axis=0,
-            vectorized=True,
-            n_resamples=resamples,
-            batch=max(1, 2_000_000 // max(samples.size, 1)),  # bounded memory for long curves
-            method="percentile",
-            random_state=np.random.default_rng(seed),
-        )
-        low[varied], high[varied] = result.confidence_interval.low, result.confidence_interval.high
-    return low, high
 
 
 def point_finals(cfg: RunConfig, rows: list[dict], bounds: tuple[float, float] | None = None) -> list[dict]:

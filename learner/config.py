@@ -31,7 +31,11 @@ def grid_value(value: float | list[float], tuned_value: float) -> float | list[f
     return value or tuned_value
 
 
-REGIMES = {"high": {"updates_per_step": 1, "eval_period": 500}, "low": {"updates_per_step": 10, "eval_period": 50}}
+# The paper's data regimes (PAPER.md section 4): equal total updates, different amounts of data.
+REGIMES = {
+    "high": {"steps": 1_000_000, "updates_per_step": 1, "eval_period": 500},
+    "low": {"steps": 100_000, "updates_per_step": 10, "eval_period": 50},
+}
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -41,8 +45,8 @@ class RunConfig:
     agent: str = "er"  # where Q's training transitions come from: one of learner/agents.py AGENTS
     env: str = "procmaze"  # environment: panflute | buttongrid | procmaze | opengrid | wallgrid3x3
     env_params: dict[str, Any] = field(default_factory=dict)  # environment parameters, e.g. grid_size = 4
-    regime: str = "high"  # high: 1 update per env step, eval every 500 steps; low: 10 per step, every 50
-    steps: int = 1_000_000  # env steps per member (offline: updates)
+    regime: str = "high"  # high: 1M env steps, 1 update per step, eval every 500; low: 100k, 10 per step, every 50
+    steps: int = 0  # env steps per member (offline: updates); 0 = auto: the regime's budget (1,000,000 or 100,000)
     offline: bool = False  # train on a fixed dataset already in the replay store: no actors, no ratio
     seeds: list[int] = field(default_factory=lambda: [0])  # seeds, each run at every grid point (distinct)
     # -- learning (PAPER.md sections 3-4) ----------------------------------------------------
@@ -197,6 +201,7 @@ class RunConfig:
             self, env_params=dict(self.env_params), seeds=list(self.seeds), hidden=list(self.hidden)
         )
         regime = REGIMES[c.regime]
+        c.steps = c.steps or regime["steps"]
         c.updates_per_step = c.updates_per_step or regime["updates_per_step"]
         c.eval_period = c.eval_period or regime["eval_period"]
         lr, temperature = tuned(c.agent, c.env, c.regime)
@@ -277,7 +282,6 @@ class RunConfig:
         if not isinstance(self.wandb, str):
             fail("wandb", "a W&B project name (or empty)", self.wandb)
         for key in (
-            "steps",
             "batch_size",
             "model_batch",
             "rollout_starts",
@@ -300,6 +304,7 @@ class RunConfig:
             integer(key, 1)
         integer("max_restarts", 0)
         for key in (
+            "steps",
             "learning_starts",
             "updates_per_step",
             "eval_period",
@@ -327,11 +332,13 @@ class RunConfig:
                 self.batch_size,
             )
         per_step = self.actors * self.envs_per_actor
+        if self.offline and not self.steps:
+            fail("steps", "an integer >= 1 (the updates of an offline run)", self.steps)
         if self.steps % per_step:
             fail("steps", f"a multiple of actors x envs_per_actor = {per_step}", self.steps)
         if self.eval_period and self.steps % self.eval_period and not self.offline:
             fail("steps", f"a multiple of eval_period = {self.eval_period}", self.steps)
-        if self.steps <= self.learning_starts and not self.offline:
+        if self.steps and self.steps <= self.learning_starts and not self.offline:
             fail("steps", f"more than learning_starts = {self.learning_starts}", self.steps)
         if self.lockstep and self.actors != 1:
             fail("actors", "1 when tolerance is 0 (lock-step runs are reproducible with one actor)", self.actors)

@@ -190,7 +190,8 @@ def test_chaos_an_actor_the_replay_service_and_the_model_server_each_die_once(tm
     """A short model-agent run during which one random actor, the replay service and the model server
     are each killed once (in a random order): the run completes, and its accounting reconciles."""
     run_dir = str(tmp_path / "run")
-    rng = random.Random(os.getpid())
+    seed = int(os.environ.get("MBGEN_CHAOS_SEED", os.getpid()))  # set it to replay a failing order
+    rng = random.Random(seed)
     proc = start(
         "run",
         *tiny_run("simple", steps=3000),
@@ -206,7 +207,7 @@ def test_chaos_an_actor_the_replay_service_and_the_model_server_each_die_once(tm
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 10, "the kill")
     code, stderr = finish(proc, timeout=400)
-    assert code == 0, stderr
+    assert code == 0, f"MBGEN_CHAOS_SEED={seed} killed {victims}\n{stderr}"
     s = summary(run_dir)
     assert s["outcome"] == "completed" and reconciled(s), json.dumps(s, indent=1)
     assert len(points(run_dir)) == 2 * 13

@@ -1,0 +1,158 @@
+"""Statistics of final scores: plain functions of per-member score arrays, no I/O.
+
+A *final score* is one number per member (launch/results.py: the mean of its last
+10% of evaluations). Over the members of one grid point or study cell:
+
+  mean_ci95       mean with a Student-t 95% interval, mean +- t_{0.975, n-1} * s / sqrt(n)
+                  (the paper's error bars)
+  iqm             interquartile mean: the mean of the middle 50% of scores, i.e.
+                  scipy.stats.trim_mean(x, 0.25), which drops floor(n/4) scores from each end
+                  (rliable's IQM; robust to a few outlying seeds, less noisy than the median)
+  iqm_ci95        95% stratified percentile-bootstrap interval of the IQM: each stratum (a
+                  task, e.g. one cell) is resampled on its own with replacement, then the IQM of
+                  all resampled scores is taken (rliable's stratified bootstrap)
+  probability_of_improvement
+                  P(X > Y) for a member X of one agent and Y of another:
+                  (1 / (n m)) sum_i sum_j [ 1(x_i > y_j) + 0.5 * 1(x_i == y_j) ],
+                  the Mann-Whitney U statistic over n m (rliable's definition)
+  probability_of_improvement_ci95
+                  its 95% percentile-bootstrap interval, X and Y resampled independently
+
+Bootstraps use scipy.stats.bootstrap with a fixed seed, so a report is reproducible.
+An interval over identical values collapses to that value.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats as sps
+
+RESAMPLES = 2000  # bootstrap resamples of every interval
+
+
+def t975(df: int) -> float:
+    """The two-sided 95% Student-t quantile t_{0.975, df}."""
+    return float(sps.t.ppf(0.975, df))
+
+
+def mean_ci95(values) -> tuple[float, float, float]:
+    """(mean, low, high); the interval collapses to the mean for a single value."""
+    v = np.asarray(values, dtype=np.float64)
+    mean = float(v.mean()) if v.size else float("nan")
+    if v.size < 2:
+        return mean, mean, mean
+    half = t975(v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
+    return mean, mean - half, mean + half
+
+
+def clip_interval(low: float, high: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
+    """An interval cut to the range the score can take (bounds None: left as it is)."""
+    if bounds is None:
+        return low, high
+    return max(low, bounds[0]), min(high, bounds[1])
+
+
+def bootstrap_ci(samples: np.ndarray, seed: int = 0, resamples: int = RESAMPLES) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile-bootstrap 95% interval of the mean over axis 0 of `samples` [N, ...] (members x
+    evaluation points), per remaining index (scipy.stats.bootstrap). A column whose values are all
+    equal has the interval [value, value]. The interval never leaves [min, max] of its column."""
+    samples = np.asarray(samples, dtype=np.float64)
+    low, high = samples.mean(axis=0).copy(), samples.mean(axis=0).copy()
+    varied = samples.max(axis=0) > samples.min(axis=0)
+    if samples.shape[0] >= 2 and varied.any():
+        result = sps.bootstrap(
+            (samples[:, varied],),
+            np.mean,
+            axis=0,
+            vectorized=True,
+            n_resamples=resamples,
+            batch=max(1, 2_000_000 // max(samples.size, 1)),  # bounded memory for long curves
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
+        low[varied], high[varied] = result.confidence_interval.low, result.confidence_interval.high
+    return low, high
+
+
+def iqm(values, axis: int = -1) -> np.ndarray | float:
+    """Interquartile mean: scipy.stats.trim_mean(values, 0.25) along `axis`."""
+    out = sps.trim_mean(np.asarray(values, dtype=np.float64), 0.25, axis=axis)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def _percentile_bootstrap(samples: tuple[np.ndarray, ...], statistic, seed: int, resamples: int):
+    """scipy's percentile bootstrap of `statistic(*samples, axis=-1)`, each sample resampled on its own."""
+    result = sps.bootstrap(
+        samples,
+        statistic,
+        n_resamples=resamples,
+        vectorized=True,
+        paired=False,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def iqm_ci95(strata, seed: int = 0, resamples: int = RESAMPLES) -> tuple[float, float]:
+    """Stratified-bootstrap 95% interval of the IQM of all scores in `strata` (a list of per-task
+    score arrays, or one array for one task)."""
+    strata = [np.asarray(s, dtype=np.float64).ravel() for s in _as_strata(strata)]
+    pooled = np.concatenate(strata)
+    if pooled.size < 2 or pooled.max() == pooled.min():
+        value = iqm(pooled) if pooled.size else float("nan")
+        return value, value
+    # A stratum of one score cannot be resampled by scipy (and has only one resample anyway).
+    fixed = [s for s in strata if s.size < 2]
+    varied = [s for s in strata if s.size >= 2]
+
+    def statistic(*resampled, axis=-1):
+        batch = resampled[0].shape[:-1]
+        extra = [np.broadcast_to(s, batch + s.shape) for s in fixed]
+        return iqm(np.concatenate(list(resampled) + extra, axis=-1), axis=-1)
+
+    return _percentile_bootstrap(tuple(varied), statistic, seed, resamples)
+
+
+def _as_strata(strata) -> list:
+    if isinstance(strata, np.ndarray) or (strata and np.isscalar(strata[0])):
+        return [strata]
+    return list(strata)
+
+
+def probability_of_improvement(x, y, axis: int = -1) -> np.ndarray | float:
+    """P(X > Y) with ties counted one half: the Mann-Whitney U statistic of x against y over n m."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    x, y = np.moveaxis(x, axis, -1), np.moveaxis(y, axis, -1)
+    greater = (x[..., :, None] > y[..., None, :]).mean(axis=(-2, -1))
+    ties = (x[..., :, None] == y[..., None, :]).mean(axis=(-2, -1))
+    out = greater + 0.5 * ties
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def probability_of_improvement_ci95(x, y, seed: int = 0, resamples: int = RESAMPLES) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of P(X > Y), x and y resampled independently."""
+    x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+    if x.size < 2 or y.size < 2 or np.concatenate([x, y]).max() == np.concatenate([x, y]).min():
+        value = probability_of_improvement(x, y)
+        return value, value
+    return _percentile_bootstrap((x, y), probability_of_improvement, seed, resamples)
+
+
+def score_summary(per_member, bounds: tuple[float, float] | None = None, seed: int = 0) -> dict:
+    """A cell's or point's final performance: {"mean", "ci95", "iqm", "iqm_ci95", "per_member"}, both
+    intervals cut to `bounds` (the range the score can take). Empty input: every figure None."""
+    values = [float(v) for v in per_member]
+    if not values:
+        return {"mean": None, "ci95": [None, None], "iqm": None, "iqm_ci95": [None, None], "per_member": []}
+    mean, lo, hi = mean_ci95(values)
+    iqm_lo, iqm_hi = iqm_ci95([values], seed=seed)
+    return {
+        "mean": mean,
+        "ci95": list(clip_interval(lo, hi, bounds)),
+        "iqm": iqm(values),
+        "iqm_ci95": list(clip_interval(iqm_lo, iqm_hi, bounds)),
+        "per_member": values,
+    }

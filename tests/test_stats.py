@@ -1,0 +1,83 @@
+"""Statistics of final scores (launch/stats.py) against hand-worked values."""
+
+import numpy as np
+import pytest
+
+from launch.stats import (
+    iqm,
+    iqm_ci95,
+    mean_ci95,
+    probability_of_improvement,
+    probability_of_improvement_ci95,
+    score_summary,
+    t975,
+)
+
+
+def test_t_quantiles_match_the_printed_table():
+    assert t975(1) == pytest.approx(12.706, abs=1e-3)
+    assert t975(4) == pytest.approx(2.776, abs=1e-3)
+    assert t975(29) == pytest.approx(2.045, abs=1e-3)
+
+
+def test_mean_ci95_by_hand():
+    # mean 2, sample sd 1, n = 3: half-width t_{0.975,2} * 1 / sqrt(3) = 4.303 / 1.732 = 2.484
+    mean, lo, hi = mean_ci95([1.0, 2.0, 3.0])
+    assert mean == 2.0 and lo == pytest.approx(2 - 2.4843, abs=1e-3) and hi == pytest.approx(2 + 2.4843, abs=1e-3)
+    assert mean_ci95([5.0]) == (5.0, 5.0, 5.0)
+
+
+def test_iqm_drops_a_quarter_from_each_end():
+    assert iqm([1, 2, 3, 4, 5, 6, 7, 8]) == 4.5  # mean of 3, 4, 5, 6
+    assert iqm([0, 0, 0, 100]) == 0.0  # floor(4/4) = 1 dropped each end: mean of 0, 0
+    assert iqm([1, 2, 30]) == pytest.approx(11.0)  # floor(3/4) = 0 dropped: the plain mean
+    assert iqm([1, 2, 3, 4, 1000]) == 3.0  # floor(5/4) = 1 dropped: mean of 2, 3, 4
+    assert np.allclose(iqm(np.array([[1, 2, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 1, 1, 1, 1]])), [4.5, 0.5])
+
+
+def test_probability_of_improvement_by_hand():
+    # x = [1, 3] against y = [2, 2]: pairs (1,2) (1,2) lose, (3,2) (3,2) win: 2/4
+    assert probability_of_improvement([1, 3], [2, 2]) == 0.5
+    # ties count one half: x = [2], y = [2, 1]: 0.5 + 1 over 2 pairs = 0.75
+    assert probability_of_improvement([2], [2, 1]) == 0.75
+    assert probability_of_improvement([5, 6, 7], [1, 2]) == 1.0
+    assert probability_of_improvement([1, 2], [5, 6, 7]) == 0.0
+    # symmetric: P(X > Y) + P(Y > X) = 1
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=7), rng.normal(size=5)
+    assert probability_of_improvement(x, y) + probability_of_improvement(y, x) == pytest.approx(1.0)
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_are_reproducible():
+    rng = np.random.default_rng(1)
+    x = rng.normal(1.0, 1.0, 30)
+    lo, hi = iqm_ci95(x)
+    assert lo < iqm(x) < hi and hi - lo < 1.5
+    assert iqm_ci95(x) == (lo, hi)  # fixed seed: the same interval
+    y = rng.normal(0.0, 1.0, 30)
+    p = probability_of_improvement(x, y)
+    p_lo, p_hi = probability_of_improvement_ci95(x, y)
+    assert 0 <= p_lo < p < p_hi <= 1 and p > 0.6
+
+
+def test_degenerate_intervals_collapse():
+    assert iqm_ci95([0.4, 0.4, 0.4]) == pytest.approx((0.4, 0.4))
+    assert probability_of_improvement_ci95([1.0, 1.0], [1.0, 1.0]) == (0.5, 0.5)
+    assert probability_of_improvement_ci95([1.0], [0.0, 2.0]) == (0.5, 0.5)
+
+
+def test_stratified_bootstrap_resamples_within_strata():
+    # Two strata whose scores never mix: every resample keeps 3 zeros and 3 tens, so the IQM
+    # of 6 (drop 1 at each end: 0, 0, 10, 10) is always 5; an unstratified bootstrap would vary.
+    lo, hi = iqm_ci95([[0.0, 0.0, 0.0], [10.0, 10.0, 10.0]])
+    assert lo == hi == 5.0
+    # a one-score stratum is kept as it is
+    lo, hi = iqm_ci95([[7.0], [0.0, 1.0, 2.0, 3.0]])
+    assert 0.0 <= lo <= hi <= 7.0
+
+
+def test_score_summary_cuts_intervals_to_the_score_range():
+    s = score_summary([0.0, 0.4, 0.41], bounds=(0.0, 0.41))
+    assert s["mean"] == pytest.approx(0.27) and s["ci95"][0] == 0.0 and s["ci95"][1] == 0.41
+    assert s["per_member"] == [0.0, 0.4, 0.41] and 0.0 <= s["iqm_ci95"][0] <= s["iqm_ci95"][1] <= 0.41
+    assert score_summary([])["mean"] is None
