@@ -1,4 +1,4 @@
-"""The `mbgen` command: run, eval, watch, export, plot, actor, offline, bench, keys."""
+"""The `mbgen` command: run, study, report, eval, watch, export, plot, actor, offline, bench, keys."""
 
 from __future__ import annotations
 
@@ -74,6 +74,10 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
             file=sys.stderr,
         )
     check_sinks(cfg)
+    if cfg.frozen_model:
+        from modelserver.frozen import check_frozen
+
+        check_frozen(cfg)
     run_dir = cfg.out or default_run_dir(cfg.agent, cfg.env)
     prepare_run_dir(run_dir, force=args.force)  # refused here, before any process starts
     from launch.supervisor import Supervisor  # after validation: bad options fail fast
@@ -235,6 +239,18 @@ def cmd_offline(args: argparse.Namespace, extra: list[str]) -> int:
     return offline_main(args)
 
 
+def cmd_study(args: argparse.Namespace, extra: list[str]) -> int:
+    from launch.studyrun import main as study_main
+
+    return study_main(args)
+
+
+def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
+    from launch.studyrun import report_main
+
+    return report_main(args)
+
+
 def cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
     from launch.bench import main as bench_main
 
@@ -264,6 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", metavar="RUN_DIR", help="continue a stopped or killed run from its newest checkpoint"
     )
     run.set_defaults(func=cmd_run)
+
+    from launch.studyrun import add_study_options
+
+    study = sub.add_parser(
+        "study",
+        help="a study: agents x regimes x environment levels, one run per cell, resumable",
+        description="Run every cell of a study file (or a preset) as an ordinary run in DIR/cells/, one "
+        "after another (--parallel N at a time) or on a Ray cluster; re-running the same command skips "
+        "completed cells and finishes interrupted ones. Writes DIR/study.json, DIR/report.md and the figures.",
+    )
+    add_study_options(study)
+    study.set_defaults(func=cmd_study)
+
+    report = sub.add_parser("report", help="redraw a study's report and figures from what its cells have written")
+    report.add_argument("dir", metavar="DIR", help="study directory")
+    report.set_defaults(func=cmd_report)
 
     evaluation = sub.add_parser(
         "eval",
@@ -335,8 +367,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stay_with_parent() -> bool:
+    """A run started by a study (MBGEN_PARENT_PID) stops cleanly when the study process dies; False if
+    that parent is already gone. The variable is not passed on to the run's own processes."""
+    parent = os.environ.pop("MBGEN_PARENT_PID", None)
+    if parent is None:
+        return True
+    from replay.runtime.lifecycle import die_with_parent
+
+    die_with_parent()
+    return os.getppid() == int(parent)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if not stay_with_parent():
+        return 143
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("run", "offline", "eval"):

@@ -95,17 +95,13 @@ def _toml_value(value: Any) -> str:
     raise ValueError(f"cannot write {type(value).__name__} to TOML")
 
 
-def dump_toml(values: dict[str, Any]) -> str:
-    """TOML for a flat mapping with nested tables (enough for RunConfig)."""
-    lines, tables = [], []
+def dump_toml(values: dict[str, Any], table: str = "") -> str:
+    """TOML for a mapping of values and (nested) tables: RunConfig, a study file."""
+    lines = [f"{key} = {_toml_value(value)}" for key, value in values.items() if not isinstance(value, dict)]
     for key, value in values.items():
         if isinstance(value, dict):
-            tables.append((key, value))
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    for key, table in tables:
-        lines.append(f"\n[{key}]")
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+            name = f"{table}.{key}" if table else key
+            lines.append(f"\n[{name}]\n" + dump_toml(value, name).rstrip("\n"))
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,5 @@
-"""Figures: learning curves per grid point (`plot_runs`) and the offline experiment's Figure 1.
+"""Figures: learning curves per grid point (`plot_runs`), the offline experiment's Figure 1 and
+PanFlute's smoothing diagnostic (Figure 4, left: `plot_smoothing`).
 
 A learning curve is the greedy evaluation score of each grid point of each run.
 With fewer than BAND_MIN_MEMBERS members per point every member is drawn as a thin
@@ -10,6 +11,9 @@ its unit; dashed lines mark the environment's random and optimal scores
 """
 
 from __future__ import annotations
+
+import json
+import os
 
 import matplotlib
 
@@ -70,6 +74,66 @@ def environment_warning(run_dirs: list[str], cfgs: list[RunConfig]) -> str | Non
     return f"runs of different environments share one axis, their scores are not comparable ({listing})"
 
 
+def draw_points(ax, run_dir: str, cfg: RunConfig, rows: list[dict], label: str, colors) -> tuple[list, list]:
+    """A run's learning curves on `ax`, point by point (members or a band, see the module docstring);
+    `label` prefixes the legend entries ("" names points only). Returns (what was drawn, the scores'
+    lowest and highest values)."""
+    if not rows:
+        raise ValueError(f"{run_dir} has no evaluations in metrics.jsonl")
+    bounds = score_range(cfg.env, cfg.env_params, cfg.eval_steps)
+    steps, per_member = curves(rows)
+    drawn, low_high = [], []
+    points = cfg.point_labels()
+    for point, name in zip(points, point_names(points)):
+        members = [m for m in point["members"] if m in per_member]
+        scores = np.stack([per_member[m] for m in members])  # [S, T]
+        c = next(colors)
+        text = f"{label} {name}".strip()
+        mean = scores.mean(axis=0)
+        if len(members) < BAND_MIN_MEMBERS:
+            for member_scores in scores:
+                ax.plot(steps, member_scores, color=c, lw=0.7, alpha=0.45)
+            ax.plot(steps, mean, color=c, lw=2, label=f"{text}: mean of {len(members)} seeds (thin: each seed)")
+        else:
+            low, high = bootstrap_ci(scores)
+            low, high = np.maximum(low, bounds[0]), np.minimum(high, bounds[1])
+            ax.plot(steps, mean, color=c, lw=2, label=f"{text}: mean of {len(members)} seeds, 95% bootstrap CI")
+            ax.fill_between(steps, low, high, color=c, alpha=0.25, lw=0)
+        low_high += [float(scores.min()), float(scores.max())]
+        style = "members" if len(members) < BAND_MIN_MEMBERS else "band"
+        drawn.append({"run": run_dir, "point": name, "seeds": point["seeds"], "style": style})
+    return drawn, low_high
+
+
+def draw_scale(ax, cfg: RunConfig, low_high: list[float]) -> None:
+    """The environment's random and optimal scores as dashed lines; y limits within the score's range."""
+    scale = reference_scores(cfg.env, cfg.env_params, cfg.eval_steps)
+    for level, style in (("optimal", "--"), ("random", ":")):
+        value = scale[level]["score"]
+        if value is None:
+            continue
+        ax.axhline(value, color="0.35", ls=style, lw=1)
+        ax.annotate(
+            f"{level} {value:.3g}",
+            (1.0, value),
+            xycoords=("axes fraction", "data"),
+            xytext=(-4, 3),
+            textcoords="offset points",
+            ha="right",
+            fontsize=8,
+            color="0.3",
+        )
+        low_high = low_high + [value]
+    bounds = score_range(cfg.env, cfg.env_params, cfg.eval_steps)
+    lo, hi = min(low_high), max(low_high)
+    margin = 0.06 * (hi - lo or 1.0)
+    ax.set_ylim(max(lo - margin, bounds[0]), min(hi + margin, bounds[1]))
+
+
+def colour_cycle():
+    return iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10)
+
+
 def plot_runs(run_dirs: list[str], out_path: str, title: str | None = None) -> dict:
     """Draw the runs' learning curves, point by point, into `out_path`. Returns what was drawn:
     {"warnings": [for the reader], "curves": [{"run", "point", "seeds", "style"}], "title"}, where
@@ -79,55 +143,15 @@ def plot_runs(run_dirs: list[str], out_path: str, title: str | None = None) -> d
     warnings = [w for w in [environment_warning(run_dirs, cfgs)] if w]
     drawn: list[dict] = []
     fig, ax = plt.subplots(figsize=(8, 5))
-    color = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10)
+    colors = colour_cycle()
     low_high: list[float] = []
     for run_dir, (cfg, rows) in zip(run_dirs, loaded):
-        if not rows:
-            raise ValueError(f"{run_dir} has no evaluations in metrics.jsonl")
-        bounds = score_range(cfg.env, cfg.env_params, cfg.eval_steps)
-        steps, per_member = curves(rows)
-        points = cfg.point_labels()
-        for point, name in zip(points, point_names(points)):
-            members = [m for m in point["members"] if m in per_member]
-            scores = np.stack([per_member[m] for m in members])  # [S, T]
-            c = next(color)
-            label = name if len(run_dirs) == 1 else f"{cfg.agent} {env_text(cfg)} {name}"
-            mean = scores.mean(axis=0)
-            if len(members) < BAND_MIN_MEMBERS:
-                for member_scores in scores:
-                    ax.plot(steps, member_scores, color=c, lw=0.7, alpha=0.45)
-                ax.plot(steps, mean, color=c, lw=2, label=f"{label}: mean of {len(members)} seeds (thin: each seed)")
-            else:
-                low, high = bootstrap_ci(scores)
-                low, high = np.maximum(low, bounds[0]), np.minimum(high, bounds[1])
-                ax.plot(steps, mean, color=c, lw=2, label=f"{label}: mean of {len(members)} seeds, 95% bootstrap CI")
-                ax.fill_between(steps, low, high, color=c, alpha=0.25, lw=0)
-            low_high += [float(scores.min()), float(scores.max())]
-            style = "members" if len(members) < BAND_MIN_MEMBERS else "band"
-            drawn.append({"run": run_dir, "point": name, "seeds": point["seeds"], "style": style})
+        label = "" if len(run_dirs) == 1 else f"{cfg.agent} {env_text(cfg)}"
+        run_drawn, run_low_high = draw_points(ax, run_dir, cfg, rows, label, colors)
+        drawn += run_drawn
+        low_high += run_low_high
     if not warnings:  # one environment setting: its scale
-        cfg = cfgs[0]
-        scale = reference_scores(cfg.env, cfg.env_params, cfg.eval_steps)
-        for level, style in (("optimal", "--"), ("random", ":")):
-            value = scale[level]["score"]
-            if value is None:
-                continue
-            ax.axhline(value, color="0.35", ls=style, lw=1)
-            ax.annotate(
-                f"{level} {value:.3g}",
-                (1.0, value),
-                xycoords=("axes fraction", "data"),
-                xytext=(-4, 3),
-                textcoords="offset points",
-                ha="right",
-                fontsize=8,
-                color="0.3",
-            )
-            low_high.append(value)
-        bounds = score_range(cfg.env, cfg.env_params, cfg.eval_steps)
-        lo, hi = min(low_high), max(low_high)
-        margin = 0.06 * (hi - lo or 1.0)
-        ax.set_ylim(max(lo - margin, bounds[0]), min(hi + margin, bounds[1]))
+        draw_scale(ax, cfgs[0], low_high)
     ax.set_xlabel("env steps per member")
     ax.set_ylabel(y_label(cfgs[0]) if len({y_label(c) for c in cfgs}) == 1 else "greedy evaluation score")
     title = title or title_of(cfgs)
@@ -216,5 +240,63 @@ def plot_offline(results: list[dict], agents: list[str], coverages: list[str], o
     )
     fig.tight_layout(rect=(0, 0.03, 1, 0.96))
     fig.savefig(out_path, dpi=130)
+    plt.close(fig)
+    return out_path
+
+
+def last_smoothing(run_dir: str) -> dict | None:
+    """The newest PanFlute smoothing diagnostics in a run's events.jsonl (modelserver/diagnostics.py),
+    with the model update they were measured at, or None."""
+    path = os.path.join(run_dir, "events.jsonl")
+    found = None
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if '"rewarding_next_by_active_ends"' not in line:
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a killed process
+                found = event
+    if found is None:
+        return None
+    keys = ("reward_by_active_ends", "rewarding_next_by_active_ends", "model_updates")
+    return {k: found.get(k) for k in keys}
+
+
+def plot_smoothing(series: dict[str, dict], num_pipes: int, out_path: str, title: str) -> str:
+    """The paper's Figure 4 (left): per model, the mean predicted reward by the number of pipe ends
+    active now, and the predicted probability that every end is active next by the number active in
+    the true next state; the truth (grey) is 0 but for all n ends."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    ends = np.arange(num_pipes + 1)
+    truth = (ends == num_pipes).astype(float)
+    keys = (
+        ("reward_by_active_ends", "active pipe ends now", "predicted reward"),
+        ("rewarding_next_by_active_ends", "active pipe ends at the next step (true)", "P(all ends active next)"),
+    )
+    for ax, (key, xlabel, ylabel) in zip(axes, keys):
+        ax.plot(ends, truth, color="0.5", ls="--", marker="o", ms=3, lw=1, label="truth")
+        for label, values in series.items():
+            y = np.array([np.nan if v is None else v for v in values[key]], dtype=float)
+            ax.plot(np.arange(y.size), y, marker="o", ms=4, lw=1.6, label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_xticks(ends)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.text(
+        0.5,
+        0.01,
+        "probe: 80% of actions play the rewarding cycle, 20% at random; a model above the grey truth "
+        "before n ends has smoothed reward or dynamics (a signal for exploration)",
+        ha="center",
+        fontsize=8,
+        color="0.3",
+    )
+    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+    fig.savefig(out_path, dpi=120)
     plt.close(fig)
     return out_path

@@ -245,4 +245,19 @@ def write_summary(
         from launch.plots import plot_runs
 
         plot_runs([run_dir], os.path.join(run_dir, "curve.png"))
+    draw_smoothing(run_dir, cfg)
     return summary
+
+
+def draw_smoothing(run_dir: str, cfg: RunConfig) -> None:
+    """PanFlute runs of a model agent: smoothing.png, the model's reward and dynamics smoothing
+    (the paper's Figure 4, left) at its last diagnostics."""
+    from launch.plots import last_smoothing, plot_smoothing
+
+    found = last_smoothing(run_dir) if cfg.env == "panflute" else None
+    if found is not None:
+        title = (
+            f"{cfg.agent} model on PanFlute({cfg.env_params['num_pipes']}) after {found['model_updates']:,} "
+            f"model updates, mean over {cfg.members} members"
+        )
+        plot_smoothing({cfg.agent: found}, cfg.env_params["num_pipes"], os.path.join(run_dir, "smoothing.png"), title)

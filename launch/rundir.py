@@ -13,6 +13,7 @@ RUN_OUTPUTS = (  # everything a run writes, removed by --force before a new run 
     "summary.json",
     "status.json",
     "curve.png",
+    "smoothing.png",
     "checkpoints",
     "tensorboard",
 )

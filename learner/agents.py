@@ -8,6 +8,8 @@ transitions come from (PAPER.md section 3). An `AgentSpec` says
             model server runs
   q_input   what the Q-network (and the behaviour policy) reads: observations or a latent
   tuned_as  whose tuned step size and temperature (PAPER.md section 4) the agent starts from
+  cost      its time per update relative to ER's or the simple model's bench figure
+            (launch/estimate.py: a study's --dry-run)
 
 Adding an agent is one module (its model class) plus one entry in AGENTS. The
 model is named as an import path so that this package, which actors and the
@@ -34,6 +36,7 @@ class AgentSpec:
     model: str | None  # "module:Class" of the dynamics model; None: Q trains on replay samples
     q_input: QInput  # what the Q-network reads
     tuned_as: str = ""  # agent whose tuned (step size, temperature) this one uses; "" = its own
+    cost: float = 1.0  # wall time per update over its kind's bench figure (ER, or the simple model), measured
 
     @property
     def model_server(self) -> bool:

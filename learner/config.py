@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,7 @@ class RunConfig:
     model_batch: int = 32  # real transitions per model update; rollouts start from the same ones
     rollout_starts: int = 32  # states each update rolls out from (more than model_batch: extra ones sampled)
     rollout_length: int = 10  # imagined steps per rollout (1 for the paper's ablation)
+    frozen_model: str = ""  # a run's checkpoints/model-final.npz: roll out that model, never train it; empty = learn
     hidden: list[int] = field(default_factory=lambda: [200, 200, 200])  # hidden layer sizes of every MLP
     latent_features: int = 32  # latent agents: number of latent features
     latent_classes: int = 32  # latent-cat: classes per categorical feature
@@ -208,6 +210,7 @@ class RunConfig:
         c.lr = grid_value(c.lr, lr)
         c.temperature = grid_value(c.temperature, temperature)
         c.env_params = envs.make(c.env, 1, 0, **c.env_params).params
+        c.frozen_model = os.path.abspath(c.frozen_model) if c.frozen_model else ""
         c.validate()
         return c
 
@@ -279,6 +282,14 @@ class RunConfig:
         for key in ("offline", "tensorboard"):
             if not isinstance(getattr(self, key), bool):
                 fail(key, "true or false", getattr(self, key))
+        if not isinstance(self.frozen_model, str):
+            fail("frozen_model", "the path of a model checkpoint (or empty)", self.frozen_model)
+        if self.frozen_model and not (spec.model_server and os.path.isfile(self.frozen_model)):
+            fail(
+                "frozen_model",
+                "an existing model checkpoint (RUN/checkpoints/model-final.npz) and an agent with a model",
+                self.frozen_model,
+            )
         if not isinstance(self.wandb, str):
             fail("wandb", "a W&B project name (or empty)", self.wandb)
         for key in (

@@ -36,6 +36,7 @@ from learner.params import ParamBlock, ParamReader
 from learner.process import choose_device, parallelism
 from learner.shards import ShardPool
 from modelserver import diagnostics
+from modelserver.frozen import freeze
 from modelserver.interface import build_model
 from modelserver.rollout import FIELDS, RolloutEngine
 from modelserver.step import ModelStep
@@ -67,6 +68,8 @@ class ModelServer:
             derive_seed(cfg.member_seeds[0], "model-server")
         )
         self.model = build_model(cfg, env.obs_dim, env.num_actions, self.device, self.generator, self.shards)
+        if cfg.frozen_model:
+            freeze(self.model, cfg.frozen_model, cfg.members)
         shape = q_shape(cfg, env.obs_dim, env.num_actions)
         self.q_host_store, q_host = q_network(shape, cfg.member_seeds)  # the published Q parameters, in host memory
         self.q_params = ParamReader(ParamBlock.attach(wiring.q_params), self.q_host_store.flat)
@@ -94,7 +97,9 @@ class ModelServer:
             self.model, self.q, cfg.rollout_length, self.temperature, env.episodic, self.generator, self.shards
         )
         self.timer = PhaseTimer()
-        self.step = ModelStep(self.model, self.engine, cfg.model_batch, cfg.rollout_starts, self.timer)
+        self.step = ModelStep(
+            self.model, self.engine, cfg.model_batch, cfg.rollout_starts, self.timer, train=not cfg.frozen_model
+        )
         self.done = 0
         self.parts: set[int] = set()  # cuts this process wrote its part for
         self.base = 0  # model updates before this session's first queue item
@@ -289,9 +294,7 @@ class ModelServer:
             )
             fields.update(self.model.diagnostics(held_out["obs"], held_out["action"]))
             if self.probe is not None:
-                fields["reward_by_active_ends"] = diagnostics.reward_by_active_ends(
-                    self.model, self.probe, self.cfg.members, self.device
-                )
+                fields.update(diagnostics.smoothing(self.model, self.probe, self.cfg.members, self.device))
         self.log.info("model_diagnostics", **fields)
 
 

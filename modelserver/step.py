@@ -3,7 +3,7 @@
 The model server process and `mbgen bench`'s single-process loop both call it,
 so what the bench times is what runs. From a [P, max(model_batch,
 rollout_starts)] batch of real transitions: the model takes one training step
-(optimiser included) on the first `model_batch`, then the engine rolls out
+(optimiser included) on the first `model_batch` (none for a frozen model), then the engine rolls out
 `rollout_length` steps from the first `rollout_starts` states with the newest
 Q parameters (`before_rollout` refreshes them).
 """
@@ -27,8 +27,9 @@ class ModelStep:
         model_batch: int,
         rollout_starts: int,
         timer: PhaseTimer | None = None,
+        train: bool = True,
     ):
-        self.model, self.engine = model, engine
+        self.model, self.engine, self.train = model, engine, train
         self.model_batch, self.rollout_starts = model_batch, rollout_starts
         self.timer = timer or PhaseTimer()
 
@@ -39,9 +40,11 @@ class ModelStep:
         before_rollout: Callable[[], None] | None = None,
     ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """(model loss per member or None, imagined batch [P, S*L, ...])."""
-        with self.timer.phase("model_train"):
-            t = {k: v[:, : self.model_batch] for k, v in real.items()}
-            loss = self.model.train_step(t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"])
+        loss = None
+        if self.train:
+            with self.timer.phase("model_train"):
+                t = {k: v[:, : self.model_batch] for k, v in real.items()}
+                loss = self.model.train_step(t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"])
         if before_rollout is not None:
             with self.timer.phase("publish"):
                 before_rollout()

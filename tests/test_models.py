@@ -12,8 +12,8 @@ from learner.config import RunConfig
 from learner.dqn import q_network
 from learner.networks import mlp_shape
 from learner.optim import adam_init, adam_step
-from modelserver.diagnostics import accuracy, panflute_probe
-from modelserver.interface import Step
+from modelserver.diagnostics import accuracy, panflute_probe, smoothing
+from modelserver.interface import Prediction, Step
 from modelserver.losses import (
     balanced_kl,
     bernoulli_nll,
@@ -247,8 +247,24 @@ def test_simple_model_learns_buttongrid_dynamics():
 
 
 def test_panflute_probe_covers_every_number_of_active_ends():
-    obs, actions, ends = panflute_probe(4)
-    assert obs.shape[1] == 10 and set(ends.tolist()) == {0, 1, 2, 3, 4}
+    probe = panflute_probe(4)
+    assert probe.obs.shape[1] == 10 and set(probe.ends.tolist()) == {0, 1, 2, 3, 4}
+    assert set(probe.next_ends.tolist()) == {0, 1, 2, 3, 4} and probe.end_features.tolist() == [0, 2, 5, 9]
+
+
+def test_smoothing_bins_predictions_by_active_ends():
+    """A hand-built model that predicts reward = active ends and 1/2 for every next feature: the
+    reward bins are 0..n exactly, and P(all n ends active next) is 0.5**n in every bin."""
+    probe = panflute_probe(3)
+
+    class Counting:
+        def predict(self, obs, action):
+            ends = obs[..., torch.from_numpy(probe.end_features)].sum(-1)
+            return Prediction(torch.zeros_like(obs), ends, torch.ones_like(ends))
+
+    out = smoothing(Counting(), probe, members=2, device="cpu")
+    assert out["reward_by_active_ends"] == [0.0, 1.0, 2.0, 3.0]
+    assert out["rewarding_next_by_active_ends"] == pytest.approx([0.125] * 4)
 
 
 @pytest.mark.slow

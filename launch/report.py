@@ -1,0 +1,229 @@
+"""A study's results: study.json, report.md and the figures, from whatever its cells have written.
+
+Everything here reads run directories (config.toml, metrics.jsonl, summary.json,
+events.jsonl) and never a running process, so `mbgen report DIR` redraws the
+report mid-study too. Per cell:
+
+  status      completed (its summary says so), failed (the run failed, or the study could not
+              run it: DIR/failures.json), or pending (not started, running, or interrupted)
+  final       per member the mean of its last 10% of evaluations; over members the mean with a
+              Student-t 95% CI and the IQM with a stratified-bootstrap 95% CI (launch/stats.py),
+              both cut to the range the score can take. A pending cell with evaluations after
+              learning began reports them, marked "partial". A grid cell (several step size x
+              temperature points) reports every point under "per_point" and, at the top level,
+              its best point by mean (the paper's grid-search choice), named in "best_point".
+
+Comparisons: for every model agent against ER in the same environment, level
+and regime, the probability that a member of the agent scores higher than a
+member of ER, with its bootstrap 95% CI (rliable's definition, launch/stats.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from launch.results import final_scores, learned_rows, load_run, point_names, scale_of
+from launch.stats import probability_of_improvement, probability_of_improvement_ci95, score_summary
+from launch.study import CELLS_DIR, Study
+
+STUDY_JSON = "study.json"
+REPORT_MD = "report.md"
+FAILURES = "failures.json"  # cells the study could not complete: {name: {"exit", "log"}}
+
+
+def read_failures(out: str) -> dict:
+    path = os.path.join(out, FAILURES)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_failures(out: str, failures: dict) -> None:
+    path = os.path.join(out, FAILURES)
+    with open(path + ".tmp", "w") as f:
+        json.dump(failures, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def cell_status(cell_dir: str, failed: bool) -> tuple[str, dict | None]:
+    """(status, the run's summary.json or None)."""
+    summary = None
+    path = os.path.join(cell_dir, "summary.json")
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                summary = json.load(f)
+        except ValueError:
+            summary = None
+    if summary is not None and summary.get("outcome") == "completed":
+        return "completed", summary
+    if failed or (summary is not None and summary.get("outcome") == "failed"):
+        return "failed", summary
+    return "pending", summary
+
+
+def cell_final(cell_dir: str, completed: bool) -> dict | None:
+    """The cell's final performance (see the module docstring), or None without evaluations."""
+    if not os.path.exists(os.path.join(cell_dir, "config.toml")):
+        return None
+    cfg, rows = load_run(cell_dir)
+    if not completed:
+        rows = learned_rows(rows, cfg.learning_starts)
+    if not rows:
+        return None
+    bounds = tuple(scale_of(cfg)["range"])
+    finals = dict(zip(sorted({int(r["member"]) for r in rows}), final_scores(rows)))
+    points = []
+    for point, name in zip(cfg.point_labels(), point_names(cfg.point_labels())):
+        per_member = [finals[m] for m in point["members"] if m in finals]
+        points.append(
+            {"name": name, "lr": point["lr"], "temperature": point["temperature"], **score_summary(per_member, bounds)}
+        )
+    best = max(points, key=lambda p: p["mean"] if p["mean"] is not None else float("-inf"))
+    final = {k: best[k] for k in ("mean", "ci95", "iqm", "iqm_ci95", "per_member")}
+    final["partial"] = not completed
+    if len(points) > 1:
+        final["best_point"] = {"lr": best["lr"], "temperature": best["temperature"]}
+        final["per_point"] = points
+    return final
+
+
+def collect(study: Study, out: str) -> dict:
+    """study.json's content."""
+    failures = read_failures(out)
+    cells = []
+    for cell in study.cells:
+        cell_dir = study.cell_dir(out, cell)
+        status, _ = cell_status(cell_dir, cell.name in failures)
+        entry = {
+            "name": cell.name,
+            "agent": cell.agent,
+            "env": cell.env,
+            "params": cell.params,
+            "regime": cell.regime,
+            "run": os.path.join(CELLS_DIR, cell.name),
+            "status": status,
+            "final": cell_final(cell_dir, status == "completed"),
+        }
+        if cell.name in failures and status == "failed":
+            entry["error"] = failures[cell.name]
+        cells.append(entry)
+    return {"title": study.title, "cells": cells, "comparisons": comparisons(study, cells)}
+
+
+def comparisons(study: Study, cells: list[dict]) -> list[dict]:
+    by_key = {(c["agent"], c["env"], json.dumps(c["params"]), c["regime"]): c for c in cells}
+    out = []
+    for c in cells:
+        er = by_key.get(("er", c["env"], json.dumps(c["params"]), c["regime"]))
+        if c["agent"] == "er" or er is None or c["final"] is None or er["final"] is None:
+            continue
+        x, y = c["final"]["per_member"], er["final"]["per_member"]
+        out.append(
+            {
+                "env": c["env"],
+                "params": c["params"],
+                "regime": c["regime"],
+                "agent": c["agent"],
+                "vs": "er",
+                "prob_improvement": probability_of_improvement(x, y),
+                "ci95": list(probability_of_improvement_ci95(x, y)),
+                "partial": c["final"]["partial"] or er["final"]["partial"],
+            }
+        )
+    return out
+
+
+# -- report.md ------------------------------------------------------------------------------------
+def interval(final: dict | None, key: str = "mean", ci: str = "ci95") -> str:
+    if final is None or final[key] is None:
+        return "–"
+    lo, hi = final[ci]
+    text = f"{final[key]:.3g} [{lo:.3g}, {hi:.3g}]"
+    return text + ("*" if final.get("partial") else "")
+
+
+def level_text(params: dict, varied: list[str]) -> str:
+    shown = {k: v for k, v in params.items() if k in varied} or params
+    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "default"
+
+
+def markdown(study: Study, data: dict, figures: list[str]) -> str:
+    cells = data["cells"]
+    counts = {s: sum(c["status"] == s for c in cells) for s in ("completed", "failed", "pending")}
+    agents = list(dict.fromkeys(c["agent"] for c in cells))
+    lines = [
+        f"# Study: {study.title}",
+        "",
+        f"{len(cells)} cells: {counts['completed']} completed, {counts['failed']} failed, "
+        f"{counts['pending']} pending. Final score per member: the mean of its last 10% of greedy "
+        "evaluations. Cells show the mean over members [Student-t 95% CI] and the interquartile mean "
+        "[stratified-bootstrap 95% CI]; * marks a partial score (a cell not yet completed, from its "
+        "evaluations so far). P(improvement) is the probability that a member of the agent beats a "
+        "member of ER (0.5: no difference), with a bootstrap 95% CI.",
+        "",
+    ]
+    groups = list(dict.fromkeys((c["env"], c["regime"]) for c in cells))
+    for env, regime in groups:
+        group = [c for c in cells if c["env"] == env and c["regime"] == regime]
+        varied = study.levels.get(env, [])
+        levels = list(dict.fromkeys(json.dumps(c["params"]) for c in group))
+        present = [a for a in agents if any(c["agent"] == a for c in group)]
+        lines += [f"## {env}, {regime}-data regime", ""]
+        for title, key, ci in (("Mean [95% CI]", "mean", "ci95"), ("IQM [95% CI]", "iqm", "iqm_ci95")):
+            lines += [f"{title}:", "", "| level | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
+            for level in levels:
+                row = {c["agent"]: c for c in group if json.dumps(c["params"]) == level}
+                cells_text = [interval(row[a]["final"], key, ci) if a in row else "" for a in present]
+                lines.append(f"| {level_text(json.loads(level), varied)} | " + " | ".join(cells_text) + " |")
+            lines.append("")
+        comps = [c for c in data["comparisons"] if c["env"] == env and c["regime"] == regime]
+        if comps:
+            others = [a for a in present if a != "er"]
+            lines += ["P(improvement over ER) [95% CI]:", "", "| level | " + " | ".join(others) + " |"]
+            lines.append("|---" * (len(others) + 1) + "|")
+            for level in levels:
+                row = {c["agent"]: c for c in comps if json.dumps(c["params"]) == level}
+                text = [
+                    f"{row[a]['prob_improvement']:.2f} [{row[a]['ci95'][0]:.2f}, {row[a]['ci95'][1]:.2f}]"
+                    + ("*" if row[a]["partial"] else "")
+                    if a in row
+                    else "–"
+                    for a in others
+                ]
+                lines.append(f"| {level_text(json.loads(level), varied)} | " + " | ".join(text) + " |")
+            lines.append("")
+    grids = [c for c in cells if c["final"] is not None and "per_point" in c["final"]]
+    if grids:
+        lines += ["## Step size x temperature grids", ""]
+        for c in grids:
+            best = c["final"]["best_point"]
+            lines.append(f"- {c['name']}: best point lr={best['lr']:g}, temperature={best['temperature']:g}")
+            lines += [f"  - {p['name']}: {interval(p)}" for p in c["final"]["per_point"]]
+        lines.append("")
+    failed = [c for c in cells if c["status"] == "failed"]
+    if failed:
+        lines += ["## Failed cells", ""]
+        for c in failed:
+            detail = c.get("error", {}).get("log", "") if isinstance(c.get("error"), dict) else ""
+            lines.append(f"- {c['name']} ({c['run']}): {detail or 'see its summary.json'}")
+        lines.append("")
+    if figures:
+        lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
+    return "\n".join(lines)
+
+
+def write_report(study: Study, out: str) -> dict:
+    """study.json, report.md and the figures; returns study.json's content."""
+    from launch.studyplots import draw_study
+
+    data = collect(study, out)
+    with open(os.path.join(out, STUDY_JSON) + ".tmp", "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(os.path.join(out, STUDY_JSON) + ".tmp", os.path.join(out, STUDY_JSON))
+    figures = draw_study(study, out, data)
+    with open(os.path.join(out, REPORT_MD), "w") as f:
+        f.write(markdown(study, data, figures))
+    return data

@@ -1,0 +1,262 @@
+"""Studies: a study file's cross product of cells, each cell one ordinary run (DESIGN.md "Above a run").
+
+A study file (TOML) names agents, data regimes, seeds, a step budget and, per
+environment, complexity levels as lists:
+
+    agents = ["er", "simple"]
+    regimes = ["high", "low"]
+    seeds = 30                      # seeds 0..29, or a list of seeds
+    steps = 20000                   # optional: default the regime's budget; or {high = .., low = ..}
+    lr = [1e-4, 4e-4]               # optional: a step-size x temperature grid in every cell
+    hidden = [64, 64]               # any run-config key, for every cell
+    [envs.procmaze]
+    grid_size = [2, 3, 4, 5, 6]
+    [envs.panflute]
+    num_pipes = [5, 7, 9]
+
+Its cells are every agent x regime x environment level, where an environment's
+levels are the cross product of its parameter lists (a plain value is fixed).
+A cell is one population run of all seeds (and grid points), with the tuned
+step size and temperature of PAPER.md section 4 unless the file sets them.
+Cells are planned here and validated as whole run configurations before
+anything starts; launch/studyrun.py runs them, launch/report.py reports them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import itertools
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import envs
+from launch.config import dump_toml, load_toml
+from learner.config import REGIMES, RunConfig
+
+STUDY_FILE = "study.toml"  # in the study directory: the study as planned, what a re-run must match
+CELLS_DIR = "cells"  # the study directory's run directories, one per cell
+PRESETS = ("figure3", "figure3-small")  # launch/presets/<name>.toml
+
+# The study's own keys; every other key must be a run-config key, applied to every cell.
+STUDY_KEYS = {
+    "title": "a name for the report and figures",
+    "agents": "a list of agents",
+    "regimes": "a list of data regimes",
+    "seeds": "a number of seeds S (0..S-1) or a list of seeds",
+    "steps": "env steps per member: a number, or a table {high = N, low = M} (default: the regime's budget)",
+    "lr": "Q step size, or a list of grid values (0: the tuned value)",
+    "temperature": "softmax temperature, or a list of grid values (0: the tuned value)",
+    "envs": "a table per environment of parameter levels, e.g. [envs.procmaze] grid_size = [2, 3, 4]",
+}
+PER_CELL_KEYS = ("agent", "env", "env_params", "regime", "out")  # what the study sets for each cell
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str  # directory name under cells/, e.g. "simple-procmaze-grid_size4-high"
+    agent: str
+    env: str
+    params: dict[str, Any]  # the environment parameters the study file gives (levels and fixed values)
+    regime: str
+    config: dict[str, Any]  # the cell's resolved run configuration, without `out`
+
+    def run_config(self, out: str) -> RunConfig:
+        return RunConfig.from_dict({**self.config, "out": out})
+
+    @property
+    def level(self) -> tuple:
+        """The cell's environment level: its parameter values in the study file's order."""
+        return tuple(self.params.values())
+
+    @property
+    def grid(self) -> bool:
+        """Whether the cell is a step size x temperature grid (several points)."""
+        return isinstance(self.config["lr"], list) or isinstance(self.config["temperature"], list)
+
+
+@dataclass
+class Study:
+    title: str
+    spec: dict[str, Any]  # the study file as given, without its title (study.toml keeps both)
+    cells: list[Cell]
+    levels: dict[str, list[str]]  # per environment: the parameters whose values vary across its cells
+
+    def cell_dir(self, out: str, cell: Cell) -> str:
+        return os.path.join(out, CELLS_DIR, cell.name)
+
+
+def preset_path(name: str) -> str:
+    if name not in PRESETS:
+        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    return str(importlib.resources.files("launch") / "presets" / f"{name}.toml")
+
+
+def load_study(path: str) -> Study:
+    """The study in a study file, planned and validated (raises ValueError naming the key)."""
+    spec = load_toml(path)
+    title = spec.pop("title", None) or os.path.splitext(os.path.basename(path))[0]
+    return plan(spec, title)
+
+
+def _list_of(key: str, value: Any, allowed: str) -> list:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ValueError(f"study: {key} must be {allowed}, got an empty list")
+    if len({json.dumps(v) for v in values}) != len(values):
+        raise ValueError(f"study: {key} must not repeat a value, got {value!r}")
+    return values
+
+
+def _seeds(value: Any) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f"study: seeds must be a number >= 1 or a list of seeds, got {value!r}")
+        return list(range(value))
+    return _list_of("seeds", value, "a number >= 1 or a list of seeds")
+
+
+def _steps(value: Any, regime: str) -> int:
+    """The cell's env steps per member: the study's number, its entry for the regime, or 0 (the
+    regime's budget, resolved by RunConfig)."""
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(REGIMES))
+        if unknown:
+            raise ValueError(f"study: steps has unknown regime {', '.join(unknown)}; regimes: {', '.join(REGIMES)}")
+        return value.get(regime, 0)
+    return value
+
+
+def plan(spec: dict[str, Any], title: str) -> Study:
+    """Every cell of a study file's cross product, each a validated run configuration."""
+    run_keys = {f.name for f in dataclasses.fields(RunConfig)}
+    for key in spec:
+        if key in PER_CELL_KEYS:
+            raise ValueError(
+                f"study: {key} is set per cell by the study; use agents, regimes and [envs.NAME] tables"
+                if key != "out"
+                else "study: out is the study's --out"
+            )
+        if key not in STUDY_KEYS and key not in run_keys:
+            raise ValueError(
+                f"study: unknown key {key}; study keys: {', '.join(STUDY_KEYS)}, or any run-config key "
+                "(`mbgen run --help`)"
+            )
+    for key in ("agents", "envs"):
+        if key not in spec:
+            raise ValueError(f"study: {key} is required ({STUDY_KEYS[key]})")
+    agents = _list_of("agents", spec["agents"], "a list of agents")
+    regimes = _list_of("regimes", spec.get("regimes", ["high"]), "a list of regimes")
+    for regime in regimes:
+        if regime not in REGIMES:
+            raise ValueError(f"study: regimes must be among {', '.join(REGIMES)}, got {regime!r}")
+    seeds = _seeds(spec.get("seeds", 1))
+    if not isinstance(spec["envs"], dict) or not spec["envs"]:
+        raise ValueError("study: envs must hold a table per environment, e.g. [envs.procmaze] grid_size = [2, 3]")
+    common = {k: v for k, v in spec.items() if k in run_keys and k not in ("steps", "lr", "temperature", "seeds")}
+    cells, levels = [], {}
+    for env, table in spec["envs"].items():
+        if env not in envs.ENVIRONMENTS:
+            raise ValueError(f"study: envs.{env} is not an environment; choose from {', '.join(envs.ENVIRONMENTS)}")
+        if not isinstance(table, dict):
+            raise ValueError(f"study: envs.{env} must be a table of parameters, e.g. grid_size = [2, 3]")
+        known = envs.env_params(env)
+        for param in table:
+            if param not in known:
+                raise ValueError(f"study: envs.{env}.{param} is not a parameter of {env}; it has {', '.join(known)}")
+        lists = {p: _list_of(f"envs.{env}.{p}", v, "a value or a list of levels") for p, v in table.items()}
+        levels[env] = [p for p, v in lists.items() if len(v) > 1]
+        for regime in regimes:
+            for values in itertools.product(*lists.values()):
+                params = dict(zip(lists, values))
+                for agent in agents:
+                    cells.append(_cell(agent, env, params, regime, seeds, spec, common))
+    names = [c.name for c in cells]
+    if len(set(names)) != len(names):
+        raise ValueError("study: two cells share a name (repeated agents or levels?)")
+    return Study(title=title, spec=spec, cells=cells, levels=levels)
+
+
+def cell_name(agent: str, env: str, params: dict[str, Any], regime: str) -> str:
+    level = "-".join(f"{k}{str(v).lower()}" for k, v in params.items())
+    return "-".join(part for part in (agent, env, level, regime) if part)
+
+
+def _cell(agent, env, params, regime, seeds, spec, common) -> Cell:
+    name = cell_name(agent, env, params, regime)
+    values = {
+        **common,
+        "agent": agent,
+        "env": env,
+        "env_params": dict(params),
+        "regime": regime,
+        "seeds": list(seeds),
+        "steps": _steps(spec.get("steps", 0), regime),
+    }
+    for key in ("lr", "temperature"):
+        if key in spec:
+            values[key] = spec[key][0] if isinstance(spec[key], list) and len(spec[key]) == 1 else spec[key]
+    try:
+        cfg = RunConfig.from_dict(values).resolved()
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"study: cell {name}: {error}") from None
+    config = cfg.to_dict()
+    config.pop("out")
+    return Cell(name=name, agent=agent, env=env, params=dict(params), regime=regime, config=config)
+
+
+# -- the study directory ------------------------------------------------------------------
+def write_plan(study: Study, out: str) -> None:
+    """study.toml (the study as given) and each cell's cell.toml (its resolved configuration); both are
+    checked against a re-run's plan by `check_directory` first."""
+    os.makedirs(os.path.join(out, CELLS_DIR), exist_ok=True)
+    path = os.path.join(out, STUDY_FILE)
+    text = dump_toml({"title": study.title, **study.spec})
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(text)
+    for cell in study.cells:  # written once: a completed cell's directory is never touched again
+        path = os.path.join(study.cell_dir(out, cell), "cell.toml")
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(dump_toml(cell.config))
+
+
+def check_directory(study: Study, out: str) -> None:
+    """Refuse a study directory that holds another study, or a cell run with another configuration:
+    a re-run continues the same study, it never mixes two."""
+    path = os.path.join(out, STUDY_FILE)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"out: {out} exists and is not a directory")
+    if os.path.exists(path):
+        before = load_toml(path)
+        now = {"title": study.title, **study.spec}
+        if before != now:
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            raise ValueError(
+                f"out: {out} holds another study (its study.toml differs in {', '.join(changed)}); "
+                "re-run it with its own study file, or choose another --out"
+            )
+    for cell in study.cells:
+        config_path = os.path.join(study.cell_dir(out, cell), "config.toml")
+        if os.path.exists(config_path):
+            ran = RunConfig.from_dict(load_toml(config_path)).to_dict()  # keys added since: their defaults
+            ran.pop("out")
+            if ran != cell.config:
+                changed = sorted(k for k in set(ran) | set(cell.config) if ran.get(k) != cell.config.get(k))
+                raise ValueError(
+                    f"out: cell {cell.name} in {out} ran with another configuration ({', '.join(changed)}); "
+                    "choose another --out"
+                )
+
+
+def load_directory(out: str) -> Study:
+    """The study planned in a study directory (for `mbgen report`)."""
+    path = os.path.join(out, STUDY_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"{out} holds no study (no {STUDY_FILE})")
+    spec = load_toml(path)
+    return plan(spec, spec.pop("title", os.path.basename(out)))

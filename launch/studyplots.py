@@ -1,0 +1,200 @@
+"""A study's figures, drawn from study.json's content and the cells' run directories.
+
+  figure3.png                 final performance against complexity: a panel per environment and
+                              regime, a line per agent, mean over members with 95% CI error bars,
+                              the environment's random (dotted) and optimal (dashed) scores per
+                              level (the paper's Figure 3)
+  curves-ENV-REGIME.png       learning curves, a panel per level, a line per agent (Appendix H)
+  heatmap-CELL.png            a grid cell's final mean per step size x temperature (Appendix G)
+  smoothing-panflute-LEVEL-REGIME.png  PanFlute: every model agent's reward and dynamics smoothing at its
+                              last diagnostics (Figure 4, left)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+
+from launch.plots import colour_cycle, draw_points, draw_scale, last_smoothing, plot_smoothing, plt, y_label
+from launch.report import level_text
+from launch.results import load_run, read_metrics, scale_of
+from launch.study import Study, cell_name
+
+AGENT_ORDER = ("er", "simple", "perfect", "latent-cat", "latent-gauss")
+
+
+def draw_study(study: Study, out: str, data: dict) -> list[str]:
+    """Every figure the cells' results allow so far; returns their file names (in `out`)."""
+    figures = []
+    if any(c["final"] is not None for c in data["cells"]):
+        figures.append(figure3(study, out, data))
+    figures += learning_curves(study, out, data)
+    figures += heatmaps(out, data)
+    figures += smoothing(study, out, data)
+    return figures
+
+
+def _groups(cells: list[dict]) -> list[tuple[str, str]]:
+    return list(dict.fromkeys((c["env"], c["regime"]) for c in cells))
+
+
+def _agents(cells: list[dict]) -> list[str]:
+    present = list(dict.fromkeys(c["agent"] for c in cells))
+    return sorted(present, key=lambda a: AGENT_ORDER.index(a) if a in AGENT_ORDER else len(AGENT_ORDER))
+
+
+def _scale(study: Study, out: str, cell: dict) -> dict:
+    """The environment's random and optimal scores for the cell (from its summary when it has one)."""
+    path = os.path.join(out, cell["run"], "summary.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)["scale"]
+    spec = next(c for c in study.cells if c.name == cell["name"])
+    return scale_of(spec.run_config(os.path.join(out, cell["run"])))
+
+
+def figure3(study: Study, out: str, data: dict) -> str:
+    cells = data["cells"]
+    envs_ = list(dict.fromkeys(c["env"] for c in cells))
+    regimes = list(dict.fromkeys(c["regime"] for c in cells))
+    fig, axes = plt.subplots(
+        len(envs_), len(regimes), figsize=(5.2 * len(regimes), 3.6 * len(envs_)), squeeze=False
+    )
+    agents = _agents(cells)
+    colors = dict(zip(agents, colour_cycle()))
+    for i, env in enumerate(envs_):
+        for j, regime in enumerate(regimes):
+            ax = axes[i][j]
+            group = [c for c in cells if c["env"] == env and c["regime"] == regime]
+            levels = list(dict.fromkeys(json.dumps(c["params"]) for c in group))
+            x = range(len(levels))
+            for agent in agents:
+                row = {json.dumps(c["params"]): c for c in group if c["agent"] == agent}
+                points = [(k, row[lv]["final"]) for k, lv in enumerate(levels) if lv in row and row[lv]["final"]]
+                if not points:
+                    continue
+                xs = [k for k, _ in points]
+                means = [f["mean"] for _, f in points]
+                errors = [[f["mean"] - f["ci95"][0] for _, f in points], [f["ci95"][1] - f["mean"] for _, f in points]]
+                partial = any(f.get("partial") for _, f in points)
+                ax.errorbar(
+                    xs, means, yerr=errors, color=colors[agent], marker="o", ms=4, capsize=3, lw=1.6,
+                    ls="--" if partial else "-", label=agent + (" (partial)" if partial else ""),
+                )  # fmt: skip
+            first = {json.dumps(c["params"]): c for c in group}
+            scales = [_scale(study, out, first[lv]) for lv in levels]
+            for level, style in (("optimal", "--"), ("random", ":")):
+                values = [s[level]["score"] for s in scales]
+                if all(v is not None for v in values):
+                    ax.plot(list(x), values, color="0.45", ls=style, lw=1, label=level)
+            ax.set_xticks(list(x))
+            ax.set_xticklabels([level_text(json.loads(lv), study.levels.get(env, [])) for lv in levels], fontsize=8)
+            cfg = next(c for c in study.cells if c.name == group[0]["name"]).run_config("")
+            ax.set_ylabel(y_label(cfg).split(" (")[0], fontsize=8)
+            ax.set_title(f"{env}, {regime}-data regime", fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    seeds = {len(c.config["seeds"]) for c in study.cells}
+    title = (
+        f"{study.title}: final greedy performance against complexity (mean of each member's last 10% of "
+        f"evaluations; {'/'.join(map(str, sorted(seeds)))} seeds per cell; error bars: 95% CI)"
+    )
+    width = fig.get_size_inches()[0]
+    fig.suptitle(textwrap.fill(title, int(14 * width)), fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.96 - 0.04 * (len(title) > 14 * width)))
+    name = "figure3.png"
+    fig.savefig(os.path.join(out, name), dpi=110)
+    plt.close(fig)
+    return name
+
+
+def learning_curves(study: Study, out: str, data: dict) -> list[str]:
+    names = []
+    for env, regime in _groups(data["cells"]):
+        group = [
+            c
+            for c in data["cells"]
+            if c["env"] == env and c["regime"] == regime and read_metrics(os.path.join(out, c["run"], "metrics.jsonl"))
+        ]
+        if not group:
+            continue
+        levels = list(dict.fromkeys(json.dumps(c["params"]) for c in group))
+        fig, axes = plt.subplots(1, len(levels), figsize=(5 * len(levels), 3.8), squeeze=False)
+        for ax, level in zip(axes[0], levels):
+            colors = colour_cycle()
+            low_high: list[float] = []
+            cfg = None
+            for c in sorted((c for c in group if json.dumps(c["params"]) == level), key=lambda c: c["agent"]):
+                run_dir = os.path.join(out, c["run"])
+                cfg, rows = load_run(run_dir)
+                low_high += draw_points(ax, run_dir, cfg, rows, c["agent"], colors)[1]
+            draw_scale(ax, cfg, low_high)
+            ax.set_title(level_text(json.loads(level), study.levels.get(env, [])), fontsize=9)
+            ax.set_xlabel("env steps per member", fontsize=8)
+            ax.set_ylabel(y_label(cfg), fontsize=7)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6)
+        fig.suptitle(f"{study.title}: learning curves on {env}, {regime}-data regime", fontsize=10)
+        fig.tight_layout(rect=(0, 0, 1, 0.94))
+        name = f"curves-{env}-{regime}.png"
+        fig.savefig(os.path.join(out, name), dpi=100)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+def heatmaps(out: str, data: dict) -> list[str]:
+    names = []
+    for c in data["cells"]:
+        final = c["final"]
+        if final is None or "per_point" not in final:
+            continue
+        lrs = sorted({p["lr"] for p in final["per_point"]})
+        temperatures = sorted({p["temperature"] for p in final["per_point"]})
+        grid = [[None] * len(temperatures) for _ in lrs]
+        for p in final["per_point"]:
+            grid[lrs.index(p["lr"])][temperatures.index(p["temperature"])] = p["mean"]
+        values = [[float("nan") if v is None else v for v in row] for row in grid]
+        fig, ax = plt.subplots(figsize=(1.2 * len(temperatures) + 2.5, 0.8 * len(lrs) + 2))
+        image = ax.imshow(values, cmap="viridis", aspect="auto", origin="lower")
+        for r, row in enumerate(grid):
+            for k, v in enumerate(row):
+                if v is not None:
+                    ax.text(k, r, f"{v:.3g}", ha="center", va="center", fontsize=8, color="w")
+        ax.set_xticks(range(len(temperatures)))
+        ax.set_xticklabels([f"{t:g}" for t in temperatures], fontsize=8)
+        ax.set_yticks(range(len(lrs)))
+        ax.set_yticklabels([f"{lr:g}" for lr in lrs], fontsize=8)
+        ax.set_xlabel("softmax temperature")
+        ax.set_ylabel("Q step size")
+        fig.colorbar(image, ax=ax, label="final score, mean over seeds")
+        ax.set_title(f"{c['name']}" + (" (partial)" if final.get("partial") else ""), fontsize=9)
+        fig.tight_layout()
+        name = f"heatmap-{c['name']}.png"
+        fig.savefig(os.path.join(out, name), dpi=110)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+def smoothing(study: Study, out: str, data: dict) -> list[str]:
+    names = []
+    panflute = [c for c in data["cells"] if c["env"] == "panflute"]
+    for regime in dict.fromkeys(c["regime"] for c in panflute):
+        for level in dict.fromkeys(json.dumps(c["params"]) for c in panflute):
+            series = {}
+            for c in panflute:
+                if c["regime"] == regime and json.dumps(c["params"]) == level:
+                    found = last_smoothing(os.path.join(out, c["run"]))
+                    if found is not None:
+                        series[f"{c['agent']} ({found['model_updates']:,} model updates)"] = found
+            if not series:
+                continue
+            cell = next(c for c in study.cells if c.env == "panflute" and json.dumps(c.params) == level)
+            pipes = cell.config["env_params"]["num_pipes"]
+            name = f"smoothing-{cell_name('', 'panflute', cell.params, regime)}.png"
+            title = f"{study.title}: model smoothing on PanFlute({pipes}), {regime}-data regime (Figure 4, left)"
+            plot_smoothing(series, pipes, os.path.join(out, name), title)
+            names.append(name)
+    return names
