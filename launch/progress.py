@@ -18,8 +18,11 @@ def clock(seconds: float) -> str:
     if seconds != seconds or seconds == float("inf"):
         return "--:--"
     seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
+    d, rem = divmod(seconds, 86400)
+    h, rem = divmod(rem, 3600)
     m, s = divmod(rem, 60)
+    if d:
+        return f"{d}d {h:02d}:{m:02d}:{s:02d}"
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 

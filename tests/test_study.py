@@ -1,0 +1,230 @@
+"""Studies: planning cells from a study file (unit), and whole studies of real runs: run, reused,
+interrupted with Ctrl-C and finished, and run again on a local Ray cluster started here."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import ROOT, mbgen, wait_for
+
+from launch.estimate import required_keys, run_seconds, update_seconds
+from launch.progress import clock
+from launch.study import check_directory, load_study, plan, write_plan
+
+TINY_STUDY = """
+agents = ["er", "simple"]
+regimes = ["high"]
+seeds = 3
+steps = 1000
+learning_starts = 500
+eval_period = 250
+eval_episodes = 4
+hidden = [16, 16]
+tolerance = 0          # lock-step: the same cells on any engine, bit for bit
+[envs.panflute]
+num_pipes = [2, 3]
+"""
+CELLS = [
+    "er-panflute-num_pipes2-high",
+    "simple-panflute-num_pipes2-high",
+    "er-panflute-num_pipes3-high",
+    "simple-panflute-num_pipes3-high",
+]
+
+
+# -- planning ------------------------------------------------------------------------------------
+def test_a_study_is_the_cross_product_of_agents_regimes_and_levels():
+    spec = {
+        "agents": ["er", "simple"],
+        "regimes": ["high", "low"],
+        "seeds": 3,
+        "steps": {"high": 20000, "low": 2000},
+        "hidden": [32],
+        "envs": {"procmaze": {"grid_size": [2, 3, 4]}, "buttongrid": {"grid_size": 5, "num_buttons": [1, 3]}},
+    }
+    study = plan(spec, "t")
+    assert len(study.cells) == 2 * 2 * (3 + 2)
+    assert study.levels == {"procmaze": ["grid_size"], "buttongrid": ["num_buttons"]}
+    cell = next(c for c in study.cells if c.name == "simple-buttongrid-grid_size5-num_buttons3-low")
+    cfg = cell.run_config("/tmp/x")
+    assert (cfg.seeds, cfg.steps, cfg.hidden, cfg.regime) == ([0, 1, 2], 2000, [32], "low")
+    assert cfg.env_params["num_buttons"] == 3 and cfg.updates_per_step == 10
+    assert (cfg.lr, cfg.temperature) == (5e-5, 0.4)  # PAPER.md section 4: simple, ButtonGrid, low data
+    high = next(c for c in study.cells if c.name == "er-procmaze-grid_size4-high").run_config("/tmp/x")
+    assert high.steps == 20000 and (high.lr, high.temperature) == (5e-5, 0.1)
+
+
+def test_a_grid_and_default_budgets():
+    study = plan({"agents": ["er"], "lr": [1e-4, 2e-4], "temperature": [0.2, 0], "envs": {"opengrid": {}}}, "g")
+    (cell,) = study.cells
+    cfg = cell.run_config("/tmp/x")
+    assert cell.grid and cfg.members == 4 and cfg.steps == 1_000_000  # the high regime's budget
+    assert cfg.lr == [1e-4, 2e-4] and cfg.temperature == [0.2, 0.1]  # 0: ER's tuned temperature
+    low = plan({"agents": ["er"], "regimes": ["low"], "seeds": [4, 7], "envs": {"opengrid": {}}}, "l").cells[0]
+    assert low.run_config("/tmp/x").steps == 100_000 and low.run_config("/tmp/x").seeds == [4, 7]
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"agents": ["er"], "envs": {"procmaze": {}}, "gama": 0.9}, "unknown key gama"),
+        ({"agents": ["er"], "envs": {"procmaze": {}}, "agent": "er"}, "agent is set per cell"),
+        ({"agents": ["er"], "envs": {"mazes": {}}}, "envs.mazes is not an environment"),
+        ({"agents": ["er"], "envs": {"procmaze": {"size": [2]}}}, "envs.procmaze.size is not a parameter"),
+        ({"agents": ["er"], "envs": {"procmaze": {"grid_size": []}}}, "envs.procmaze.grid_size must be"),
+        ({"agents": ["er", "er"], "envs": {"procmaze": {}}}, "agents must not repeat"),
+        ({"agents": ["dyna"], "envs": {"procmaze": {}}}, "cell dyna-procmaze-high: agent must be one of"),
+        ({"agents": ["er"], "regimes": ["mid"], "envs": {"procmaze": {}}}, "regimes must be among high, low"),
+        ({"agents": ["er"], "envs": {"procmaze": {"grid_size": [0]}}}, "cell er-procmaze-grid_size0-high: env_params"),
+        ({"agents": ["er"], "envs": {"procmaze": {}}, "hidden": "big"}, "hidden must be a non-empty list"),
+        ({"agents": ["er"], "envs": {"procmaze": {}}, "steps": {"mid": 5}}, "steps has unknown regime mid"),
+        ({"envs": {"procmaze": {}}}, "agents is required"),
+    ],
+)
+def test_bad_study_files_are_refused_naming_the_key(spec, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        plan(spec, "bad")
+
+
+def test_presets_load_and_the_paper_figure_has_150_cells():
+    full = load_study(os.path.join(ROOT, "launch", "presets", "figure3.toml"))
+    assert len(full.cells) == 150 and {c.config["steps"] for c in full.cells} == {1_000_000, 100_000}
+    small = load_study(os.path.join(ROOT, "launch", "presets", "figure3-small.toml"))
+    assert 0 < len(small.cells) < 150
+
+
+def test_a_directory_holding_another_study_is_refused(tmp_path):
+    study = plan({"agents": ["er"], "seeds": 2, "envs": {"panflute": {"num_pipes": [2]}}}, "one")
+    write_plan(study, str(tmp_path))
+    check_directory(study, str(tmp_path))  # the same study: fine
+    other = plan({"agents": ["er"], "seeds": 3, "envs": {"panflute": {"num_pipes": [2]}}}, "one")
+    with pytest.raises(ValueError, match="holds another study.*seeds"):
+        check_directory(other, str(tmp_path))
+
+
+def test_estimates_follow_the_bench_figures_by_hand():
+    """t(1) = 1/100 s, t(30) = 30/300 s: b = (0.1 - 0.01)/29, a = 0.01 - b; at the bench's own
+    setting (ProcMaze(4), the paper's networks) the model returns the measured figures."""
+    figures = {required_keys("er")[0]: 100.0, required_keys("er")[1]: 300.0}
+    figures.update({required_keys("simple")[0]: 10.0, required_keys("simple")[1]: 20.0})
+    one = plan({"agents": ["er"], "seeds": 1, "envs": {"procmaze": {"grid_size": 4}}}, "e").cells[0]
+    thirty = plan({"agents": ["er"], "seeds": 30, "envs": {"procmaze": {"grid_size": 4}}}, "e").cells[0]
+    assert update_seconds(one.run_config(""), figures) == pytest.approx(0.01)
+    assert update_seconds(thirty.run_config(""), figures) == pytest.approx(0.1)
+    cfg = one.run_config("")
+    assert run_seconds(cfg, figures) == pytest.approx(8.0 + 999_000 * 0.01)
+    assert clock(2 * 86400 + 3661) == "2d 01:01:01"
+
+
+def test_dry_run_prints_cells_and_an_estimate(tmp_path):
+    done = mbgen("study", "--preset", "figure3", "--dry-run", "--out", str(tmp_path / "f3"))
+    assert done.returncode == 0, done.stderr
+    assert "simple-procmaze-grid_size4-high" in done.stdout and "150 cells" in done.stdout
+    assert not os.path.exists(tmp_path / "f3")  # nothing written
+    bad = mbgen("study", "--preset", "figure9", "--dry-run")
+    assert bad.returncode == 2 and "--preset must be one of figure3, figure3-small" in bad.stderr
+
+
+# -- whole studies of real runs ----------------------------------------------------------------------
+def study_command(spec_path, out, *extra):
+    return [sys.executable, "-m", "launch.cli", "study", spec_path, "--out", out, *extra]
+
+
+def per_member(out):
+    with open(os.path.join(out, "study.json")) as f:
+        return {c["name"]: c["final"]["per_member"] for c in json.load(f)["cells"]}
+
+
+def mtimes(out):
+    return {
+        os.path.join(d, n): os.stat(os.path.join(d, n)).st_mtime_ns
+        for d, _, names in os.walk(os.path.join(out, "cells"))
+        for n in names
+    }
+
+
+@pytest.fixture(scope="module")
+def interrupted_study(tmp_path_factory):
+    """The tiny study, stopped with Ctrl-C (SIGINT) while its last cell runs, then run again."""
+    root = tmp_path_factory.mktemp("study")
+    spec = str(root / "tiny.toml")
+    with open(spec, "w") as f:
+        f.write(TINY_STUDY)
+    out = str(root / "out")
+    proc = subprocess.Popen(study_command(spec, out), cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    last = os.path.join(out, "cells", CELLS[-1])
+    metrics = os.path.join(last, "metrics.jsonl")
+    wait_for(lambda: os.path.exists(metrics) and len(open(metrics).readlines()) >= 6, 300, "the last cell to learn")
+    proc.send_signal(signal.SIGINT)
+    first_stderr = proc.communicate(timeout=60)[1]
+    interrupted = {"code": proc.returncode, "stderr": first_stderr, "pending": json.load(open(f"{out}/study.json"))}
+    again = subprocess.run(study_command(spec, out), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return spec, out, interrupted, again
+
+
+@pytest.mark.slow
+def test_an_interrupted_study_finishes_when_run_again_with_every_output(interrupted_study):
+    spec, out, interrupted, again = interrupted_study
+    assert interrupted["code"] == 130, interrupted["stderr"]
+    assert "stopping 1 running cell(s) cleanly" in interrupted["stderr"]
+    status = {c["name"]: c["status"] for c in interrupted["pending"]["cells"]}
+    assert status == {**{n: "completed" for n in CELLS[:-1]}, CELLS[-1]: "pending"}
+    assert again.returncode == 0, again.stderr
+    assert "3 of 4 cells already complete, skipped" in again.stderr
+    with open(os.path.join(out, "cells", CELLS[-1], "run.log")) as f:
+        assert "--resume" in f.read()  # finished from its stop checkpoint
+    with open(os.path.join(out, "study.json")) as f:
+        data = json.load(f)
+    assert [c["name"] for c in data["cells"]] == CELLS
+    for c in data["cells"]:
+        assert c["status"] == "completed" and c["run"] == f"cells/{c['name']}"
+        final = c["final"]
+        assert len(final["per_member"]) == 3 and final["partial"] is False
+        assert final["ci95"][0] <= final["mean"] <= final["ci95"][1]
+        assert final["iqm_ci95"][0] <= final["iqm"] <= final["iqm_ci95"][1]
+        with open(os.path.join(out, c["run"], "summary.json")) as f:
+            assert json.load(f)["outcome"] == "completed"  # an ordinary run directory
+    assert {(c["agent"], c["params"]["num_pipes"]) for c in data["comparisons"]} == {("simple", 2), ("simple", 3)}
+    assert all(0 <= c["ci95"][0] <= c["prob_improvement"] <= c["ci95"][1] <= 1 for c in data["comparisons"])
+    report = open(os.path.join(out, "report.md")).read()
+    assert "| num_pipes=2 |" in report and "P(improvement over ER)" in report
+    for figure in ("figure3.png", "curves-panflute-high.png", "smoothing-panflute-num_pipes3-high.png"):
+        assert os.path.getsize(os.path.join(out, figure)) > 10_000
+    assert os.path.exists(os.path.join(out, "cells", CELLS[1], "smoothing.png"))  # a model agent's run
+
+
+@pytest.mark.slow
+def test_a_rerun_reuses_finished_cells_without_touching_them(interrupted_study):
+    spec, out, _, _ = interrupted_study
+    before = mtimes(out)
+    t = time.monotonic()
+    done = subprocess.run(study_command(spec, out), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "4 of 4 cells already complete" in done.stderr
+    assert mtimes(out) == before and time.monotonic() - t < 60
+    os.remove(os.path.join(out, "figure3.png"))
+    redrawn = mbgen("report", out)
+    assert redrawn.returncode == 0 and os.path.exists(os.path.join(out, "figure3.png"))
+
+
+@pytest.mark.slow
+def test_the_same_study_on_a_local_ray_cluster_gives_the_same_cells(interrupted_study, tmp_path):
+    pytest.importorskip("ray")
+    spec, local_out, _, _ = interrupted_study
+    ray = shutil.which("ray", path=os.path.dirname(sys.executable))
+    port = str(20000 + os.getpid() % 20000)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    start = [ray, "start", "--head", "--port", port, "--num-cpus", "2", "--include-dashboard", "false"]
+    subprocess.run(start, check=True, capture_output=True, env=env, timeout=120, cwd=str(tmp_path))
+    try:
+        out = str(tmp_path / "ray")
+        command = study_command(spec, out, "--engine", "ray", "--address", f"127.0.0.1:{port}", "--parallel", "2")
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400)
+        assert done.returncode == 0, done.stderr
+        assert per_member(out) == per_member(local_out)  # lock-step cells: identical on either engine
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
