@@ -9,8 +9,14 @@
                  protocol settings, evaluation every 500 steps, ratio 1 enforced) on ProcMaze(4), counted
                  from the first update to the last
 FLOP efficiency = network FLOPs per member-update x member-updates/s / matmul FLOP/s.
-References (PAPER.md section 6, the authors' JAX code on a 2-core machine): ER 490 updates/s,
-simple model 93 updates/s (1 seed), about 3 per seed for 30 seeds run one after another.
+
+Every throughput is in member-updates per second (updates/s x population members), the unit of the
+authors' code's timer (`../shared/reference/run`, which vmaps its seeds): each end-to-end figure is
+printed beside the reference figure for the same agent and population and their ratio. By default
+the reference is PAPER.md section 6 (the authors' JAX code on the 2-core CI machine, 2026-11-21);
+`--reference FILE.json` takes the JSON that `../shared/reference/run --json` printed on this machine,
+which is the only honest comparison: these machines drift 10-30% from hour to hour, so run both
+together.
 
 A busy machine makes every figure low and the matmul ceiling unreliable: the CPU that other
 processes (not this bench and its children) use is sampled before and throughout (psutil), a
@@ -32,8 +38,20 @@ import time
 import numpy as np
 import torch
 
-REFERENCE = {"er_p1_updates_per_s": 490.0, "simple_p1_updates_per_s": 93.0, "simple_p30_member_updates_per_s": 3.0}
-GOALS = {"er_p1_updates_per_s": 490.0, "simple_p1_updates_per_s": 150.0, "simple_p30_flop_efficiency": 0.60}
+# The authors' JAX code on the 2-core CI machine, 2026-11-21 (PAPER.md section 6), member-updates/s.
+REFERENCE = {
+    "er_p1_member_updates_per_s": 412.0,
+    "simple_p1_member_updates_per_s": 67.0,
+    "er_p30_member_updates_per_s": 348.0,
+    "simple_p30_member_updates_per_s": 101.0,
+}
+RATIO_GOALS = {  # mbgen / reference, end to end (issue 13)
+    "er_p1_member_updates_per_s": 1.0,
+    "simple_p1_member_updates_per_s": 1.5,
+    "er_p30_member_updates_per_s": 1.5,
+    "simple_p30_member_updates_per_s": 2.0,
+}
+EFFICIENCY_GOAL = 0.60  # simple model, 30 members: share of the machine's matmul rate
 BENCH_ENV = {"env": "procmaze", "env_params": {"grid_size": 4}}
 BUSY_CORES = 0.25  # other processes using more than this many cores on average: a busy machine
 QUICK_LIMIT_S = 120.0  # what --quick promises on an idle machine
@@ -91,6 +109,11 @@ def add_bench_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--only", default="", help="comma-separated sections: matmul,envs,replay,single,e2e")
     parser.add_argument("--device", default="auto", help="learner and model server device: auto, cpu or cuda")
+    parser.add_argument(
+        "--reference",
+        metavar="FILE.json",
+        help="reference figures from ../shared/reference/run --json on this machine (default: PAPER.md section 6)",
+    )
 
 
 def matmul_gflops(seconds: float) -> float:
@@ -252,8 +275,9 @@ def run(quick: bool, sections: set[str], device: str, log=print) -> dict:
         log(f"replay {results['replay']}")
     if "single" in sections:
         for agent in ("er", "simple"):
-            results[f"single_process_{agent}_p1_updates_per_s"] = single_process(agent, 1, 3.0 * scale)
-            log(f"single process {agent} P=1 {results[f'single_process_{agent}_p1_updates_per_s']:.1f} updates/s")
+            key = f"single_process_{agent}_p1_member_updates_per_s"
+            results[key] = single_process(agent, 1, 3.0 * scale)
+            log(f"single process {agent} P=1 {results[key]:.1f} member-updates/s")
     if "e2e" in sections:
         plan = [
             ("er", 1, 1500 if quick else 8000),
@@ -263,11 +287,10 @@ def run(quick: bool, sections: set[str], device: str, log=print) -> dict:
         ]
         for agent, members, updates in plan:
             r = end_to_end(agent, members, updates, device)
-            key = f"{agent}_p{members}"
-            results[f"{key}_updates_per_s"] = r["updates_per_s"]
-            results[f"{key}_member_updates_per_s"] = r["updates_per_s"] * members
+            key = f"{agent}_p{members}_member_updates_per_s"
+            results[key] = r["updates_per_s"] * members
             log(
-                f"end to end {agent} P={members}: {r['updates_per_s']:.1f} updates/s "
+                f"end to end {agent} P={members}: {results[key]:.1f} member-updates/s "
                 f"({r['updates']} updates, {r['wall_s']:.0f} s with start-up)"
             )
         from learner.config import RunConfig
@@ -285,57 +308,72 @@ def run(quick: bool, sections: set[str], device: str, log=print) -> dict:
     return results
 
 
+def load_reference(path: str | None) -> tuple[dict, str]:
+    """(reference figures in member-updates/s, where they come from)."""
+    if path is None:
+        return dict(REFERENCE), "PAPER.md section 6 (authors' JAX code, 2-core CI machine, 2026-11-21)"
+    try:
+        with open(path) as f:
+            figures = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--reference: cannot read {path}: {error}") from None
+    known = {k: float(v) for k, v in figures.items() if k in REFERENCE and isinstance(v, (int, float))}
+    if not known:
+        raise ValueError(
+            f"--reference: {path} has none of {', '.join(REFERENCE)}; write it with ../shared/reference/run --json"
+        )
+    return known, path
+
+
+def ratios(r: dict, reference: dict) -> dict:
+    """mbgen / reference for every end-to-end figure both have."""
+    return {k: r[k] / reference[k] for k in RATIO_GOALS if k in r and k in reference and reference[k] > 0}
+
+
 def table(r: dict) -> str:
-    rows = [("figure", "measured", "reference", "goal")]
+    """The figures as a table: each throughput beside the reference, their ratio and the goal."""
+    reference, ratio = r.get("reference", {}), r.get("ratios", {})
+    rows = [("figure", "mbgen", "reference", "ratio", "goal")]
 
-    def add(name, key, ref=None, goal=None, fmt="{:,.1f}"):
-        if key in r:
-            rows.append(
-                (
-                    name,
-                    fmt.format(r[key]),
-                    "" if ref is None else fmt.format(ref),
-                    "" if goal is None else fmt.format(goal),
-                )
+    def add(name: str, key: str, unit: str) -> None:
+        if key not in r:
+            return
+        ref = reference.get(key)
+        goal = RATIO_GOALS.get(key)
+        rows.append(
+            (
+                f"{name} ({unit})",
+                f"{r[key]:,.1f}",
+                "" if ref is None else f"{ref:,.1f}",
+                f"{ratio[key]:.2f}x" if key in ratio else "",
+                f">= {goal:.1f}x" if goal is not None else "",
             )
+        )
 
-    add("matmul [320,200]x[200,200] GFLOP/s", "matmul_gflops")
-    add(
-        "ER P=1 updates/s (end to end)",
-        "er_p1_updates_per_s",
-        REFERENCE["er_p1_updates_per_s"],
-        GOALS["er_p1_updates_per_s"],
-    )
-    add("  single-process floor", "single_process_er_p1_updates_per_s")
-    add("ER P=30 member-updates/s", "er_p30_member_updates_per_s")
-    add(
-        "simple P=1 updates/s (end to end)",
-        "simple_p1_updates_per_s",
-        REFERENCE["simple_p1_updates_per_s"],
-        GOALS["simple_p1_updates_per_s"],
-    )
-    add("  single-process floor", "single_process_simple_p1_updates_per_s")
-    add(
-        "simple P=30 member-updates/s",
-        "simple_p30_member_updates_per_s",
-        REFERENCE["simple_p30_member_updates_per_s"],
-        r.get("simple_p1_updates_per_s"),
-    )
-    for name, agent, goal in (("simple", "simple", GOALS["simple_p30_flop_efficiency"]), ("ER", "er", None)):
+    add("matmul [320,200]x[200,200]", "matmul_gflops", "GFLOP/s")
+    for agent, name in (("er", "ER"), ("simple", "simple model")):
+        add(f"{name} P=1, end to end", f"{agent}_p1_member_updates_per_s", "member-updates/s")
+        add(f"{name} P=1, single process", f"single_process_{agent}_p1_member_updates_per_s", "member-updates/s")
+        add(f"{name} P=30, end to end", f"{agent}_p30_member_updates_per_s", "member-updates/s")
+    for name, agent in (("simple model", "simple"), ("ER", "er")):
         key = f"{agent}_p30_flop_efficiency"
         if key in r:
             shown = f"{r[key]:.1%}" if r[key] is not None else "n/a: over 100%, the ceiling was measured under load"
-            rows.append((f"{name} P=30 FLOP efficiency", shown, "", "" if goal is None else f"{goal:.1%}"))
+            goal = f">= {EFFICIENCY_GOAL:.0%}" if agent == "simple" else ""
+            rows.append((f"{name} P=30, share of the matmul rate", shown, "", "", goal))
     if "envs" in r:
         for name, v in r["envs"].items():
-            rows.append((f"env {name} steps/s E=256", f"{v['E256']:,}", "", ""))
+            rows.append((f"env {name}, E=256 (steps/s)", f"{v['E256']:,}", "", "", ""))
     if "replay" in r:
         for k, v in r["replay"].items():
-            rows.append((f"replay {k}", f"{v:,}", "", ""))
-    width = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join(
+            rows.append((f"replay {k} (transitions/s)", f"{v:,}", "", "", ""))
+    width = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = [
         "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, width))) for row in rows
-    )
+    ]
+    if reference:
+        lines.append(f"reference: {r.get('reference_source', '')}")
+    return "\n".join(lines)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -347,6 +385,7 @@ def main(args: argparse.Namespace) -> int:
         )
     if args.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device must be one of auto, cpu, cuda, got {args.device!r}")
+    reference, source = load_reference(args.reference)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     started = time.monotonic()
     before = OtherLoad()
@@ -361,6 +400,8 @@ def main(args: argparse.Namespace) -> int:
         results = run(args.quick, sections, args.device, log)
     finally:
         during_load = during.stop()
+    results["reference"], results["reference_source"] = reference, source
+    results["ratios"] = ratios(results, reference)
     results["other_load_before"] = before_load
     results["other_load_during"] = during_load
     results["busy"] = bool(load_warning(during_load, "") or load_warning(before_load, ""))

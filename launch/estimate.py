@@ -7,7 +7,7 @@ modelled as
 
     t(P) = a + b * P * f,      a = t(1) - b,   b = (t(30) - t(1)) / 29,
 
-where t(1) = 1 / updates/s at P=1 and t(30) = 30 / member-updates/s at P=30:
+where t(1) = 1 / member-updates/s at P=1 and t(30) = 30 / member-updates/s at P=30:
 `a` is the per-update cost that does not grow with the population (process
 hand-offs, Python), `b` the arithmetic of one member's update, and `f` the
 cell's network FLOPs per update over the bench's (learner/networks.py shapes:
@@ -51,7 +51,7 @@ def load_figures(path: str | None) -> dict:
 
 
 def required_keys(kind: str) -> tuple[str, str]:
-    return f"{kind}_p1_updates_per_s", f"{kind}_p30_member_updates_per_s"
+    return f"{kind}_p1_member_updates_per_s", f"{kind}_p30_member_updates_per_s"
 
 
 def update_seconds(cfg: RunConfig, figures: dict) -> float:

@@ -229,17 +229,18 @@ def plot_offline(results: list[dict], agents: list[str], coverages: list[str], o
         "layouts" + (f", {detail}" if detail else ""),
         fontsize=10,
     )
-    fig.text(
-        0.5,
-        0.005,
+    caption = (
         "arrow length: fraction of seeds choosing that move (circle: stay); green: an optimal action, red: not. "
-        "A panel fails when, in some cell, most seeds choose a wrong action.",
-        ha="center",
-        fontsize=8,
-        color="0.3",
+        "A panel fails when, in some cell, most seeds choose a wrong action."
     )
-    fig.tight_layout(rect=(0, 0.03, 1, 0.96))
-    fig.savefig(out_path, dpi=130)
+    return save_with_caption(fig, out_path, caption, top=0.96, dpi=130)
+
+
+def save_with_caption(fig, out_path: str, caption: str, top: float, dpi: int) -> str:
+    """Write a figure with a one-line grey caption under its panels."""
+    fig.text(0.5, 0.005, caption, ha="center", fontsize=8, color="0.3")
+    fig.tight_layout(rect=(0, 0.04, 1, top))
+    fig.savefig(out_path, dpi=dpi)
     plt.close(fig)
     return out_path
 
@@ -287,16 +288,8 @@ def plot_smoothing(series: dict[str, dict], num_pipes: int, out_path: str, title
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.text(
-        0.5,
-        0.01,
+    caption = (
         "probe: 80% of actions play the rewarding cycle, 20% at random; a model above the grey truth "
-        "before n ends has smoothed reward or dynamics (a signal for exploration)",
-        ha="center",
-        fontsize=8,
-        color="0.3",
+        "before n ends has smoothed reward or dynamics (a signal for exploration)"
     )
-    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
-    fig.savefig(out_path, dpi=120)
-    plt.close(fig)
-    return out_path
+    return save_with_caption(fig, out_path, caption, top=0.95, dpi=120)

@@ -52,19 +52,22 @@ REFUSED = 2  # `mbgen run`'s exit code for input it refuses (here: a checkpoint 
 # -- one cell ---------------------------------------------------------------------------------
 def cell_state(cell_dir: str) -> str:
     """"completed", "resumable" (a checkpoint cut exists) or "fresh" (start from zero)."""
-    summary = os.path.join(cell_dir, "summary.json")
-    if os.path.exists(summary):
-        try:
-            with open(summary) as f:
-                if json.load(f).get("outcome") == "completed":
-                    return "completed"
-        except ValueError:
-            pass  # a summary cut short by a killed run: not completed
+    if outcome(cell_dir) == "completed":
+        return "completed"
     if os.path.exists(os.path.join(cell_dir, "config.toml")) and glob.glob(
         os.path.join(cell_dir, "checkpoints", "u-*", "MANIFEST.json")
     ):
         return "resumable"
     return "fresh"
+
+
+def outcome(cell_dir: str) -> str | None:
+    """The outcome its summary.json records (None: no summary, or one cut short by a killed run)."""
+    try:
+        with open(os.path.join(cell_dir, "summary.json")) as f:
+            return json.load(f).get("outcome")
+    except (OSError, ValueError):
+        return None
 
 
 def cell_command(cell_dir: str, resume: bool) -> list[str]:

@@ -12,6 +12,8 @@ on real transitions and leaves its gradient in `store.grad`; `train_step` is
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,7 +34,7 @@ def with_action(x: torch.Tensor, action: torch.Tensor, num_actions: int) -> torc
     return torch.cat([x, F.one_hot(action, num_actions).to(x.dtype)], dim=-1)
 
 
-class GradientModel:
+class GradientModel(ABC):
     """What models trained by gradient share: a ParamStore, its Adam state, checkpoints."""
 
     learned = True
@@ -42,8 +44,9 @@ class GradientModel:
         self.opt = adam_init(self.store.flat)
         self.model_lr = float(cfg.model_lr)  # one for every member: the fused optimiser step
 
+    @abstractmethod
     def learn(self, obs, action, reward, next_obs, continuation) -> torch.Tensor:
-        raise NotImplementedError
+        """The loss per member [P] of a [P, B] batch, with its gradient written into store.grad."""
 
     def train_step(self, obs, action, reward, next_obs, continuation) -> torch.Tensor:
         loss = self.learn(obs, action, reward, next_obs, continuation)

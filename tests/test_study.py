@@ -168,6 +168,7 @@ def interrupted_study(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the fixture runs a whole study, twice
 def test_an_interrupted_study_finishes_when_run_again_with_every_output(interrupted_study):
     spec, out, interrupted, again = interrupted_study
     assert interrupted["code"] == 130, interrupted["stderr"]
@@ -199,6 +200,7 @@ def test_an_interrupted_study_finishes_when_run_again_with_every_output(interrup
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_a_rerun_reuses_finished_cells_without_touching_them(interrupted_study):
     spec, out, _, _ = interrupted_study
     before = mtimes(out)
@@ -212,6 +214,7 @@ def test_a_rerun_reuses_finished_cells_without_touching_them(interrupted_study):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_the_same_study_on_a_local_ray_cluster_gives_the_same_cells(interrupted_study, tmp_path):
     pytest.importorskip("ray")
     spec, local_out, _, _ = interrupted_study
@@ -228,3 +231,25 @@ def test_the_same_study_on_a_local_ray_cluster_gives_the_same_cells(interrupted_
         assert per_member(out) == per_member(local_out)  # lock-step cells: identical on either engine
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_frozen_model_trains_q_from_scratch_and_is_never_updated(interrupted_study, tmp_path):
+    """Figure 4 (right): Q trained on rollouts of the model a finished cell exported."""
+    spec, out, _, _ = interrupted_study
+    cell = os.path.join(out, "cells", CELLS[1])
+    frozen = os.path.join(cell, "checkpoints", "model-final.npz")
+    run_dir = str(tmp_path / "frozen")
+    done = mbgen("run", "--config", os.path.join(cell, "cell.toml"), "--frozen-model", frozen, "--out", run_dir, "--quiet")
+    assert done.returncode == 0, done.stderr
+    import numpy as np
+
+    with np.load(frozen) as before, np.load(os.path.join(run_dir, "checkpoints", "model-final.npz")) as after:
+        assert np.array_equal(before["model.params"], after["model.params"])
+    with open(os.path.join(run_dir, "events.jsonl")) as f:
+        diagnostics = [json.loads(line) for line in f if '"model_diagnostics"' in line]
+    assert diagnostics and all("loss" not in d for d in diagnostics)  # no model update happened
+    assert os.path.exists(os.path.join(run_dir, "smoothing.png"))
+    other = mbgen("run", "--config", os.path.join(cell, "cell.toml"), "--seeds", "2", "--frozen-model", frozen)
+    assert other.returncode == 2 and "this run needs 1 or 2" in other.stderr

@@ -1,0 +1,41 @@
+"""`mbgen bench`: every throughput beside the reference in the same unit, with their ratio."""
+
+import json
+
+import pytest
+from helpers import mbgen
+
+from launch.bench import REFERENCE, load_reference, ratios, table
+
+
+def test_ratios_and_the_table_put_like_beside_like(tmp_path):
+    results = {"er_p1_member_updates_per_s": 206.0, "simple_p30_member_updates_per_s": 202.0, "matmul_gflops": 150.0}
+    reference = {"er_p1_member_updates_per_s": 412.0, "simple_p30_member_updates_per_s": 101.0}
+    r = ratios(results, reference)
+    assert r == {"er_p1_member_updates_per_s": 0.5, "simple_p30_member_updates_per_s": 2.0}
+    text = table({**results, "reference": reference, "ratios": r, "reference_source": "here"})
+    er_row = next(line for line in text.splitlines() if line.startswith("ER P=1, end to end"))
+    assert "(member-updates/s)" in er_row and "206.0" in er_row and "412.0" in er_row and "0.50x" in er_row
+    assert ">= 1.0x" in er_row and "reference: here" in text
+
+
+def test_a_reference_file_from_the_authors_timer(tmp_path):
+    path = tmp_path / "reference.json"
+    path.write_text(json.dumps({"er_p1_member_updates_per_s": 400.5, "simple_p1_member_updates_per_s": 70}))
+    figures, source = load_reference(str(path))
+    assert figures == {"er_p1_member_updates_per_s": 400.5, "simple_p1_member_updates_per_s": 70.0}
+    assert source == str(path)
+    assert load_reference(None)[0] == REFERENCE
+    (tmp_path / "bad.json").write_text(json.dumps({"er_p1_updates_per_s": 3}))
+    with pytest.raises(ValueError, match="has none of er_p1_member_updates_per_s"):
+        load_reference(str(tmp_path / "bad.json"))
+
+
+def test_bench_prints_json_with_the_reference_and_ratios(tmp_path):
+    path = tmp_path / "reference.json"
+    path.write_text(json.dumps({"er_p1_member_updates_per_s": 400.0}))
+    done = mbgen("bench", "--only", "matmul", "--quick", "--json", "--reference", str(path))
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["matmul_gflops"] > 0 and out["reference"] == {"er_p1_member_updates_per_s": 400.0}
+    assert out["reference_source"] == str(path) and out["ratios"] == {}
