@@ -30,6 +30,7 @@ import fcntl
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -243,8 +244,9 @@ class StudyProgress:
         now = time.monotonic()
         lines = self.lines(running, study_dir, now)
         if self.stream.isatty():
-            up = f"\x1b[{self.drawn}F" if self.drawn else ""
-            self.stream.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
+            up = f"\x1b[{self.drawn}F" if self.drawn else ""  # back to the block's first line, then clear
+            width = shutil.get_terminal_size().columns - 1  # a wrapped line would break the redraw
+            self.stream.write(up + "\x1b[J" + "".join(f"{line[:width]}\n" for line in lines))
             self.drawn = len(lines)
         elif force or now - self.last_line >= LINE_PERIOD_S:
             self.stream.write("\n".join(lines) + "\n")
