@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from launch.estimate import run_seconds
 from launch.progress import clock
-from launch.study import Cell, Study
+from launch.study import CELLS_DIR, Cell, Study
 
 LOCK_FILE = ".study.lock"
 LOG_FILE = "run.log"  # in a cell's directory: its run's terminal output
@@ -223,9 +223,16 @@ class StudyProgress:
     def calibration(self) -> float:
         return self.spent_s / self.spent_estimate_s if self.spent_estimate_s > 0 else 1.0
 
-    def eta_s(self, running: list[Running], now: float) -> float:
-        left = self.remaining_estimate_s + sum(max(r.estimate_s - (now - r.started), 0.0) for r in running)
-        return left * self.calibration() / max(1, min(self.parallel, len(running) + 1))
+    def eta_s(self, running: list[Running], study_dir: str, now: float) -> float:
+        """Cells not started: their estimates, scaled by measured/estimated of the cells finished so far;
+        a running cell: extrapolated from its own progress once it has some, else its scaled estimate."""
+        calibration = self.calibration()
+        left = self.remaining_estimate_s * calibration
+        for r in running:
+            elapsed = now - r.started
+            done = cell_fraction(os.path.join(study_dir, CELLS_DIR, r.cell.name))
+            left += elapsed * (1 - done) / done if done > 0.05 else max(r.estimate_s * calibration - elapsed, 0.0)
+        return left / max(1, min(self.parallel, len(running) + (self.remaining_estimate_s > 0)))
 
     def lines(self, running: list[Running], study_dir: str, now: float) -> list[str]:
         head = (
@@ -233,11 +240,11 @@ class StudyProgress:
             + (f" ({self.skipped} already complete)" if self.skipped else "")
             + (f", {self.failed} failed" if self.failed else "")
             + (f", running {', '.join(r.cell.name for r in running)}" if running else "")
-            + f", ETA {clock(self.eta_s(running, now))}"
+            + f", ETA {clock(self.eta_s(running, study_dir, now))}"
         )
         out = [head]
         for r in running:
-            out.append("  " + cell_progress(os.path.join(study_dir, "cells", r.cell.name), now - r.started))
+            out.append("  " + cell_progress(os.path.join(study_dir, CELLS_DIR, r.cell.name), now - r.started))
         return out
 
     def draw(self, running: list[Running], study_dir: str, force: bool = False) -> None:
@@ -262,13 +269,28 @@ class StudyProgress:
         self.stream.flush()
 
 
-def cell_progress(cell_dir: str, elapsed_s: float) -> str:
-    """One line of a running cell, from its status.json (what `mbgen watch` reads)."""
-    name = os.path.basename(cell_dir)
+def read_status(cell_dir: str) -> dict | None:
+    """A running cell's status.json (what `mbgen watch` reads), or None before it has one."""
     try:
         with open(os.path.join(cell_dir, "status.json")) as f:
-            status = json.load(f)
+            return json.load(f)
     except (OSError, ValueError):
+        return None
+
+
+def cell_fraction(cell_dir: str) -> float:
+    """How far a running cell is, in updates (what its time goes into)."""
+    status = read_status(cell_dir)
+    if not status or not status.get("total_updates") or status.get("outcome") != "running":
+        return 0.0
+    return min(status.get("updates", 0) / status["total_updates"], 1.0)
+
+
+def cell_progress(cell_dir: str, elapsed_s: float) -> str:
+    """One line of a running cell, from its status.json."""
+    name = os.path.basename(cell_dir)
+    status = read_status(cell_dir)
+    if status is None:
         return f"{name}: starting ({clock(elapsed_s)})"
     steps, total = status.get("steps", 0), status.get("total_steps") or 1
     latest = status.get("latest_eval") or {}
