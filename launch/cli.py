@@ -91,10 +91,9 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
     """`mbgen run --resume RUN_DIR`: continue from the newest complete checkpoint."""
-    from launch.supervisor import RunFailed, Supervisor
-
     import dataclasses
 
+    from launch.supervisor import RunFailed, Supervisor
     from learner.config import RunConfig
 
     given = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(RunConfig) if getattr(args, f.name, None)]

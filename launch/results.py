@@ -22,6 +22,7 @@ from launch.config import load_toml
 from launch.stats import clip_interval, mean_ci95
 from learner.config import RunConfig
 
+
 def load_run(run_dir: str) -> tuple[RunConfig, list[dict]]:
     """A run directory's resolved configuration and its metrics rows."""
     path = os.path.join(run_dir, "config.toml")

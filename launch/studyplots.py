@@ -1,13 +1,13 @@
 """A study's figures, drawn from study.json's content and the cells' run directories.
 
-  figure3.png                 final performance against complexity: a panel per environment and
-                              regime, a line per agent, mean over members with 95% CI error bars,
-                              the environment's random (dotted) and optimal (dashed) scores per
-                              level (the paper's Figure 3)
-  curves-ENV-REGIME.png       learning curves, a panel per level, a line per agent (Appendix H)
-  heatmap-CELL.png            a grid cell's final mean per step size x temperature (Appendix G)
-  smoothing-panflute-LEVEL-REGIME.png  PanFlute: every model agent's reward and dynamics smoothing at its
-                              last diagnostics (Figure 4, left)
+figure3.png                 final performance against complexity: a panel per environment and
+                            regime, a line per agent, mean over members with 95% CI error bars,
+                            the environment's random (dotted) and optimal (dashed) scores per
+                            level (the paper's Figure 3)
+curves-ENV-REGIME.png       learning curves, a panel per level, a line per agent (Appendix H)
+heatmap-CELL.png            a grid cell's final mean per step size x temperature (Appendix G)
+smoothing-panflute-LEVEL-REGIME.png  PanFlute: every model agent's reward and dynamics smoothing at its
+                            last diagnostics (Figure 4, left)
 """
 
 from __future__ import annotations
@@ -58,9 +58,7 @@ def figure3(study: Study, out: str, data: dict) -> str:
     cells = data["cells"]
     envs_ = list(dict.fromkeys(c["env"] for c in cells))
     regimes = list(dict.fromkeys(c["regime"] for c in cells))
-    fig, axes = plt.subplots(
-        len(envs_), len(regimes), figsize=(5.2 * len(regimes), 3.6 * len(envs_)), squeeze=False
-    )
+    fig, axes = plt.subplots(len(envs_), len(regimes), figsize=(5.2 * len(regimes), 3.6 * len(envs_)), squeeze=False)
     agents = _agents(cells)
     colors = dict(zip(agents, colour_cycle()))
     for i, env in enumerate(envs_):

@@ -52,7 +52,7 @@ REFUSED = 2  # `mbgen run`'s exit code for input it refuses (here: a checkpoint 
 
 # -- one cell ---------------------------------------------------------------------------------
 def cell_state(cell_dir: str) -> str:
-    """"completed", "resumable" (a checkpoint cut exists) or "fresh" (start from zero)."""
+    """ "completed", "resumable" (a checkpoint cut exists) or "fresh" (start from zero)."""
     if outcome(cell_dir) == "completed":
         return "completed"
     if os.path.exists(os.path.join(cell_dir, "config.toml")) and glob.glob(

@@ -241,7 +241,9 @@ def test_a_frozen_model_trains_q_from_scratch_and_is_never_updated(interrupted_s
     cell = os.path.join(out, "cells", CELLS[1])
     frozen = os.path.join(cell, "checkpoints", "model-final.npz")
     run_dir = str(tmp_path / "frozen")
-    done = mbgen("run", "--config", os.path.join(cell, "cell.toml"), "--frozen-model", frozen, "--out", run_dir, "--quiet")
+    done = mbgen(
+        "run", "--config", os.path.join(cell, "cell.toml"), "--frozen-model", frozen, "--out", run_dir, "--quiet"
+    )
     assert done.returncode == 0, done.stderr
     import numpy as np
 
