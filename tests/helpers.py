@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,11 +50,20 @@ def local_token(endpoint: str, name: str) -> str | None:
     return LocalCredentials.in_directory(os.path.dirname(endpoint[len("ipc://") :])).token(name)
 
 
-def private_endpoint(actors=range(10)):
-    """A private (0700) directory with an ingest endpoint and tokens for actor0..actor9."""
-    from replay.security import LocalCredentials, private_directory
+def socket_directory() -> str:
+    """A private (0700) directory for a test's sockets, removed when the test session ends."""
+    from replay.security import private_directory
 
     directory = private_directory("mbgen-test-")
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
+
+
+def private_endpoint(actors=range(10)):
+    """A private (0700) directory with an ingest endpoint and tokens for actor0..actor9."""
+    from replay.security import LocalCredentials
+
+    directory = socket_directory()
     credentials = LocalCredentials.in_directory(directory)
     for a in actors:
         credentials.issue(f"actor{a}")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import zmq
-from helpers import run_in_process, stop_process
+from helpers import run_in_process, stop_process, socket_directory
 
 from learner.dqn import DQN, q_network
 from learner.losses import q_loss, td_targets
@@ -14,7 +14,6 @@ from learner.networks import MLP, ParamStore, TripleHead, mlp_shape
 from learner.optim import adam_init, adam_step
 from learner.params import ParamBlock, ParamReader
 from replay.runtime.doorbell import Doorbell, Ringer
-from replay.security import private_directory
 from replay.shm import new_run_id, segment_name
 from replay.slots import SlotQueue
 
@@ -258,7 +257,7 @@ def produce_items(queue_name, bell, consumer_bell, count):
 
 
 def test_slot_queue_hands_every_item_to_exactly_one_consumer_read():
-    run_id, directory = new_run_id(), private_directory("mbgen-test-")
+    run_id, directory = new_run_id(), socket_directory()
     producer_bell, consumer_bell = f"ipc://{directory}/bell-producer", f"ipc://{directory}/bell-consumer"
     q = SlotQueue.create(segment_name(run_id, "queue"), 2, {"item": (np.int64, ()), "data": (np.float32, (64, 64))})
     ctx = zmq.Context()
