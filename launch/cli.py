@@ -74,6 +74,9 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
             file=sys.stderr,
         )
     check_sinks(cfg)
+    from learner.process import choose_device
+
+    choose_device(cfg.device)  # refused here (no CUDA), not in the learner after everything started
     if cfg.frozen_model:
         from modelserver.frozen import check_frozen
 

@@ -255,3 +255,21 @@ def test_a_frozen_model_trains_q_from_scratch_and_is_never_updated(interrupted_s
     assert os.path.exists(os.path.join(run_dir, "smoothing.png"))
     other = mbgen("run", "--config", os.path.join(cell, "cell.toml"), "--seeds", "2", "--frozen-model", frozen)
     assert other.returncode == 2 and "this run needs 1 or 2" in other.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_failed_cell_is_reported_and_the_others_go_on(tmp_path):
+    """Every cell of this study is refused by its run (device cuda, none here): each is reported
+    with the end of its log, the study goes on to the next, and exits 1."""
+    spec = tmp_path / "failing.toml"
+    spec.write_text('agents = ["er"]\nseeds = 1\nsteps = 1500\ndevice = "cuda"\n[envs.panflute]\nnum_pipes = [2, 3]\n')
+    out = str(tmp_path / "out")
+    done = subprocess.run(study_command(str(spec), out), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    for name in ("er-panflute-num_pipes2-high", "er-panflute-num_pipes3-high"):
+        assert f"cell {name} FAILED (exit 2)" in done.stderr and "CUDA is not available" in done.stderr
+    with open(os.path.join(out, "study.json")) as f:
+        cells = json.load(f)["cells"]
+    assert [c["status"] for c in cells] == ["failed", "failed"]
+    assert all("CUDA is not available" in c["error"]["log"] for c in cells)
+    assert "## Failed cells" in open(os.path.join(out, "report.md")).read()
