@@ -71,6 +71,7 @@ class Actor:
         self.rngs = [np.random.default_rng(derive_seed(s, "behaviour", slot)) for s in seeds]
         first, last = steps if steps is not None else (0, cfg.steps // (cfg.actors * self.E))
         self.step, self.last = first, last  # steps done, and the step to stop at
+        self.origin = first  # where this slot's share began: a replacement goes on from origin + stored
         self.buffers: list[list[tuple]] = [[] for _ in seeds]
         self.obs: np.ndarray | None = None
         self.on_boundary: Callable[[], bool] = lambda: False  # checkpoints; True: stop stepping (LocalActor)
@@ -128,7 +129,8 @@ class Actor:
 
     # -- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
-        out = {"step": np.array(self.step), "last": np.array(self.last), "claims": self.claims.copy()}
+        out = {"step": np.array(self.step), "last": np.array(self.last), "origin": np.array(self.origin)}
+        out["claims"] = self.claims.copy()
         out["obs"] = self.obs if self.obs is not None else np.zeros(0, bool)
         for m, (env, rng) in enumerate(zip(self.envs, self.rngs)):
             out.update({f"env{m}.{k}": v for k, v in env.state_dict().items()})
@@ -141,7 +143,7 @@ class Actor:
         return out
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.step, self.last = int(state["step"]), int(state["last"])
+        self.step, self.last, self.origin = int(state["step"]), int(state["last"]), int(state["origin"])
         self.claims[:] = state["claims"]
         self.obs = state["obs"] if state["obs"].size else None
         for m, (env, rng) in enumerate(zip(self.envs, self.rngs)):
@@ -185,7 +187,7 @@ class LocalParams:
 class LocalActor:
     """A local actor process: shared-memory parameters and claims, the run's private ingest endpoint."""
 
-    def __init__(self, cfg: RunConfig, wiring: Wiring, stop, slot: int, steps: tuple[int, int]):
+    def __init__(self, cfg: RunConfig, wiring: Wiring, stop, slot: int, steps: tuple[int, int] | None):
         torch.set_num_threads(1)
         self.cfg, self.wiring, self.stop, self.slot = cfg, wiring, stop, slot
         self.log = get_logger()
@@ -278,11 +280,12 @@ class LocalActor:
         self.counters.close()
 
 
-def run_actor(config: dict, wiring: dict, slot: int, steps: tuple[int, int]) -> None:
-    """Process entry point of the local actor in `slot`, doing steps [first, last)."""
+def run_actor(config: dict, wiring: dict, slot: int, steps: tuple[int, int] | None) -> None:
+    """Process entry point of the local actor in `slot`, doing steps [first, last) (None: resumed from
+    its checkpoint part)."""
     run_role(
         "actor",
         wiring,
-        lambda w, stop: LocalActor(RunConfig(**config), w, stop, slot, tuple(steps)),
+        lambda w, stop: LocalActor(RunConfig(**config), w, stop, slot, None if steps is None else tuple(steps)),
         actor=slot,
     )

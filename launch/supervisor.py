@@ -117,7 +117,7 @@ class Supervisor:
         self.children: dict[str, multiprocessing.Process] = {}
         self.slots: dict[str, int] = {}
         self.launched: dict[str, float] = {}  # start time per child: its heartbeat grace begins there
-        self.actor_steps: dict[int, tuple[int, int]] = {}  # slot -> (first, last) step of its share
+        self.actor_steps: dict[int, tuple[int, int]] = {}  # slot -> (origin, last): its share of steps
         self.segments: list = []
         self.counters: RunCounters | None = None
         self.wiring: Wiring | None = None
@@ -340,19 +340,11 @@ class Supervisor:
             self.actor_steps[slot] = steps
         else:
             part = checkpoints.read_part(self.wiring.resume_from, actor_name(slot))
-            self.actor_steps[slot] = (int(part["step"]), int(part["last"]))
+            self.actor_steps[slot] = (int(part["origin"]), int(part["last"]))
         wiring = self.wiring_dict()
         if steps is not None:
             wiring["resume_from"] = ""  # a new actor (or a replacement) starts afresh
-        self.spawn(
-            actor_name(slot),
-            FIRST_ACTOR_SLOT + slot,
-            run_actor,
-            self.cfg.to_dict(),
-            wiring,
-            slot,
-            self.actor_steps[slot],
-        )
+        self.spawn(actor_name(slot), FIRST_ACTOR_SLOT + slot, run_actor, self.cfg.to_dict(), wiring, slot, steps)
 
     def spawn(self, name: str, heartbeat_slot: int, target, *args) -> None:
         process = SPAWN.Process(target=target, args=args, name=f"mbgen-{name}")
@@ -370,12 +362,25 @@ class Supervisor:
             alive = [p.sentinel for p in self.children.values() if p.exitcode is None]
             multiprocessing.connection.wait(alive, timeout=0.5)
             self.handle_exits()
+            self.check_steps_remain()
             self.assemble_cuts()
             steps = self.counters.updates if cfg.offline else self.counters.min_inserts()
             self.monitor.update(steps, self.counters.updates, self.process_health(), self.counters.accounting())
             if self.finished():
                 return
             self.check_heartbeats()
+
+    def check_steps_remain(self) -> None:
+        """Local actors that all finished short of the step budget leave the learner waiting forever:
+        say so instead (a share miscounted, or steps lost for good)."""
+        cfg = self.cfg
+        if cfg.offline or cfg.remote_endpoint or (self.counters.slot_state[:LOCAL_ACTOR_SLOTS] == LIVE).any():
+            return
+        stored = self.counters.min_inserts()
+        if stored < cfg.steps and self.counters.updates < cfg.total_updates:
+            raise RunFailed(
+                f"every actor finished, but only {stored:,} of {cfg.steps:,} env steps per member were stored"
+            )
 
     def finished(self) -> bool:
         """The learner did every update, every point is evaluated, every local actor is done."""
@@ -420,8 +425,10 @@ class Supervisor:
         """A dead actor's slot is retired; a new actor in a new slot does the rest of its share."""
         c = self.counters
         c.slot_state[slot] = DEAD
-        first, last = self.actor_steps[slot]
-        done = int(c.stored_by_actor[slot].min()) // self.cfg.envs_per_actor
+        # Stored steps of a share are a prefix of it (messages are stored in order, duplicates dropped),
+        # counted over every session of the run: the replacement starts where that prefix ends.
+        origin, last = self.actor_steps[slot]
+        first = origin + int(c.stored_by_actor[slot].min()) // self.cfg.envs_per_actor
         free = [s for s in range(LOCAL_ACTOR_SLOTS) if c.slot_state[s] == FREE and actor_name(s) not in self.children]
         if not free:
             raise RunFailed(f"actor{slot} died and no actor slot is left for a replacement")
@@ -432,9 +439,9 @@ class Supervisor:
             pid=process.pid,
             how=describe_exit(process),
             replacement=actor_name(new),
-            steps_left=last - (first + done),
+            steps_left=last - first,
         )
-        self.start_actor(new, (first + done, last))
+        self.start_actor(new, (first, last))
 
     def check_heartbeats(self) -> None:
         now = time.time()

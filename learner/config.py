@@ -314,8 +314,9 @@ class RunConfig:
         ):
             integer(key, 1)
         integer("max_restarts", 0)
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            fail("steps", "an integer >= 1, or 0 for the regime's budget", self.steps)
         for key in (
-            "steps",
             "learning_starts",
             "updates_per_step",
             "eval_period",

@@ -154,18 +154,27 @@ def test_a_killed_replay_service_restarts_in_place_and_nothing_is_lost_or_double
 
 
 def test_a_killed_learner_resumes_the_run_from_its_checkpoint(tmp_path):
+    """...and an actor killed after that resume is replaced from the right step: its share's stored
+    prefix is counted over both sessions (a replacement once started past its share's end, and the
+    learner waited forever for steps nobody would take)."""
     run_dir = str(tmp_path / "run")
     proc = start("run", *HEALING, "--out", run_dir)
     wait_for(lambda: glob.glob(os.path.join(run_dir, "checkpoints", "u-*", "MANIFEST.json")), 180, "a checkpoint")
     os.kill(run_pid(run_dir, "learner"), signal.SIGKILL)
+    wait_for(lambda: sum(e["event"] == "actor_started" for e in events(run_dir)) == 2, 180, "the resumed actor")
+    actor = run_pid(run_dir, "actor")
+    wait_for(lambda: evaluations(run_dir) >= 2 * 9, 180, "progress after the resume")
+    os.kill(actor, signal.SIGKILL)
     code, stderr = finish(proc)
     assert code == 0, stderr
-    assert "run_restarting" in stderr
+    assert "run_restarting" in stderr and "actor_replaced" in stderr
     s = summary(run_dir)
-    assert s["outcome"] == "completed" and s["restarts"] == 1
+    assert s["outcome"] == "completed" and s["restarts"] == 1 and reconciled(s)
     assert len(points(run_dir)) == 2 * 13  # no gap and no duplicate evaluation point
     resumed = [e for e in events(run_dir) if e["event"] == "run_started"][-1]
     assert resumed["resumed_from"] is not None and resumed["resumed_from"] > 0
+    replaced = [e for e in events(run_dir) if e["event"] == "actor_started"][-1]["steps"]
+    assert 0 < replaced[0] <= replaced[1] == 3000  # one actor: its share is every step
 
 
 def test_a_killed_supervisor_leaves_no_process_and_no_shared_memory(tmp_path):

@@ -209,7 +209,7 @@ def test_remote_actor_joins_over_tcp_with_keys(tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--steps", "-5"], "steps must be an integer >= 1, got -5"),
+        (["--steps", "-5"], "steps must be an integer >= 1, or 0 for the regime's budget, got -5"),
         (["--agent", "dreamer"], "agent must be one of er, simple, perfect, latent-cat, latent-gauss, got 'dreamer'"),
         (["--env", "panflute", "--env.num_pipes", "0"], "env_params: num_pipes must be an integer >= 1, got 0"),
         (["--tolerance", "lots"], "tolerance must be a number >= 0, got 'lots'"),
