@@ -160,12 +160,14 @@ def update_flops(cfg) -> dict[str, float]:
 
 # -- single process ---------------------------------------------------------------------
 def single_process(agent: str, members: int, seconds: float) -> float:
-    """Updates/s of the same update loop in one process (no sockets, no other processes)."""
+    """Member-updates/s of the processes' own update steps (learner/step.py, modelserver/step.py) in one
+    process, no sockets and no other processes."""
     import envs
     from envs.seeding import derive_seed
     from learner.agents import q_shape
     from learner.config import RunConfig
     from learner.dqn import DQN
+    from learner.step import ReplayStep
     from modelserver.interface import build_model
     from modelserver.rollout import RolloutEngine
     from modelserver.step import ModelStep
@@ -185,12 +187,7 @@ def single_process(agent: str, members: int, seconds: float) -> float:
         dqn = DQN(q_shape(cfg, env.obs_dim, env.num_actions), cfg.member_seeds, cfg.member_lr)
         rngs = [np.random.default_rng(derive_seed(s, "bench")) for s in cfg.member_seeds]
         if agent == "er":
-            batch = Batch.allocate(members, cfg.batch_size, env.obs_dim)
-            t = batch.tensors()
-
-            def one():
-                store.sample(rngs, batch)
-                dqn.update(t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"])
+            one = ReplayStep(store, dqn, cfg.member_seeds, cfg.batch_size, env.obs_dim, torch.device("cpu"))
         else:
             gen = torch.Generator().manual_seed(0)
             model = build_model(cfg, env.obs_dim, env.num_actions, "cpu", gen)
@@ -212,7 +209,7 @@ def single_process(agent: str, members: int, seconds: float) -> float:
         while time.perf_counter() - start < seconds:
             one()
             n += 1
-        return n / (time.perf_counter() - start)
+        return n * members / (time.perf_counter() - start)
     finally:
         store.close()
 

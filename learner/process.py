@@ -27,11 +27,12 @@ import torch
 import zmq
 
 import envs
-from envs.seeding import derive_seed, rng_state, set_rng_state
+from envs.seeding import rng_state, set_rng_state
 from learner.agents import encoder_shape, q_shape
 from learner.config import RunConfig
 from learner.dqn import BATCH_FIELDS, DQN
 from learner.params import ParamBlock, ParamPublisher
+from learner.step import ReplayStep
 from replay.counters import LIVE, RunCounters
 from replay.limiter import wait_until
 from replay.runtime import checkpoints
@@ -43,7 +44,7 @@ from replay.runtime.timing import PhaseTimer
 from replay.runtime.wiring import LEARNER_SLOT, Wiring, actor_name
 from replay.security import ServerKeys
 from replay.slots import SlotQueue
-from replay.store import Batch, ReplayStore
+from replay.store import ReplayStore
 
 PROGRESS_PERIOD_S = 10.0
 STOP_EVALUATIONS_S = 4.0  # a stop cut waits this long for pending evaluations, else it is skipped
@@ -107,6 +108,7 @@ class Learner:
         )
         self.policy = cfg.ratio_policy()
         self.total = cfg.total_updates
+        self.timer = PhaseTimer()
         self.counters = RunCounters.attach(wiring.counters)
         self.params = ParamBlock.attach(wiring.q_params)
         self.eval_queue = SlotQueue.attach(wiring.eval_queue)
@@ -128,9 +130,9 @@ class Learner:
             self.imagined = SlotQueue.attach(wiring.imagined)
         else:
             self.store = ReplayStore.attach(wiring.store)
-            self.batch = Batch.allocate(cfg.members, cfg.batch_size, env.obs_dim)
-            self.batch_tensors = self.batch.tensors()
-            self.rngs = [np.random.default_rng(derive_seed(s, "replay-sample")) for s in cfg.member_seeds]
+            self.replay_step = ReplayStep(
+                self.store, self.dqn, cfg.member_seeds, cfg.batch_size, env.obs_dim, self.device, self.timer
+            )
         self.last_remote = 0.0
         self.eval_points = cfg.eval_points()
         self.next_eval = 0
@@ -139,7 +141,6 @@ class Learner:
         self.stopped = False
         if wiring.resume_from:
             self.load_part(checkpoints.read_part(wiring.resume_from, "learner"))
-        self.timer = PhaseTimer()
         self.losses: list[torch.Tensor] = []
 
     def close(self) -> None:
@@ -248,11 +249,7 @@ class Learner:
                 )
             self.imagined.release()
         else:
-            with timer.phase("sample"):
-                self.store.sample(self.rngs, self.batch)
-            t = {k: v.to(self.device, non_blocking=True) for k, v in self.batch_tensors.items()}
-            with timer.phase("q_update"):
-                loss = self.dqn.update(t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"])
+            loss = self.replay_step()
         self.losses.append(loss)
 
     # -- outputs --------------------------------------------------------------------------
@@ -355,14 +352,14 @@ class Learner:
         out = {f"dqn.{k}": v for k, v in self.dqn.state().items()}
         out["next_eval"] = np.array(self.next_eval)
         if not self.model_agent:
-            out["sample_rngs"] = np.array([rng_state(r) for r in self.rngs])
+            out["sample_rngs"] = np.array([rng_state(r) for r in self.replay_step.rngs])
         return out
 
     def load_part(self, part: dict[str, np.ndarray]) -> None:
         self.dqn.load_state({k[len("dqn.") :]: v for k, v in part.items() if k.startswith("dqn.")})
         self.next_eval = int(part["next_eval"])
         if not self.model_agent:
-            for rng, state in zip(self.rngs, part["sample_rngs"].tolist()):
+            for rng, state in zip(self.replay_step.rngs, part["sample_rngs"].tolist()):
                 set_rng_state(rng, state)
         self.log.info("learner_resumed", updates=self.dqn.updates, next_eval=self.next_eval)
 
