@@ -31,6 +31,15 @@ def run_pid(run_dir, role):
     return run_pids(run_dir, role)[-1]
 
 
+def learner_updates(run_dir):
+    """Q updates so far, from the run's status.json (0 before it exists or while it is replaced)."""
+    try:
+        with open(os.path.join(run_dir, "status.json")) as f:
+            return json.load(f)["updates"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
 def evaluations(run_dir):
     path = os.path.join(run_dir, "metrics.jsonl")
     return len(metrics(run_dir)) if os.path.exists(path) else 0
@@ -141,7 +150,9 @@ def test_a_killed_actor_is_replaced_and_the_run_reconciles(tmp_path):
 def test_a_killed_replay_service_restarts_in_place_and_nothing_is_lost_or_doubled(tmp_path):
     run_dir = str(tmp_path / "run")
     proc = start("run", *HEALING, "--out", run_dir)
-    wait_for(lambda: evaluations(run_dir) >= 6, 180, "a few evaluations")
+    # Learning has started, so the store holds transitions (evaluations alone can all fall in the warm-up,
+    # while the first messages may still be queued).
+    wait_for(lambda: evaluations(run_dir) >= 6 and learner_updates(run_dir) > 0, 180, "learning under way")
     os.kill(run_pid(run_dir, "replay"), signal.SIGKILL)
     code, stderr = finish(proc)
     assert code == 0, stderr
