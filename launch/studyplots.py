@@ -99,8 +99,9 @@ def figure3(study: Study, out: str, data: dict) -> str:
         f"evaluations; {'/'.join(map(str, sorted(seeds)))} seeds per cell; error bars: 95% CI)"
     )
     width = fig.get_size_inches()[0]
-    fig.suptitle(textwrap.fill(title, int(14 * width)), fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.96 - 0.04 * (len(title) > 14 * width)))
+    lines = textwrap.wrap(title, int(11 * width))  # about 11 characters an inch at 10 pt
+    fig.suptitle("\n".join(lines), fontsize=10)
+    fig.tight_layout()  # makes room for the suptitle too
     name = "figure3.png"
     fig.savefig(os.path.join(out, name), dpi=110)
     plt.close(fig)
