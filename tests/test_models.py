@@ -267,7 +267,7 @@ def test_smoothing_bins_predictions_by_active_ends():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("agent", ["simple", "perfect", "latent-cat", "latent-gauss"])
+@pytest.mark.parametrize("agent", ["simple", "perfect", "latent-cat", "latent-gauss", "ensemble", "table"])
 def test_each_model_agent_runs_as_a_multi_process_system(tmp_path, agent):
     import json
 
@@ -539,7 +539,7 @@ def test_ensemble_models_start_apart_pick_uniformly_and_train_on_bootstrap_draws
 @pytest.mark.parametrize(
     "kw,message",
     [
-        ({"agent": "simple", "uncertainty_cutoff": 0.1}, "uncertainty_cutoff must be left at its default 0.0 for agent"),
+        ({"agent": "simple", "uncertainty_cutoff": 0.1}, "uncertainty_cutoff must be left at its default 0.0 for"),
         ({"agent": "table", "ensemble_size": 3}, r"ensemble_size must be left at its default 5 for agent table \(read"),
         ({"agent": "ensemble", "uncertainty_cutoff": 0.5}, r"uncertainty_cutoff must be a number in \[0, 0.5\)"),
         ({"agent": "ensemble", "uncertainty_cutoff": -1.0}, "uncertainty_cutoff must be a number >= 0"),
