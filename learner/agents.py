@@ -82,7 +82,7 @@ AGENTS: dict[str, AgentSpec] = {
             "modelserver.ensemble:EnsembleModel",
             ObservationInput(),
             tuned_as="simple",
-            cost=1.0,  # placeholder, to be measured
+            cost=3.7,  # K = 5: model step and Q update over the simple model's, ProcMaze(4), P = 4, 1 thread
             options=("ensemble_size", "uncertainty_cutoff"),
         ),
         AgentSpec(
@@ -91,7 +91,7 @@ AGENTS: dict[str, AgentSpec] = {
             "modelserver.table:TableModel",
             ObservationInput(),
             tuned_as="simple",
-            cost=1.0,  # placeholder, to be measured
+            cost=0.5,  # model step and Q update over the simple model's, ProcMaze(4), P = 4, 1 thread
         ),
     )
 }
