@@ -444,6 +444,16 @@ def test_table_keeps_each_members_newest_entries_within_the_capacity():
     assert table_step(restored, [O2], [1], [0.0]).next_state.tolist() == [[O1]]
 
 
+def test_table_members_keep_their_own_transitions():
+    from modelserver.table import TableModel
+
+    model = TableModel(cfg("table"), 3, 2, "cpu", None)  # two members
+    a, c = transitions(A), transitions(C)
+    model.train_step(*(torch.cat([x, y]) for x, y in zip(a, c)))  # member 0 sees A, member 1 sees C
+    step = model.step(torch.tensor([[O1, O2], [O1, O2]]), torch.tensor([[0, 1], [0, 1]]), torch.zeros(2, 2))
+    assert step.valid.tolist() == [[True, False], [False, True]] and model.entries_per_member() == [1, 1]
+
+
 def test_table_draws_by_hand():
     from modelserver.table import sample_in_groups
 
