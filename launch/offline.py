@@ -380,7 +380,10 @@ def format_table(report: dict) -> str:
         lines.append(f"\n{verb} the paper's table {detail}")
     if report.get("predicted"):
         one = len(report["predicted"]) == 1
-        verb = ("matches" if one else "match") if report["matches_prediction"] else ("does" if one else "do") + " NOT match"
+        if report["matches_prediction"]:
+            verb = "matches" if one else "match"
+        else:
+            verb = "does NOT match" if one else "do NOT match"
         lines.append(f"{', '.join(report['predicted'])} {verb} Theorem 1's prediction (ER's row) {detail}")
     paper = [a for a in agents if a in report["expected"]]
     if paper:

@@ -137,7 +137,6 @@ class RolloutEngine:
             "cut": cut,  # [p] fraction of steps cut, or None (the model reported no validity)
         }
 
-
     def take_cut_fraction(self) -> list[float] | None:
         """Per member, the mean fraction of rollout steps cut since the last call; None if nothing reported."""
         if not self.batches:
