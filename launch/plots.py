@@ -173,7 +173,7 @@ def plot_offline(results: list[dict], agents: list[str], coverages: list[str], o
     from envs import wallgrid as wg
     from envs.grid import MOVES
 
-    names = {"er": "DQN + ER", "model1": "model, 1-step", "model10": "model, 10-step"}
+    from launch.offline import LABELS as names
     by_key = {(r["agent"], r["coverage"], r["layout"], tuple(r["cell"])): r for r in results}
     fig, axes = plt.subplots(
         len(agents), len(coverages), figsize=(3.2 * len(coverages), 2.1 * len(agents) + 0.5), squeeze=False

@@ -10,6 +10,8 @@ transitions come from (PAPER.md section 3). An `AgentSpec` says
   tuned_as  whose tuned step size and temperature (PAPER.md section 4) the agent starts from
   cost      its time per update relative to ER's or the simple model's bench figure
             (launch/estimate.py: a study's --dry-run)
+  options   configuration keys only this agent reads (learner/config.py); another agent's run
+            refuses them unless they are at their defaults
 
 Adding an agent is one module (its model class) plus one entry in AGENTS. The
 model is named as an import path so that this package, which actors and the
@@ -37,6 +39,7 @@ class AgentSpec:
     q_input: QInput  # what the Q-network reads
     tuned_as: str = ""  # agent whose tuned (step size, temperature) this one uses; "" = its own
     cost: float = 1.0  # wall time per update over its kind's bench figure (ER, or the simple model), measured
+    options: tuple[str, ...] = ()  # config keys only this agent reads
 
     @property
     def model_server(self) -> bool:
@@ -72,6 +75,23 @@ AGENTS: dict[str, AgentSpec] = {
             "rollouts in a Dreamer-style latent model of 32 Gaussian features",
             "modelserver.models:LatentModel",
             LatentInput(categorical=False),
+        ),
+        AgentSpec(
+            "ensemble",
+            "MBPO: the simple model's rollouts in an ensemble of K bootstrapped simple models, a random one per step",
+            "modelserver.ensemble:EnsembleModel",
+            ObservationInput(),
+            tuned_as="simple",
+            cost=3.7,  # K = 5: model step and Q update over the simple model's, ProcMaze(4), P = 4, 1 thread
+            options=("ensemble_size", "uncertainty_cutoff"),
+        ),
+        AgentSpec(
+            "table",
+            "Dyna with a tabular model: rollouts replay the outcomes seen for each (observation, action)",
+            "modelserver.table:TableModel",
+            ObservationInput(),
+            tuned_as="simple",
+            cost=0.5,  # model step and Q update over the simple model's, ProcMaze(4), P = 4, 1 thread
         ),
     )
 }

@@ -59,6 +59,8 @@ class RunConfig:
     model_batch: int = 32  # real transitions per model update; rollouts start from the same ones
     rollout_starts: int = 32  # states each update rolls out from (more than model_batch: extra ones sampled)
     rollout_length: int = 10  # imagined steps per rollout (1 for the paper's ablation)
+    ensemble_size: int = 5  # ensemble: K simple models per member, each trained on its own bootstrap draw of each batch
+    uncertainty_cutoff: float = 0.0  # ensemble: cut rollouts where the models' disagreement exceeds this; 0 = off
     frozen_model: str = ""  # a run's checkpoints/model-final.npz: roll out that model, never train it; empty = learn
     hidden: list[int] = field(default_factory=lambda: [200, 200, 200])  # hidden layer sizes of every MLP
     latent_features: int = 32  # latent agents: number of latent features
@@ -276,6 +278,20 @@ class RunConfig:
                 fail(key, "a list of distinct grid values", v)
         for key in ("model_lr",):
             number(key, 0, strict=True)
+        number("uncertainty_cutoff", 0, strict=False)
+        if self.uncertainty_cutoff >= 0.5:
+            fail(
+                "uncertainty_cutoff",
+                "a number in [0, 0.5) (0 = off; a disagreement is at most 0.5)",
+                self.uncertainty_cutoff,
+            )
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for other in AGENTS.values():
+            for key in other.options:
+                if key not in spec.options and getattr(self, key) != defaults[key]:
+                    readers = ", ".join(a.name for a in AGENTS.values() if key in a.options)
+                    allowed = f"left at its default {defaults[key]!r} for agent {self.agent} (read only by {readers})"
+                    fail(key, allowed, getattr(self, key))
         ok = isinstance(self.gamma, (int, float)) and not isinstance(self.gamma, bool) and math.isfinite(self.gamma)
         if not ok or not 0 <= self.gamma < 1:
             fail("gamma", "a number in [0, 1)", self.gamma)
@@ -299,6 +315,7 @@ class RunConfig:
             "rollout_length",
             "latent_features",
             "latent_classes",
+            "ensemble_size",
             "target_period",
             "capacity",
             "eval_episodes",

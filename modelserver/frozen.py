@@ -39,7 +39,10 @@ def frozen_params(path: str, members: int, per_member: int) -> np.ndarray:
 def freeze(model: DynamicsModel, path: str, members: int) -> None:
     """Load a checkpoint's model parameters into `model` (which is then never trained)."""
     if model.store is None or not model.learned:
-        raise ValueError("frozen_model: the agent's model is not learned; freeze a learned model (simple, latent)")
+        raise ValueError(
+            "frozen_model: the agent's model has no parameters trained by gradient; "
+            "freeze one that has (simple, ensemble, latent)"
+        )
     flat = model.store.flat
     flat.copy_(torch.from_numpy(frozen_params(path, members, flat.numel() // members)).to(flat.device, flat.dtype))
 

@@ -279,6 +279,9 @@ class ModelServer:
         if self.losses:
             fields["loss"] = torch.stack(self.losses).mean(0).tolist()
             self.losses.clear()
+        cut = self.engine.take_cut_fraction()
+        if cut is not None:
+            fields["rollout_cut_fraction"] = cut
         if self.model.learned and self.store.sizes().min() > 0:
             self.store.sample(self.diagnostic_rngs, self.diagnostic_batch)
             held_out = {k: v.to(self.device) for k, v in self.diagnostic_batch.tensors().items()}

@@ -11,7 +11,9 @@ disagrees too much; modelserver/interface.py Step), the weight of step i is
     w_i = (v_0 ... v_i)                       continuing ones
 
 so a rollout cut at step i trains on nothing from step i on. Output: [P, S*L]
-transitions, start-major (rollout s, step i at index s*L + i).
+transitions, start-major (rollout s, step i at index s*L + i). The engine also
+keeps, per member, the fraction of rollout steps cut, 1 - mean_{s,i}(v_0 ... v_i)
+(`take_cut_fraction`, for the model_diagnostics event).
 
 All randomness of a rollout is drawn before its first step, in a few large
 calls: Gumbel noise for the actions (argmax(Q/T + G) is a softmax(Q/T) sample)
@@ -57,6 +59,8 @@ class RolloutEngine:
         self.inv_temperature = (1.0 / temperature).view(-1, 1, 1)
         self.episodic = episodic
         members = temperature.shape[0]
+        self.cut = torch.zeros(members, dtype=torch.float64, device=temperature.device)  # sum of cut fractions
+        self.batches = 0  # rollout batches whose validity the model reported
         self.shards = shards if shards is not None and model.member_parallel else ShardPool(members, 1)
         if self.shards.workers == 1:
             self.generators = [generator]
@@ -74,6 +78,10 @@ class RolloutEngine:
         parts = self.shards.map(
             lambda m: self._run(start_obs[m], m if sharded else None, self.generators[self.shards.index(m)])
         )
+        cuts = [part.pop("cut") for part in parts]
+        if cuts[0] is not None:
+            self.cut += torch.cat(cuts).to(self.cut)
+            self.batches += 1
         if out is None:
             out = {k: torch.cat([part[k] for part in parts]).reshape(P, S * L, *parts[0][k].shape[3:]) for k in FIELDS}
             return out
@@ -114,7 +122,11 @@ class RolloutEngine:
         if any(v is not None for v in valids):
             ones = torch.ones_like(cont[:, :, 0])
             valid = torch.stack([ones if v is None else v.to(cont.dtype) for v in valids], dim=2)
-            weight = weight * torch.cumprod(valid, dim=2)
+            kept = torch.cumprod(valid, dim=2)
+            weight = weight * kept
+            cut = 1.0 - kept.mean(dim=(1, 2))
+        else:
+            cut = None
         return {
             "obs": states[:, :, :L],
             "action": torch.stack(actions, dim=2),
@@ -122,7 +134,17 @@ class RolloutEngine:
             "next_obs": states[:, :, 1:],
             "continuation": cont,
             "weight": weight,
+            "cut": cut,  # [p] fraction of steps cut, or None (the model reported no validity)
         }
+
+    def take_cut_fraction(self) -> list[float] | None:
+        """Per member, the mean fraction of rollout steps cut since the last call; None if nothing reported."""
+        if not self.batches:
+            return None
+        out = (self.cut / self.batches).tolist()
+        self.cut.zero_()
+        self.batches = 0
+        return out
 
 
 def rollout(model, q_net, start_obs, length, temperature, episodic, generator, out=None):

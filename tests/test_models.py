@@ -82,9 +82,8 @@ def test_latent_model_loss_by_hand():
 
 
 def cfg(agent, env="procmaze", **kw):
-    return RunConfig(
-        agent=agent, env=env, seeds=[0, 1], hidden=[16, 16], latent_features=4, latent_classes=3, **kw
-    ).resolved()
+    base = dict(seeds=[0, 1], hidden=[16, 16], latent_features=4, latent_classes=3)
+    return RunConfig(agent=agent, env=env, **{**base, **kw}).resolved()
 
 
 def real_batch(env_name="procmaze", n=32, members=2, seed=0, **params):
@@ -268,7 +267,7 @@ def test_smoothing_bins_predictions_by_active_ends():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("agent", ["simple", "perfect", "latent-cat", "latent-gauss"])
+@pytest.mark.parametrize("agent", ["simple", "perfect", "latent-cat", "latent-gauss", "ensemble", "table"])
 def test_each_model_agent_runs_as_a_multi_process_system(tmp_path, agent):
     import json
 
@@ -353,3 +352,210 @@ def test_no_process_compares_agent_names():
             if pattern.search(line):
                 offenders.append(f"{rel}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+# ------------------------------------------------------------------ the tabular model (table)
+O1, O2, O3 = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
+
+
+def table_model(**kw):
+    from modelserver.table import TableModel
+
+    return TableModel(cfg("table", seeds=[0], **kw), 3, 2, "cpu", None)
+
+
+def transitions(*rows):
+    """[1, B] tensors from rows (obs, action, reward, next_obs, continuation)."""
+    obs, action, reward, next_obs, cont = zip(*rows)
+    f = lambda x, dt: torch.tensor([list(x)], dtype=dt)  # noqa: E731
+    return f(obs, torch.float32), f(action, torch.int64), f(reward, torch.float32), f(next_obs, torch.float32), f(
+        cont, torch.float32
+    )
+
+
+A = (O1, 0, 1.0, O2, 1.0)  # (o1, 0) -> o2, reward 1: seen 3 times
+B = (O1, 0, 0.0, O3, 0.0)  # (o1, 0) -> o3, terminal: seen once
+C = (O2, 1, 0.5, O1, 1.0)  # (o2, 1) -> o1
+
+
+def table_step(model, obs, action, u):
+    return model.step(torch.tensor([obs]), torch.tensor([action]), torch.tensor([u]))
+
+
+def test_table_holds_each_outcome_with_its_count_and_draws_it_by_frequency():
+    model = table_model()
+    assert model.train_step(*transitions(A, B, A, C, A)) is None  # nothing trained by gradient
+    assert model.entries_per_member() == [3]
+    assert model.t["count"].tolist() == [3.0, 1.0, 1.0]  # A, B, C in order of first appearance
+    # (o1, 0): A with probability 3/4 (u < 0.75), B with 1/4
+    draws = [(0.0, (O2, 1.0, 1.0)), (0.74, (O2, 1.0, 1.0)), (0.76, (O3, 0.0, 0.0)), (0.99, (O3, 0.0, 0.0))]
+    for u, (nxt, reward, cont) in draws:
+        step = table_step(model, [O1, O1], [0, 0], [u, u])
+        assert step.next_state.tolist() == [[nxt, nxt]] and step.reward.tolist() == [[reward, reward]], u
+        assert step.continuation.tolist() == [[cont, cont]] and step.valid.tolist() == [[True, True]]
+    # (o2, 1) has a single outcome whatever u
+    step = table_step(model, [O2, O2], [1, 1], [0.0, 0.99])
+    assert step.next_state.tolist() == [[O1, O1]] and step.reward.tolist() == [[0.5, 0.5]]
+    # A once more: 4 of 5, so u = 0.79 draws A and u = 0.81 draws B; no new entry
+    model.train_step(*transitions(A))
+    assert model.t["count"].tolist() == [4.0, 1.0, 1.0]
+    assert table_step(model, [O1, O1], [0, 0], [0.79, 0.81]).next_state.tolist() == [[O2, O3]]
+
+
+def test_table_unseen_pairs_are_invalid_and_stay_put():
+    model = table_model()
+    empty = table_step(model, [O1], [0], [0.5])  # nothing seen yet
+    assert empty.valid.tolist() == [[False]] and empty.next_state.tolist() == [[O1]] and empty.reward.tolist() == [[0]]
+    model.train_step(*transitions(A, C))
+    step = table_step(model, [O1, O2, O3, O1], [1, 0, 0, 0], [0.5] * 4)
+    assert step.valid.tolist() == [[False, False, False, True]]
+    assert step.next_state.tolist() == [[O1, O2, O3, O2]] and step.reward.tolist() == [[0.0, 0.0, 0.0, 1.0]]
+    assert model.diagnostics(torch.tensor([[O1, O2]]), torch.tensor([[0, 0]]))["seen_fraction"] == [0.5]
+
+
+def test_table_rollout_ends_at_the_first_unseen_pair():
+    """From o2, Q always picks action 1: (o2, 1) -> o1 is seen, (o1, 1) is not: weights 1, 0, 0."""
+    model = table_model()
+    model.train_step(*transitions(A, C))
+
+    class PrefersOne:
+        def __call__(self, x):
+            q = torch.zeros(*x.shape[:2], 2)
+            q[..., 1] = 100.0
+            return q
+
+    engine = RolloutEngine(model, PrefersOne(), 3, torch.ones(1), True, torch.Generator().manual_seed(0))
+    out = engine.run(torch.tensor([[O2]]))
+    assert out["weight"].tolist() == [[1.0, 0.0, 0.0]]
+    assert out["next_obs"][0, 0].tolist() == O1 and out["reward"].tolist() == [[0.5, 0.0, 0.0]]
+    assert engine.take_cut_fraction() == pytest.approx([2 / 3]) and engine.take_cut_fraction() is None
+
+
+def test_table_keeps_each_members_newest_entries_within_the_capacity():
+    from modelserver.table import keep_newest
+
+    # members 0, 1, 0, 0, 1 with capacity 2: member 0 drops its oldest (index 0)
+    assert keep_newest(torch.tensor([0, 1, 0, 0, 1]), 2, 2).tolist() == [False, True, True, True, True]
+    model = table_model(capacity=2)
+    model.train_step(*transitions(A, B, C))
+    assert model.t["count"].tolist() == [1.0, 1.0] and table_step(model, [O1], [0], [0.0]).next_state.tolist() == [[O3]]
+    restored = table_model(capacity=2)
+    restored.load_state_dict(model.state_dict())
+    assert table_step(restored, [O2], [1], [0.0]).next_state.tolist() == [[O1]]
+
+
+def test_table_members_keep_their_own_transitions():
+    from modelserver.table import TableModel
+
+    model = TableModel(cfg("table"), 3, 2, "cpu", None)  # two members
+    a, c = transitions(A), transitions(C)
+    model.train_step(*(torch.cat([x, y]) for x, y in zip(a, c)))  # member 0 sees A, member 1 sees C
+    step = model.step(torch.tensor([[O1, O2], [O1, O2]]), torch.tensor([[0, 1], [0, 1]]), torch.zeros(2, 2))
+    assert step.valid.tolist() == [[True, False], [False, True]] and model.entries_per_member() == [1, 1]
+
+
+def test_table_draws_by_hand():
+    from modelserver.table import sample_in_groups
+
+    cum = torch.tensor([3.0, 4.0, 6.0, 7.0], dtype=torch.float64)  # counts 3, 1 | 2 | 1
+    lo, hi = torch.tensor([0, 0, 2, 3, 4]), torch.tensor([2, 2, 3, 4, 4])
+    u = torch.tensor([0.7, 0.8, 0.9, 0.1, 0.5])
+    assert sample_in_groups(cum, lo, hi, u).tolist() == [0, 1, 2, 3, 3]  # the last: an empty group, clamped
+
+
+# ------------------------------------------------------------------ the ensemble (MBPO)
+def test_ensemble_maths_by_hand():
+    from modelserver.ensemble import bootstrap, disagreement, pick, within_cutoff
+
+    x = torch.tensor([[10.0, 11.0, 12.0]])
+    assert bootstrap(x, torch.tensor([[[0, 0, 2], [1, 2, 1]]])).tolist() == [[10, 10, 12], [11, 12, 11]]
+    # two models, one state: feature 0 at p = 0.5 in both (std 0); feature 1 at 0.5 and 0.9 (std 0.2)
+    logits = torch.tensor([[[[0.0, 0.0]], [[0.0, math.log(9.0)]]]])  # [p=1, K=2, S=1, D=2]
+    assert disagreement(logits).tolist() == [[pytest.approx(0.2)]]
+    values = torch.tensor([[[0.0, 1.0], [10.0, 11.0], [20.0, 21.0]]])  # [p=1, K=3, S=2]: 10 k + s
+    assert pick(values, torch.tensor([[2, 0]])).tolist() == [[20.0, 1.0]]
+    assert within_cutoff(torch.tensor([0.05, 0.2, 0.1]), 0.1).tolist() == [True, False, True]
+    assert within_cutoff(torch.tensor([0.3]), 0.0) is None  # off
+
+
+class ThreeStates:
+    """Heads of a hand-made ensemble of K = 3 on observations o1 ("safe"), o2 ("edge"), o3 ("risky"):
+    from safe every model predicts edge, from edge every model predicts risky (d = 0); from risky,
+    model k predicts feature k on (d = sqrt(2)/3, the std of (1, 0, 0)). Model k's reward is k."""
+
+    def __call__(self, obs, action, members=None):
+        p, S = action.shape
+        target = torch.zeros(p, 3, S, 3)
+        safe, edge, risky = (obs[..., i] > 0.5 for i in range(3))
+        target[..., 1] += safe.unsqueeze(1).float()
+        target[..., 2] += edge.unsqueeze(1).float()
+        target += risky.view(p, 1, S, 1).float() * torch.eye(3).view(1, 3, 1, 3)
+        logits = target * 60.0 - 30.0
+        reward = torch.arange(3.0).view(1, 3, 1).expand(p, 3, S)
+        return logits, reward, torch.full((p, 3, S), 30.0)
+
+
+def test_ensemble_steps_with_the_chosen_model_and_cuts_on_disagreement():
+    model = build_ensemble(uncertainty_cutoff=0.3)
+    model.ensemble_heads = ThreeStates()
+    state = torch.tensor([[O1, O2, O3, O3]])
+    actions = torch.zeros(1, 4, dtype=torch.int64)
+    step = model.step(state, actions, (torch.tensor([[1, 2, 0, 2]]), torch.zeros(1, 4, 3)))
+    assert step.next_state.tolist() == [[O2, O3, O1, O3]]  # risky states: model 0 -> o1, model 2 -> o3
+    assert step.reward.tolist() == [[1.0, 2.0, 0.0, 2.0]]  # the chosen models' rewards
+    assert step.valid.tolist() == [[True, True, False, False]]  # d = sqrt(2)/3 = 0.471 > 0.3 on risky
+    # a 4-step rollout from safe: safe -> edge -> risky (valid), from risky cut: weights 1, 1, 0, 0
+    engine = RolloutEngine(model, FixedQ3(), 4, torch.ones(1), True, torch.Generator().manual_seed(0))
+    out = engine.run(torch.tensor([[O1, O3]]))
+    assert out["weight"].tolist() == [[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
+    assert engine.take_cut_fraction() == pytest.approx([(2 + 4) / 8])
+    assert model.diagnostics(state, actions)["disagreement_above_cutoff"] == [0.5]
+    off = build_ensemble()
+    off.ensemble_heads = ThreeStates()
+    assert off.step(state, actions, (torch.zeros_like(actions), torch.zeros(1, 4, 3))).valid is None
+
+
+class FixedQ3:
+    def __call__(self, x):
+        return torch.zeros(*x.shape[:2], 5)
+
+
+def build_ensemble(**kw):
+    from modelserver.ensemble import EnsembleModel
+
+    c = cfg("ensemble", seeds=[0], ensemble_size=3, **kw)
+    return EnsembleModel(c, 3, 5, "cpu", torch.Generator().manual_seed(0))
+
+
+def test_ensemble_models_start_apart_pick_uniformly_and_train_on_bootstrap_draws():
+    from modelserver.ensemble import EnsembleModel
+
+    c = cfg("ensemble", ensemble_size=3, model_lr=1e-3)
+
+    model = EnsembleModel(c, 64, 5, "cpu", torch.Generator().manual_seed(0))
+    assert model.store.members == 2 * 3 and not model.store.member(0).equal(model.store.member(1))
+    choice, _ = model.noise(1, 2, 30_000, torch.Generator().manual_seed(1))[0]
+    assert torch.bincount(choice.flatten(), minlength=3).div(60_000).tolist() == pytest.approx([1 / 3] * 3, abs=0.01)
+    batch = real_batch()
+    first = model.train_step(*batch)
+    assert first.shape == (2,)
+    for _ in range(100):
+        loss = model.train_step(*batch)
+    assert (loss < 0.8 * first).all()
+    diag = model.diagnostics(batch[0], batch[1])
+    assert len(diag["disagreement"]) == 2 and all(0 <= d <= 0.5 for d in diag["disagreement"])
+
+
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        ({"agent": "simple", "uncertainty_cutoff": 0.1}, "uncertainty_cutoff must be left at its default 0.0 for"),
+        ({"agent": "table", "ensemble_size": 3}, r"ensemble_size must be left at its default 5 for agent table \(read"),
+        ({"agent": "ensemble", "uncertainty_cutoff": 0.5}, r"uncertainty_cutoff must be a number in \[0, 0.5\)"),
+        ({"agent": "ensemble", "uncertainty_cutoff": -1.0}, "uncertainty_cutoff must be a number >= 0"),
+        ({"agent": "ensemble", "ensemble_size": 0}, "ensemble_size must be an integer >= 1"),
+    ],
+)
+def test_new_agent_options_are_validated(kw, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig(env="procmaze", seeds=[0], **kw).resolved()

@@ -129,3 +129,31 @@ def test_a_custom_dataset_file(tmp_path):
 def test_bad_offline_options(tmp_path, args, message):
     done = mbgen("offline", *args, "--out", str(tmp_path / "x"), "--quiet")
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_the_table_agents_are_checked_against_theorem_1s_prediction():
+    from launch.offline import PREDICTED, format_table
+
+    er_row = {"all": "succeeds", "path": "fails", "single": "fails", "none": "fails"}
+    assert PREDICTED["table1"] == PREDICTED["table10"] == er_row
+    report = {
+        "agents": ["er", "table10", "ens10"],
+        "coverages": ["all", "path"],
+        "table": {
+            "er": {"all": "succeeds", "path": "fails"},
+            "table10": {"all": "succeeds", "path": "succeeds"},
+            "ens10": {"all": "fails", "path": "fails"},
+        },
+        "expected": {"er": {"all": "succeeds", "path": "fails"}},
+        "predicted": {"table10": {"all": "succeeds", "path": "fails"}},
+        "matches_paper": True,
+        "matches_prediction": False,
+        "seeds": 2,
+        "updates": 40,
+    }
+    lines = format_table(report).splitlines()
+    assert lines[0].split() == ["evaluation", "data", "DQN", "+", "ER", "table,", "10-step", "ensemble,", "10-step"]
+    # ens10 has neither the paper's nor a predicted verdict: nothing beside its cell
+    assert lines[2].split() == ["Path-to-Goal", "fails", "succeeds", "(predicted:", "fails)", "fails"]
+    assert "reproduces the paper's table (2 seeds, 40 updates)" in lines
+    assert "table10 does NOT match Theorem 1's prediction (ER's row) (2 seeds, 40 updates)" in lines
