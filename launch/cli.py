@@ -52,7 +52,10 @@ def wants_demo(args: argparse.Namespace, extra: list[str]) -> bool:
 
     given = {f.name for f in dataclasses.fields(RunConfig) if getattr(args, f.name, None) is not None}
     return (
-        not extra and args.config is None and args.seeds is None and args.seed_list is None and given <= DEMO_COMPATIBLE
+        not extra
+        and args.config is None
+        and (args.seeds, args.first_seed, args.seed_list) == (None, None, None)
+        and given <= DEMO_COMPATIBLE
     )
 
 
@@ -100,8 +103,8 @@ def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
     from learner.config import RunConfig
 
     given = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(RunConfig) if getattr(args, f.name, None)]
-    given += [flag for flag, value in (("--config", args.config), ("--seeds", args.seeds)) if value is not None]
-    given += ["--seed-list"] if args.seed_list is not None else []
+    own = (("--config", args.config), ("--seeds", args.seeds), ("--first-seed", args.first_seed))
+    given += [flag for flag, value in own + (("--seed-list", args.seed_list),) if value is not None]
     if given or extra or args.force:
         given += extra + (["--force"] if args.force else [])
         raise ValueError(f"--resume takes the run's own configuration; remove {' '.join(given)}")

@@ -2,9 +2,9 @@
 
 Every RunConfig field is a `--key value` option (underscores or dashes);
 environment parameters are `--env.PARAM value`; `--seeds S` means seeds
-0..S-1 and `--seed-list a,b,c` names them. `--lr` and `--temperature` take one
-number or a comma-separated list of grid values: the run is their cross product
-with the seeds. The field comments in learner/config.py are the help text and
+F..F+S-1 (`--first-seed F`, default 0) and `--seed-list a,b,c` names them.
+`--lr` and `--temperature` take one number or a comma-separated list of grid
+values: the run is their cross product with the seeds. The field comments in learner/config.py are the help text and
 its section lines (`# -- what to run ---`) the help groups, so the documentation
 lives in one place.
 """
@@ -105,6 +105,36 @@ def dump_toml(values: dict[str, Any], table: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def add_seed_options(parser, where: str) -> None:
+    """--seeds S, --first-seed F (seeds F..F+S-1) and --seed-list A,B,... (mbgen run and offline)."""
+    parser.add_argument("--seeds", type=int, metavar="S", help=f"run S seeds, F..F+S-1 {where}")
+    parser.add_argument("--first-seed", type=int, metavar="F", help="the first of the S seeds (default: 0)")
+    parser.add_argument("--seed-list", metavar="A,B,...", help="run exactly these distinct seeds (instead of S and F)")
+
+
+def seeds_from_args(args: argparse.Namespace, default_count: int) -> list[int] | None:
+    """The seeds --seeds/--first-seed/--seed-list name (None when none is given), validated."""
+    count, first, listed = args.seeds, args.first_seed, args.seed_list
+    if listed is not None:
+        if count is not None or first is not None:
+            raise ValueError("give either --seed-list A,B,... or --seeds S / --first-seed F, not both")
+        try:
+            seeds = [int(x) for x in str(listed).split(",")]
+        except ValueError:
+            seeds = []
+        if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+            raise ValueError(f"--seed-list must be distinct integers >= 0, comma-separated, got {listed!r}")
+        return seeds
+    if count is None and first is None:
+        return None
+    if count is not None and count < 1:
+        raise ValueError(f"--seeds must be an integer >= 1, got {count}")
+    if first is not None and first < 0:
+        raise ValueError(f"--first-seed must be an integer >= 0, got {first}")
+    first = first or 0
+    return list(range(first, first + (default_count if count is None else count)))
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
     """Every RunConfig field as a flag, grouped by the sections of learner/config.py, defaults shown;
     returns the groups by name (what to run, learning, system)."""
@@ -119,8 +149,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> dict[str, argparse._Argu
 
     run = group("what to run")
     run.add_argument("--config", metavar="FILE", help="TOML file of config keys; flags override it")
-    run.add_argument("--seeds", type=int, metavar="S", help="run seeds 0..S-1 at every grid point (default: 1, seed 0)")
-    run.add_argument("--seed-list", metavar="A,B,...", help="run these (distinct) seeds at every grid point")
+    add_seed_options(run, "at every grid point (default: 1 seed, 0)")
     run.add_argument(
         "--env.PARAM",
         dest="_env_param_doc",
@@ -216,15 +245,9 @@ def config_from_args(args: argparse.Namespace, extra: list[str], base: dict[str,
         raw = None if f.name in SPECIAL else getattr(args, f.name, None)
         if raw is not None:
             values[f.name] = parse_value(raw)
-    if args.seeds is not None and args.seed_list is not None:
-        raise ValueError("give either --seeds S or --seed-list A,B,..., not both")
-    if args.seeds is not None:
-        if args.seeds < 1:
-            raise ValueError(f"--seeds must be an integer >= 1, got {args.seeds}")
-        values["seeds"] = list(range(args.seeds))
-    if args.seed_list is not None:
-        seeds = parse_value(args.seed_list)
-        values["seeds"] = seeds if isinstance(seeds, list) else [seeds]
+    seeds = seeds_from_args(args, default_count=1)
+    if seeds is not None:
+        values["seeds"] = seeds
     env_params.update(env_params_from_extra(extra))
     values["env_params"] = env_params
     for key in ("lr", "temperature"):

@@ -18,11 +18,18 @@ Training uses the real learner and model-server processes with the replay
 store filled from the dataset (no actors, no ratio). Every coverage level
 and seed is one member of a single population per agent.
 
+Runs are lock-step by default (--lockstep on): model update u and rollout u are
+made with Q version u, then Q update u+1 trains on them, so the same seeds give
+the same offline.json bit for bit (wall times go to timing.json).
+
 Evaluation (paper section 2): in every open cell of both evaluation layouts,
 each seed's greedy action; a cell is wrong when the majority of seeds choose a
 non-optimal action, and an agent fails at a coverage level when any cell is wrong.
-Outputs in --out: offline.json, offline.png (arrows: fraction of seeds choosing
-each action), and one run directory per agent.
+The margin: each entry's weakest cell (fewest seeds optimal, with its 95% Wilson
+interval over seeds); an entry the paper says succeeds has its margin when that
+cell has at least 2/3 of seeds optimal, one it says fails when it has at most 1/3.
+Outputs in --out: offline.json, timing.json, offline.png (arrows: fraction of
+seeds choosing each action), and one run directory per agent.
 
 The budget study: the learner checkpoints every updates/8 Q updates, and the
 table is evaluated at every checkpoint too (training up to update k is exactly a
@@ -32,6 +39,7 @@ k-update run), so one run shows how the table changes with the budget.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -46,6 +54,8 @@ from envs.base import TRANSITION_FIELDS, Transitions
 from learner.agents import q_shape
 from learner.config import RunConfig
 from learner.dqn import q_network
+from launch.config import add_seed_options, seeds_from_args
+from launch.stats import wilson_ci95
 
 AGENTS = {
     "er": {"agent": "er"},
@@ -79,14 +89,23 @@ DEFAULT_UPDATES = 3000  # the smallest budget that reproduced the table robustly
 # a faster target refresh; with 200 units at 1000s of updates the cells next to the centre wall had
 # not converged (README: budget study). Every value can be overridden on the command line.
 LEARNING = {"lr": 3e-3, "temperature": 1.0, "model_lr": 1e-3, "target_period": 10}
-SEED_STRIDE = 1000  # member seed = coverage index * SEED_STRIDE + seed
+DEFAULT_SEEDS = 30  # the paper's seeds per agent and coverage level
+SEED_STRIDE = 1000  # member seed = coverage index * SEED_STRIDE + seed, so seeds are below it
+MARGIN = (2 / 3, 1 / 3)  # weakest-cell fraction optimal an entry needs: >= 2/3 to succeed, <= 1/3 to fail
 STUDY_POINTS = 8  # budgets the table is also evaluated at: every updates/8
 
 
 def add_offline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coverage", default="ALL", help="all, path, single, none, or ALL (every level)")
     parser.add_argument("--agents", default="er,model1,model10", help="comma-separated: " + ", ".join(AGENTS))
-    parser.add_argument("--seeds", type=int, default=30, help="seeds per agent and coverage level")
+    add_seed_options(parser, f"per agent and coverage level (default: {DEFAULT_SEEDS}, from 0)")
+    parser.add_argument(
+        "--lockstep",
+        choices=("on", "off"),
+        default="on",
+        help="on: model and Q updates alternate, the same seeds give the same offline.json (default); "
+        "off: they run freely (faster on more cores, not reproducible)",
+    )
     parser.add_argument("--updates", type=int, default=DEFAULT_UPDATES, help="Q updates per agent")
     parser.add_argument("--out", default=None, help="output directory (default runs/<time>-offline)")
     parser.add_argument(
@@ -159,13 +178,17 @@ def cell_statistics(actions: np.ndarray) -> list[dict]:
     rows = []
     for j, (layout, cell) in enumerate(evaluation_cells()):
         optimal = wg.optimal_actions(wg.EVALUATION_LAYOUTS[layout])[cell]
-        counts = np.bincount(actions[:, j], minlength=wg.NUM_GRID_ACTIONS) / actions.shape[0]
+        n = actions.shape[0]
+        counts = np.bincount(actions[:, j], minlength=wg.NUM_GRID_ACTIONS)
+        k = int(counts[optimal].sum())
         rows.append(
             {
                 "layout": layout,
                 "cell": list(cell),
-                "optimal_fraction": float(counts[optimal].sum()),
-                "action_fractions": [round(float(c), 4) for c in counts],
+                "optimal_count": k,
+                "optimal_fraction": k / n,
+                "ci95": [round(x, 4) for x in wilson_ci95(k, n)],
+                "action_fractions": [round(float(c) / n, 4) for c in counts],
             }
         )
     return rows
@@ -174,6 +197,27 @@ def cell_statistics(actions: np.ndarray) -> list[dict]:
 def verdict(rows: list[dict]) -> str:
     """Fails when in some cell the majority of seeds choose a non-optimal action."""
     return "fails" if any(1.0 - r["optimal_fraction"] > 0.5 for r in rows) else "succeeds"
+
+
+def entry(rows: list[dict], wanted: str | None) -> dict:
+    """One agent at one coverage level: its verdict, the verdict wanted of it (the paper's or
+    Theorem 1's; None: neither), its weakest cell, and whether that cell shows the margin (MARGIN).
+    The weakest cell decides both ways: every cell >= 2/3 iff the weakest is; some cell <= 1/3 iff it is."""
+    weakest = min(rows, key=lambda r: r["optimal_fraction"])
+    low = weakest["optimal_fraction"]
+    margin = None if wanted is None else (low >= MARGIN[0] if wanted == "succeeds" else low <= MARGIN[1])
+    keys = ("layout", "cell", "optimal_count", "optimal_fraction", "ci95")
+    return {
+        "verdict": verdict(rows),
+        "wanted": wanted,
+        "weakest": {k: weakest[k] for k in keys},
+        "with_margin": margin,
+    }
+
+
+def q_digest(q_flat: np.ndarray) -> str:
+    """SHA-256 of the trained Q parameters (every member): equal digests, bit-identical networks."""
+    return hashlib.sha256(np.ascontiguousarray(q_flat, dtype=np.float32).tobytes()).hexdigest()
 
 
 @torch.no_grad()
@@ -230,18 +274,25 @@ def agent_names(spec: str) -> list[str]:
 
 
 def train(
-    agent: str, groups: list[str], datasets: list[Transitions], args, run_dir: str, env_name: str, env_params: dict
-) -> tuple[RunConfig, dict]:
-    """One population run of `agent`: members are (group, seed) pairs. Returns (config, summary)."""
+    agent: str,
+    groups: list[str],
+    datasets: list[Transitions],
+    seeds: list[int],
+    args,
+    run_dir: str,
+    env_name: str,
+    env_params: dict,
+) -> tuple[RunConfig, dict, int]:
+    """One population run of `agent`: members are (group, seed) pairs. Returns (config, summary, exit code)."""
     from launch.supervisor import Supervisor
 
-    seeds = [g * SEED_STRIDE + s for g in range(len(groups)) for s in range(args.seeds)]
     cfg = RunConfig(
         env=env_name,
         env_params=env_params,
-        seeds=seeds,
+        seeds=[g * SEED_STRIDE + s for g in range(len(groups)) for s in seeds],
         steps=args.updates,
         offline=True,
+        tolerance=0.0 if args.lockstep == "on" else RunConfig.tolerance,
         lr=args.lr,
         temperature=args.temperature,
         model_lr=args.model_lr,
@@ -253,17 +304,18 @@ def train(
         diagnostics_period=max(100, args.updates // 10),
         **AGENTS[agent],
     ).resolved()
-    members = [datasets[g] for g in range(len(groups)) for _ in range(args.seeds)]
+    members = [datasets[g] for g in range(len(groups)) for _ in seeds]
     supervisor = Supervisor(cfg, run_dir, progress=not args.quiet, dataset=members)
     code = supervisor.run()
-    if code != 0:
-        raise RuntimeError(f"offline {agent}: {supervisor.summary['outcome']} ({supervisor.summary['reason']})")
-    return cfg, supervisor.summary
+    return cfg, supervisor.summary, code
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.seeds < 1 or args.updates < 1:
-        raise ValueError("--seeds and --updates must be integers >= 1")
+    if args.updates < 1:
+        raise ValueError(f"--updates must be an integer >= 1, got {args.updates}")
+    seeds = seeds_from_args(args, default_count=DEFAULT_SEEDS) or list(range(DEFAULT_SEEDS))
+    if max(seeds) >= SEED_STRIDE:
+        raise ValueError(f"offline seeds must be below {SEED_STRIDE} (member seed = coverage * {SEED_STRIDE} + seed)")
     agents = agent_names(args.agents)
     out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + "-offline")
     env_params = dict(getattr(args, "env_params", {}) or {})
@@ -277,28 +329,37 @@ def main(args: argparse.Namespace) -> int:
         datasets = [wg.dataset(c) for c in groups]
     os.makedirs(out, exist_ok=True)
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-    results, table, accuracy, timing, study = [], {}, {}, {}, {}
+    builtin = args.env == "wallgrid3x3" and not args.dataset
+    results, table, entries, accuracy, timing, study, digests = [], {}, {}, {}, {}, {}, {}
     started = time.time()
     for i, agent in enumerate(agents):
         log(
-            f"[{i + 1}/{len(agents)}] {agent}: {len(groups)} dataset(s) x {args.seeds} seeds, {args.updates} updates"
+            f"[{i + 1}/{len(agents)}] {agent}: {len(groups)} dataset(s) x {len(seeds)} seeds, {args.updates} updates"
             + (f" (about {remaining(time.time() - started, agents[:i], agents[i:]):.0f} s left)" if i else "")
         )
-        cfg, summary = train(agent, groups, datasets, args, os.path.join(out, agent), args.env, env_params)
+        run_dir = os.path.join(out, agent)
+        cfg, summary, code = train(agent, groups, datasets, seeds, args, run_dir, args.env, env_params)
+        if code != 0:
+            what = "interrupted" if summary["outcome"] == "interrupted" else f"failed ({summary['reason']})"
+            print(f"mbgen offline: {agent} {what}; its run directory: {run_dir}", file=sys.stderr)
+            return code
         timing[agent] = round(summary["throughput"]["wall_s"], 1)
         checkpoints = os.path.join(out, agent, "checkpoints")
         q_flat = np.load(os.path.join(checkpoints, "learner-final.npz"))["q"]
+        digests[agent] = q_digest(q_flat)
         if args.env == "wallgrid3x3":
-            actions = greedy_on_cells(cfg, q_flat).reshape(len(groups), args.seeds, -1)
-            table[agent] = {}
+            actions = greedy_on_cells(cfg, q_flat).reshape(len(groups), len(seeds), -1)
+            table[agent], entries[agent] = {}, {}
             for g, group in enumerate(groups):
                 rows = cell_statistics(actions[g])
                 table[agent][group] = verdict(rows)
+                wanted = (EXPECTED.get(agent) or PREDICTED.get(agent) or {}).get(group) if builtin else None
+                entries[agent][group] = entry(rows, wanted)
                 results += [{"agent": agent, "coverage": group, **r} for r in rows]
             for name in sorted(os.listdir(checkpoints)):
                 if name.startswith("learner-0"):
                     with np.load(os.path.join(checkpoints, name)) as f:
-                        earlier = greedy_on_cells(cfg, f["q"]).reshape(len(groups), args.seeds, -1)
+                        earlier = greedy_on_cells(cfg, f["q"]).reshape(len(groups), len(seeds), -1)
                         budget = str(int(f["updates"]))
                     study.setdefault(budget, {})[agent] = {
                         group: verdict(cell_statistics(earlier[g])) for g, group in enumerate(groups)
@@ -318,21 +379,26 @@ def main(args: argparse.Namespace) -> int:
             mean, lo, hi = mean_ci95(evaluate(cfg, policy, 0))
             table[agent] = {"custom": {"mean": mean, "ci95": [lo, hi]}}
     report = {
-        "seeds": args.seeds,
+        "seeds": len(seeds),
+        "seed_list": seeds,
         "updates": args.updates,
+        "lockstep": args.lockstep == "on",
         "coverages": groups,
         "agents": agents,
-        "hyperparameters": {k: getattr(args, k) for k in LEARNING},
+        "hyperparameters": {k: getattr(args, k) for k in LEARNING} | {"hidden": hidden_sizes(args.hidden)},
+        "q_sha256": digests,
         "results": results,
         "table": table,
+        "entries": entries,
         "model_accuracy": accuracy,
-        "wall_s": timing,
     }
-    if args.env == "wallgrid3x3" and not args.dataset:
+    if builtin:
         report["expected"] = {a: {c: EXPECTED[a][c] for c in groups} for a in agents if a in EXPECTED}
         report["predicted"] = {a: {c: PREDICTED[a][c] for c in groups} for a in agents if a in PREDICTED}
         report["matches_paper"] = all(table[a][c] == EXPECTED[a][c] for a in report["expected"] for c in groups)
         report["matches_prediction"] = all(table[a][c] == PREDICTED[a][c] for a in report["predicted"] for c in groups)
+        judged = [entries[a][c] for a in agents for c in groups if entries[a][c]["wanted"] is not None]
+        report["entries_with_margin"] = [sum(e["with_margin"] for e in judged), len(judged)]
         study[str(args.updates)] = table
         report["budget_study"] = {
             budget: {
@@ -345,10 +411,12 @@ def main(args: argparse.Namespace) -> int:
         }
         from launch.plots import plot_offline
 
-        detail = f"{args.seeds} seeds, {args.updates} updates"
+        detail = f"{len(seeds)} seeds, {args.updates} updates"
         plot_offline(results, agents, groups, os.path.join(out, "offline.png"), detail)
     with open(os.path.join(out, "offline.json"), "w") as f:
         json.dump(report, f, indent=1)
+    with open(os.path.join(out, "timing.json"), "w") as f:  # apart: wall times differ between identical runs
+        json.dump({"wall_s": timing, "total_s": round(time.time() - started, 1)}, f, indent=1)
     print(format_table(report))
     print(
         f"\n{os.path.join(out, 'offline.json')}"
@@ -357,23 +425,40 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def slack(e: dict) -> float:
+    """How far an entry's weakest cell is inside its margin (negative: outside)."""
+    low = e["weakest"]["optimal_fraction"]
+    return low - MARGIN[0] if e["wanted"] == "succeeds" else MARGIN[1] - low
+
+
+def entry_text(e: dict) -> str:
+    """verdict, weakest cell's fraction optimal [95% interval], ! when the margin is missing."""
+    w = e["weakest"]
+    lo, hi = w["ci95"]
+    return f"{e['verdict']} {w['optimal_fraction']:.2f} [{lo:.2f},{hi:.2f}]" + ("!" if e["with_margin"] is False else "")
+
+
 def format_table(report: dict) -> str:
-    agents, groups, table = report["agents"], report["coverages"], report["table"]
+    agents, groups, table, entries = report["agents"], report["coverages"], report["table"], report["entries"]
     if "expected" not in report:
         return json.dumps(table, indent=1)
-    width = max(len(wg.COVERAGE_NAMES[c]) for c in groups) + 2
-    column = 30
+    texts = {}
+    for a in agents:
+        for c in groups:
+            text, e = entry_text(entries[a][c]), entries[a][c]
+            if e["wanted"] is not None and e["verdict"] != e["wanted"]:
+                source = "paper" if a in report["expected"] else "predicted"
+                text += f" ({source}: {e['wanted']})"
+            texts[a, c] = text
+    width = max(len(wg.COVERAGE_NAMES[c]) for c in groups + ["all"]) + 5  # "evaluation data" fits
+    column = max(len(t) for t in list(texts.values()) + [LABELS[a] for a in agents]) + 3
     lines = ["evaluation data".ljust(width) + "".join(LABELS[a].ljust(column) for a in agents)]
     for c in groups:
-        cells = []
-        for a in agents:
-            mark = ""
-            for source, key in (("paper", "expected"), ("predicted", "predicted")):
-                wanted = report.get(key, {}).get(a, {}).get(c)
-                if wanted is not None and table[a][c] != wanted:
-                    mark = f" ({source}: {wanted})"
-            cells.append((table[a][c] + mark).ljust(column))
-        lines.append(wg.COVERAGE_NAMES[c].ljust(width) + "".join(cells))
+        lines.append(wg.COVERAGE_NAMES[c].ljust(width) + "".join(texts[a, c].ljust(column) for a in agents))
+    lines.append(
+        "each entry: verdict, weakest cell's fraction of seeds optimal [95% interval]; ! = no margin (succeeds "
+        f"needs >= {MARGIN[0]:.2f} in every cell, fails <= {MARGIN[1]:.2f} in some cell)"
+    )
     detail = f"({report['seeds']} seeds, {report['updates']} updates)"
     if report["expected"]:
         verb = "reproduces" if report["matches_paper"] else "does NOT reproduce"
@@ -385,6 +470,15 @@ def format_table(report: dict) -> str:
         else:
             verb = "does NOT match" if one else "do NOT match"
         lines.append(f"{', '.join(report['predicted'])} {verb} Theorem 1's prediction (ER's row) {detail}")
+    judged = [(slack(entries[a][c]), a, c) for a in agents for c in groups if entries[a][c]["wanted"] is not None]
+    if judged:
+        kept, total = report["entries_with_margin"]
+        _, a, c = min(judged)
+        w = entries[a][c]["weakest"]
+        lines.append(
+            f"with the margin: {kept}/{total} entries; closest to its line: {a} on {wg.COVERAGE_NAMES[c]}, "
+            f"layout {w['layout']} cell {tuple(w['cell'])}, {w['optimal_count']}/{report['seeds']} seeds optimal"
+        )
     paper = [a for a in agents if a in report["expected"]]
     if paper:
         total = len(paper) * len(groups)

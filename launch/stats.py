@@ -18,6 +18,12 @@ A *final score* is one number per member (launch/results.py: the mean of its las
   probability_of_improvement_ci95
                   its 95% percentile-bootstrap interval, X and Y resampled independently
 
+Of a fraction (k of n seeds optimal in a cell, mbgen offline):
+
+  wilson_ci95     the Wilson score interval, with p = k/n and z = z_{0.975}:
+                  (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)
+                  (unlike p -+ z sqrt(p(1-p)/n) it stays inside [0, 1] and is not empty at k = 0 or n)
+
 Bootstraps use scipy.stats.bootstrap with a fixed seed, so a report is reproducible.
 An interval over identical values collapses to that value.
 """
@@ -45,6 +51,18 @@ def mean_ci95(values) -> tuple[float, float, float]:
         return mean, mean, mean
     half = t975(v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
     return mean, mean - half, mean + half
+
+
+def wilson_ci95(successes: int, n: int) -> tuple[float, float]:
+    """(low, high): the Wilson score 95% interval of the fraction successes / n (formula above)."""
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"wilson_ci95 needs 0 <= successes <= n and n >= 1, got {successes} of {n}")
+    z = float(sps.norm.ppf(0.975))
+    p = successes / n
+    scale = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / scale
+    half = z / scale * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def clip_interval(low: float, high: float, bounds: tuple[float, float] | None) -> tuple[float, float]:

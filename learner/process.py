@@ -2,11 +2,11 @@
 
 Per update: wait until the rate limiter allows update u+1 (and, for model agents,
 until the model server has the imagined batch u+1 ready), train on it, count
-it, ring the processes waiting on the count, then
+it, publish the Q parameters every `publish_period` updates (version = u), ring
+the processes waiting on the count or the version, then
   - push an evaluation snapshot when u equals the updates the protocol calls for
     at an evaluation point t (k * max(0, t - learning_starts)), so evaluation at
     t always sees the policy after exactly that many updates;
-  - publish the Q parameters every `publish_period` updates (version = u);
   - at a checkpoint cut (every `checkpoint_period` updates, at the end, and when
     the supervisor asks for a stop): wait until every evaluation pushed so far is
     written, write the learner's part (networks, optimiser, sampling streams,
@@ -187,13 +187,13 @@ class Learner:
             if self.dqn.updates == 1:
                 self.counters.update_times[0] = time.time()
             self.counters.update_times[1] = time.time()
+            if self.dqn.updates % self.cfg.publish_period == 0:  # before the ring: a lock-step model server
+                with timer.phase("publish"):  # waits for this version, and the ring is what wakes it
+                    self.publish()
             with timer.phase("notify"):
                 self.ring_updates.ring()
             with timer.phase("eval_snapshot"):
                 self.push_due_evals()
-            if self.dqn.updates % self.cfg.publish_period == 0:
-                with timer.phase("publish"):
-                    self.publish()
             if self.dqn.updates == self.counters.cut_at:
                 self.cut()
             self.tick()

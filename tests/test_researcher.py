@@ -178,3 +178,21 @@ def test_export_and_a_second_run_into_the_same_directory_is_refused(grid_run):
     assert "already holds a run (config.toml, metrics.jsonl); continue it with --resume" in again.stderr
     assert "pass --force" in again.stderr
     assert sizes == {name: os.path.getsize(os.path.join(run_dir, name)) for name in sizes}  # nothing started
+
+
+def test_seed_options_name_the_seeds_the_same_way_in_run_and_offline():
+    from launch.cli import build_parser
+    from launch.config import config_from_args
+
+    parser = build_parser()
+
+    def seeds(*argv):
+        args, extra = parser.parse_known_args(["run", *argv])
+        return config_from_args(args, extra).seeds
+
+    assert seeds("--seeds", "3") == [0, 1, 2]
+    assert seeds("--first-seed", "30", "--seeds", "3") == [30, 31, 32]  # a disjoint set of the same size
+    assert seeds("--first-seed", "7") == [7]
+    assert seeds("--seed-list", "9,2") == [9, 2]
+    offline = parser.parse_args(["offline", "--first-seed", "60", "--seeds", "30"])
+    assert (offline.first_seed, offline.seeds, offline.seed_list) == (60, 30, None)

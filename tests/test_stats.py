@@ -11,6 +11,7 @@ from launch.stats import (
     probability_of_improvement_ci95,
     score_summary,
     t975,
+    wilson_ci95,
 )
 
 
@@ -25,6 +26,17 @@ def test_mean_ci95_by_hand():
     mean, lo, hi = mean_ci95([1.0, 2.0, 3.0])
     assert mean == 2.0 and lo == pytest.approx(2 - 2.4843, abs=1e-3) and hi == pytest.approx(2 + 2.4843, abs=1e-3)
     assert mean_ci95([5.0]) == (5.0, 5.0, 5.0)
+
+
+def test_wilson_interval_by_hand():
+    # 5 of 10: centre 0.5; half = 1.96 / 1.38415 * sqrt(0.025 + 3.8415 / 400) = 0.26340
+    assert wilson_ci95(5, 10) == pytest.approx((0.23659, 0.76341), abs=1e-5)
+    # 0 of 30: low is exactly 0, high = 2 (z^2 / 60) / (1 + z^2 / 30) = 0.11352
+    low, high = wilson_ci95(0, 30)
+    assert low == 0.0 and high == pytest.approx(0.11352, abs=1e-5)
+    assert wilson_ci95(30, 30) == pytest.approx((1 - high, 1.0), abs=1e-12)  # symmetric in k <-> n - k
+    with pytest.raises(ValueError, match="0 <= successes <= n"):
+        wilson_ci95(4, 3)
 
 
 def test_iqm_drops_a_quarter_from_each_end():
