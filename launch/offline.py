@@ -51,11 +51,11 @@ import torch
 import envs
 from envs import wallgrid as wg
 from envs.base import TRANSITION_FIELDS, Transitions
+from launch.config import add_seed_options, seeds_from_args
+from launch.stats import wilson_ci95
 from learner.agents import q_shape
 from learner.config import RunConfig
 from learner.dqn import q_network
-from launch.config import add_seed_options, seeds_from_args
-from launch.stats import wilson_ci95
 
 AGENTS = {
     "er": {"agent": "er"},
@@ -330,7 +330,7 @@ def main(args: argparse.Namespace) -> int:
     os.makedirs(out, exist_ok=True)
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     builtin = args.env == "wallgrid3x3" and not args.dataset
-    results, table, entries, accuracy, timing, study, digests = [], {}, {}, {}, {}, {}, {}
+    results, table, entries, accuracy, timing, study, weakest, digests = [], {}, {}, {}, {}, {}, {}, {}
     started = time.time()
     for i, agent in enumerate(agents):
         log(
@@ -361,8 +361,10 @@ def main(args: argparse.Namespace) -> int:
                     with np.load(os.path.join(checkpoints, name)) as f:
                         earlier = greedy_on_cells(cfg, f["q"]).reshape(len(groups), len(seeds), -1)
                         budget = str(int(f["updates"]))
-                    study.setdefault(budget, {})[agent] = {
-                        group: verdict(cell_statistics(earlier[g])) for g, group in enumerate(groups)
+                    stats = [cell_statistics(earlier[g]) for g in range(len(groups))]
+                    study.setdefault(budget, {})[agent] = {group: verdict(stats[g]) for g, group in enumerate(groups)}
+                    weakest.setdefault(budget, {})[agent] = {
+                        group: min(r["optimal_fraction"] for r in stats[g]) for g, group in enumerate(groups)
                     }
             if cfg.spec.model_server:
                 with np.load(os.path.join(out, agent, "checkpoints", "model-final.npz")) as f:
@@ -400,9 +402,13 @@ def main(args: argparse.Namespace) -> int:
         judged = [entries[a][c] for a in agents for c in groups if entries[a][c]["wanted"] is not None]
         report["entries_with_margin"] = [sum(e["with_margin"] for e in judged), len(judged)]
         study[str(args.updates)] = table
+        weakest[str(args.updates)] = {
+            a: {c: entries[a][c]["weakest"]["optimal_fraction"] for c in groups} for a in agents
+        }
         report["budget_study"] = {
             budget: {
                 "table": study[budget],
+                "weakest_fraction": weakest[budget],  # per agent and coverage: its weakest cell's fraction optimal
                 "cells_matching": sum(
                     study[budget][a][c] == EXPECTED[a][c] for a in study[budget] if a in EXPECTED for c in groups
                 ),
@@ -435,7 +441,9 @@ def entry_text(e: dict) -> str:
     """verdict, weakest cell's fraction optimal [95% interval], ! when the margin is missing."""
     w = e["weakest"]
     lo, hi = w["ci95"]
-    return f"{e['verdict']} {w['optimal_fraction']:.2f} [{lo:.2f},{hi:.2f}]" + ("!" if e["with_margin"] is False else "")
+    return f"{e['verdict']} {w['optimal_fraction']:.2f} [{lo:.2f},{hi:.2f}]" + (
+        "!" if e["with_margin"] is False else ""
+    )
 
 
 def format_table(report: dict) -> str:

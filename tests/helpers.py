@@ -213,6 +213,23 @@ def mbgen(*args, timeout=240):
     )
 
 
+def mbgen_refusal(*args) -> tuple[int, str]:
+    """The `mbgen` command line in this interpreter: (exit code, stderr). For refusals only: they come
+    before any process starts, and a fresh interpreter would add seconds of imports to each."""
+    import contextlib
+    import io
+
+    from launch.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse's own refusals
+            code = exit_.code
+    return code, err.getvalue()
+
+
 # -- whole runs through the command line -----------------------------------------------------
 def start(*args):
     return subprocess.Popen(

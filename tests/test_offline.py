@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import mbgen
+from helpers import mbgen, mbgen_refusal
 
 from envs import wallgrid as wg
 from envs.grid import LEFT, RIGHT, STAY, UP
@@ -55,8 +55,13 @@ def test_an_entry_shows_its_weakest_cell_and_whether_it_keeps_the_margin():
     assert rows[j]["optimal_count"] == 19 and rows[j]["ci95"] == [0.4551, 0.7813]  # Wilson, by launch/stats.py
     e = entry(rows, "succeeds")
     assert e["verdict"] == "succeeds" and e["with_margin"] is False
-    assert e["weakest"] == {"layout": 1, "cell": [1, 2], "optimal_count": 19, "optimal_fraction": 19 / 30,
-                            "ci95": [0.4551, 0.7813]}
+    assert e["weakest"] == {
+        "layout": 1,
+        "cell": [1, 2],
+        "optimal_count": 19,
+        "optimal_fraction": 19 / 30,
+        "ci95": [0.4551, 0.7813],
+    }
     actions[:1, j] = optimal[j]  # 20 of 30 = 2/3 exactly: the margin holds
     assert entry(cell_statistics(actions), "succeeds")["with_margin"] is True
     actions[:20, j] = STAY  # 10 of 30 = 1/3: fails, with the margin
@@ -115,7 +120,17 @@ def test_the_whole_pipeline_at_a_tiny_budget(tmp_path):
         assert row["ci95"][0] <= row["optimal_fraction"] <= row["ci95"][1]
     for agent, row in report["entries"].items():
         for coverage, e in row.items():
-            assert e["wanted"] == report["expected"][agent][coverage] and e["verdict"] == report["table"][agent][coverage]
+            assert (
+                e["wanted"] == report["expected"][agent][coverage] and e["verdict"] == report["table"][agent][coverage]
+            )
+    study = report["budget_study"]
+    assert list(study) == [str(b) for b in range(5, 41, 5)]  # a checkpoint every updates/8
+    for row in study.values():
+        assert all(0.0 <= f <= 1.0 for by_coverage in row["weakest_fraction"].values() for f in by_coverage.values())
+    final = study["40"]["weakest_fraction"]
+    assert final == {
+        a: {c: e["weakest"]["optimal_fraction"] for c, e in row.items()} for a, row in report["entries"].items()
+    }
     kept, total = report["entries_with_margin"]
     assert total == 12 and 0 <= kept <= 12
     assert set(report["q_sha256"]) == {"er", "model1", "model10"}
@@ -180,8 +195,9 @@ def test_a_custom_dataset_file(tmp_path):
     ],
 )
 def test_bad_offline_options(tmp_path, args, message):
-    done = mbgen("offline", *args, "--out", str(tmp_path / "x"), "--quiet")
-    assert done.returncode == 2 and message in done.stderr
+    code, stderr = mbgen_refusal("offline", *args, "--out", str(tmp_path / "x"), "--quiet")
+    assert code == 2 and message in stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_the_table_agents_are_checked_against_theorem_1s_prediction():
@@ -227,12 +243,36 @@ def test_the_table_agents_are_checked_against_theorem_1s_prediction():
     lines = format_table(report).splitlines()
     assert lines[0].split() == ["evaluation", "data", "DQN", "+", "ER", "table,", "10-step", "ensemble,", "10-step"]
     # verdict, weakest cell's fraction optimal [interval], ! without the margin; ens10 is judged against nothing
-    assert lines[1].split() == ["All-Evaluation", "succeeds", "1.00", "[0.89,1.00]", "succeeds", "0.63", "[0.46,0.78]!",
-                                "fails", "0.10", "[0.03,0.26]"]
-    assert lines[2].split() == ["Path-to-Goal", "fails", "0.00", "[0.00,0.11]", "succeeds", "1.00", "[0.89,1.00]!",
-                                "(predicted:", "fails)", "fails", "0.00", "[0.00,0.11]"]
+    assert lines[1].split() == [
+        "All-Evaluation",
+        "succeeds",
+        "1.00",
+        "[0.89,1.00]",
+        "succeeds",
+        "0.63",
+        "[0.46,0.78]!",
+        "fails",
+        "0.10",
+        "[0.03,0.26]",
+    ]
+    assert lines[2].split() == [
+        "Path-to-Goal",
+        "fails",
+        "0.00",
+        "[0.00,0.11]",
+        "succeeds",
+        "1.00",
+        "[0.89,1.00]!",
+        "(predicted:",
+        "fails)",
+        "fails",
+        "0.00",
+        "[0.00,0.11]",
+    ]
     assert "reproduces the paper's table (30 seeds, 40 updates)" in lines
     assert "table10 does NOT match Theorem 1's prediction (ER's row) (30 seeds, 40 updates)" in lines
     # table10 on Path-to-Goal is furthest on the wrong side of its line (1.00 where <= 1/3 is wanted)
-    assert "with the margin: 2/4 entries; closest to its line: table10 on Path-to-Goal, layout 1 cell (1, 2), " \
-           "30/30 seeds optimal" in lines
+    assert (
+        "with the margin: 2/4 entries; closest to its line: table10 on Path-to-Goal, layout 1 cell (1, 2), "
+        "30/30 seeds optimal" in lines
+    )

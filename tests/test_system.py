@@ -9,7 +9,19 @@ import time
 
 import numpy as np
 import pytest
-from helpers import ROOT, assert_all_gone, descendants, events, mbgen, metrics, start, summary, tiny_run, wait_for
+from helpers import (
+    ROOT,
+    assert_all_gone,
+    descendants,
+    events,
+    mbgen,
+    mbgen_refusal,
+    metrics,
+    start,
+    summary,
+    tiny_run,
+    wait_for,
+)
 
 from launch.config import load_toml
 from learner.config import RunConfig
@@ -210,7 +222,10 @@ def test_remote_actor_joins_over_tcp_with_keys(tmp_path):
     "args,message",
     [
         (["--steps", "-5"], "steps must be an integer >= 1, or 0 for the regime's budget, got -5"),
-        (["--agent", "dreamer"], "agent must be one of er, simple, perfect, latent-cat, latent-gauss, ensemble, table, got 'dreamer'"),
+        (
+            ["--agent", "dreamer"],
+            "agent must be one of er, simple, perfect, latent-cat, latent-gauss, ensemble, table, got 'dreamer'",
+        ),
         (["--env", "panflute", "--env.num_pipes", "0"], "env_params: num_pipes must be an integer >= 1, got 0"),
         (["--tolerance", "lots"], "tolerance must be a number >= 0, got 'lots'"),
         (["--regime", "medium"], "regime must be one of high, low, got 'medium'"),
@@ -231,9 +246,9 @@ def test_remote_actor_joins_over_tcp_with_keys(tmp_path):
 )
 def test_bad_options_are_refused_before_anything_starts(tmp_path, args, message):
     run_dir = tmp_path / "never"
-    done = mbgen("run", *args, "--out", str(run_dir))
-    assert done.returncode == 2
-    assert message in done.stderr
+    code, stderr = mbgen_refusal("run", *args, "--out", str(run_dir))
+    assert code == 2
+    assert message in stderr
     assert not run_dir.exists()
 
 
