@@ -90,13 +90,15 @@ DEFAULT_UPDATES = 3000  # the smallest budget that reproduced the table robustly
 # not converged (README: budget study). Every value can be overridden on the command line.
 LEARNING = {"lr": 3e-3, "temperature": 1.0, "model_lr": 1e-3, "target_period": 10}
 DEFAULT_SEEDS = 30  # the paper's seeds per agent and coverage level
-SEED_STRIDE = 1000  # member seed = coverage index * SEED_STRIDE + seed, so seeds are below it
+SEED_STRIDE = 1000  # member seed = (coverage's index in this run) * SEED_STRIDE + seed, so seeds are below it
 MARGIN = (2 / 3, 1 / 3)  # weakest-cell fraction optimal an entry needs: >= 2/3 to succeed, <= 1/3 to fail
 STUDY_POINTS = 8  # budgets the table is also evaluated at: every updates/8
 
 
 def add_offline_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--coverage", default="ALL", help="all, path, single, none, or ALL (every level)")
+    parser.add_argument(
+        "--coverage", default="ALL", help="comma-separated levels of all, path, single, none; or ALL (every level)"
+    )
     parser.add_argument("--agents", default="er,model1,model10", help="comma-separated: " + ", ".join(AGENTS))
     add_seed_options(parser, f"per agent and coverage level (default: {DEFAULT_SEEDS}, from 0)")
     parser.add_argument(
@@ -258,11 +260,15 @@ def hidden_sizes(spec: str) -> list[int]:
 
 
 def coverage_levels(spec: str) -> list[str]:
+    """Comma-separated coverage levels, in the table's order; ALL: every level."""
     if spec == "ALL":
         return list(wg.COVERAGES)
-    if spec not in wg.COVERAGES:
-        raise ValueError(f"--coverage must be one of {', '.join(wg.COVERAGES)} or ALL, got {spec!r}")
-    return [spec]
+    names = [c.strip() for c in spec.split(",")]
+    if not all(c in wg.COVERAGES for c in names) or len(set(names)) != len(names):
+        raise ValueError(
+            f"--coverage must be one or more of {', '.join(wg.COVERAGES)} (comma-separated, distinct) or ALL, got {spec!r}"
+        )
+    return [c for c in wg.COVERAGES if c in names]
 
 
 def agent_names(spec: str) -> list[str]:

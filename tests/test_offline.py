@@ -8,7 +8,7 @@ from helpers import mbgen, mbgen_refusal
 
 from envs import wallgrid as wg
 from envs.grid import LEFT, RIGHT, STAY, UP
-from launch.offline import cell_statistics, entry, evaluation_cells, load_dataset, remaining, verdict
+from launch.offline import cell_statistics, coverage_levels, entry, evaluation_cells, load_dataset, remaining, verdict
 
 
 def test_evaluation_cells_are_the_open_cells_of_both_layouts():
@@ -182,10 +182,23 @@ def test_a_custom_dataset_file(tmp_path):
     assert report["coverages"] == ["custom"] and set(report["table"]["er"]) == {"custom"}
 
 
+def test_coverage_levels_are_a_list_in_the_tables_order():
+    assert coverage_levels("ALL") == ["all", "path", "single", "none"]
+    assert coverage_levels("single,path") == ["path", "single"]
+    assert coverage_levels("none") == ["none"]
+    for bad in ("path,path", "path,most", ""):
+        with pytest.raises(ValueError, match="--coverage must be one or more of"):
+            coverage_levels(bad)
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--coverage", "most"], "--coverage must be one of all, path, single, none or ALL, got 'most'"),
+        (
+            ["--coverage", "most"],
+            "--coverage must be one or more of all, path, single, none (comma-separated, distinct)",
+        ),
+        (["--coverage", "path,path"], "or ALL, got 'path,path'"),
         (["--agents", "er,dreamer"], "--agents must list some of er, model1, model10"),
         (["--env", "procmaze"], "the built-in datasets are WallGrid3x3's"),
         (["--seed-list", "4,1000"], "offline seeds must be below 1000"),
