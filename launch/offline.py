@@ -32,8 +32,9 @@ Outputs in --out: offline.json, timing.json, offline.png (arrows: fraction of
 seeds choosing each action), and one run directory per agent.
 
 The budget study: the learner checkpoints every updates/8 Q updates, and the
-table is evaluated at every checkpoint too (training up to update k is exactly a
-k-update run), so one run shows how the table changes with the budget.
+table and each entry's weakest-cell fraction are evaluated at every checkpoint
+too (training up to update k is exactly a k-update run), so one run shows how
+the table changes with the budget.
 """
 
 from __future__ import annotations
@@ -83,11 +84,11 @@ EXPECTED = {  # PAPER.md section 5.1
     "model10": {"all": "succeeds", "path": "succeeds", "single": "succeeds", "none": "fails"},
 }
 PREDICTED = {"table1": EXPECTED["er"], "table10": EXPECTED["er"]}  # Theorem 1 (part 3): a table behaves like ER
-DEFAULT_UPDATES = 3000  # the smallest budget that reproduced the table robustly (README: budget study)
+DEFAULT_UPDATES = 3000  # the first budget at which the table reproduces (README: the offline experiment)
 # The paper trains 1M updates of 200-unit networks at its online step sizes. To finish 30 seeds x
 # 4 datasets x 3 agents in minutes on 2 cores we train 64-unit networks with larger step sizes and
 # a faster target refresh; with 200 units at 1000s of updates the cells next to the centre wall had
-# not converged (README: budget study). Every value can be overridden on the command line.
+# not converged (README: the offline experiment). Every value can be overridden on the command line.
 LEARNING = {"lr": 3e-3, "temperature": 1.0, "model_lr": 1e-3, "target_period": 10}
 DEFAULT_SEEDS = 30  # the paper's seeds per agent and coverage level
 SEED_STRIDE = 1000  # member seed = (coverage's index in this run) * SEED_STRIDE + seed, so seeds are below it
