@@ -30,6 +30,9 @@ from replay.security import ClientKeys
 
 FIRST_PARAMS_TIMEOUT_S = 120.0
 REPORT_PERIOD_S = 5.0  # how often the run hears how much this actor sent
+# A report waits behind the inserts the service has not read: while the rate limiter pauses
+# inserts (a learner lagging on a busy machine) it reads nothing, so allow a long pause.
+REPORT_TIMEOUT_S = 120.0
 
 
 class RemoteParams:
@@ -47,7 +50,7 @@ class RemoteParams:
                 continue
             version, array = self.sub.newest[name]
             if self.versions.get(name) != version:
-                store.flat.copy_(torch.from_numpy(array))
+                store.flat.numpy()[:] = array  # the acting copy lives on the CPU
                 self.versions[name] = version
 
     def ready(self) -> bool:
@@ -98,11 +101,11 @@ def run_remote_actor(connect: str, keys_dir: str | None, name: str | None, envs_
         def report_now_and_then() -> None:
             nonlocal last_report
             if time.monotonic() - last_report > REPORT_PERIOD_S:
-                client.report(sent.tolist())
+                client.report(sent.tolist(), REPORT_TIMEOUT_S)
                 last_report = time.monotonic()
 
         Actor(cfg, slot, client, policy, params.refresh, sent, report_now_and_then).run()
-        client.report(sent.tolist())
+        client.report(sent.tolist(), REPORT_TIMEOUT_S)
         log.info("remote_actor_finished", sent=int(sent.sum()))
         return 0
     except StopRequested:
