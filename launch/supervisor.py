@@ -62,7 +62,7 @@ from learner.params import ParamBlock
 from learner.process import eval_snapshot_spec, next_cut, run_learner
 from replay.counters import DEAD, FINISHED, FREE, LIVE, PROCESS_SLOTS, RunCounters
 from replay.runtime import checkpoints, reaper
-from replay.runtime.lifecycle import StopRequested, StopSignal
+from replay.runtime.lifecycle import REPRODUCIBLE_MATH_ENV, StopRequested, StopSignal, child_environment
 from replay.runtime.logs import configure_logging, get_logger
 from replay.runtime.wiring import (
     EVALUATOR_SLOT,
@@ -348,7 +348,8 @@ class Supervisor:
 
     def spawn(self, name: str, heartbeat_slot: int, target, *args) -> None:
         process = SPAWN.Process(target=target, args=args, name=f"mbgen-{name}")
-        process.start()
+        with child_environment(REPRODUCIBLE_MATH_ENV if self.cfg.lockstep else {}):
+            process.start()
         self.children[name] = process
         self.slots[name] = heartbeat_slot
         self.launched[name] = time.time()

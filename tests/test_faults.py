@@ -16,6 +16,7 @@ import psutil
 import pytest
 from helpers import assert_all_gone, descendants, events, mbgen, metrics, start, summary, tiny_run, wait_for
 
+from replay.runtime.lifecycle import REPRODUCIBLE_MATH_ENV
 from replay.shm import leftover_segments
 
 pytestmark = pytest.mark.slow
@@ -83,6 +84,8 @@ def test_a_killed_lock_step_run_resumes_bit_identical(tmp_path):
         before = evaluations(killed)
         wait_for(lambda: evaluations(killed) > before, 60, "one more evaluation after the checkpoint")
         children = descendants(proc.pid)
+        learner_env = psutil.Process(run_pid(killed, "learner")).environ()  # the maths a lock-step run needs
+        assert learner_env.get("MKL_CBWR") == os.environ.get("MKL_CBWR", REPRODUCIBLE_MATH_ENV["MKL_CBWR"])
         os.killpg(proc.pid, signal.SIGKILL)  # everything, at once, mid-run
         proc.wait(10)
     finally:
@@ -219,13 +222,20 @@ def test_chaos_an_actor_the_replay_service_and_the_model_server_each_die_once(tm
     )
     victims = ["actor", "replay", "modelserver"]
     rng.shuffle(victims)
-    for i, role in enumerate(victims):
-        wait_for(lambda: evaluations(run_dir) >= 4 + 2 * i, 240, f"progress before killing the {role}")
-        if role == "modelserver":
-            wait_for(lambda: glob.glob(os.path.join(run_dir, "checkpoints", "u-*", "MANIFEST.json")), 120, "a cut")
-        pid = rng.choice(run_pids(run_dir, role))
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 10, "the kill")
+    try:
+        for i, role in enumerate(victims):
+            wait_for(lambda: evaluations(run_dir) >= 4 + 2 * i, 240, f"progress before killing the {role}")
+            if role == "modelserver":
+                wait_for(lambda: glob.glob(os.path.join(run_dir, "checkpoints", "u-*", "MANIFEST.json")), 120, "a cut")
+            # After a model server's death the run restarts from its checkpoint: wait for the new processes.
+            wait_for(lambda: run_pids(run_dir, role), 120, f"a live {role}")
+            pid = rng.choice(run_pids(run_dir, role))
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 10, "the kill")
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGTERM)  # a clean stop: no shared memory left to fail the next test
+        proc.wait(30)
+        raise
     code, stderr = finish(proc, timeout=400)
     assert code == 0, f"MBGEN_CHAOS_SEED={seed} killed {victims}\n{stderr}"
     s = summary(run_dir)
