@@ -67,10 +67,10 @@ class Batch:
         )
 
     def tensors(self) -> dict:
-        """Zero-copy torch views of the buffers."""
+        """Zero-copy torch views of the buffers the models and Q read (continuation, not terminal)."""
         import torch  # the replay service itself never needs torch
 
-        return {k: torch.from_numpy(getattr(self, k)) for k in ("obs", "action", "reward", "next_obs", "continuation")}
+        return {k: torch.from_numpy(getattr(self, k)) for k in FIELDS if k != "terminal"}
 
 
 class ReplayStore:
