@@ -19,8 +19,9 @@ store filled from the dataset (no actors, no ratio). Every coverage level
 and seed is one member of a single population per agent.
 
 Runs are lock-step by default (--lockstep on): model update u and rollout u are
-made with Q version u, then Q update u+1 trains on them, so the same seeds give
-the same offline.json bit for bit (wall times go to timing.json).
+made with Q version u, then Q update u+1 trains on them, and the processes run
+MKL in its strict reproducibility mode (replay/runtime/lifecycle.py), so the same
+seeds give the same offline.json bit for bit (wall times go to timing.json).
 
 Evaluation (paper section 2): in every open cell of both evaluation layouts,
 each seed's greedy action; a cell is wrong when the majority of seeds choose a
