@@ -18,8 +18,8 @@ from contextlib import contextmanager
 # can get other kernels than one thread alone: the results then differ in the last bits, from
 # run to run (measured: 2 of 24 runs of 300 sharded Q updates). MKL's strict conditional
 # numerical reproducibility fixes the kernels whatever the threads or alignment; lock-step runs,
-# which promise the same bits from the same seeds, run their processes with it. It costs ER at
-# 1 seed about 15% of its update rate (2 threads per GEMM), nothing measurable at 30 seeds.
+# which promise the same bits from the same seeds, run their processes with it. Its cost is within
+# noise here (idle, ER Q updates at 1 seed: 2,743-2,770 vs 2,781-2,868 member-updates/s).
 REPRODUCIBLE_MATH_ENV = {"MKL_CBWR": "AUTO,STRICT"}
 
 
