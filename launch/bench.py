@@ -1,6 +1,7 @@
 """`mbgen bench`: throughput of every layer, each figure beside its reference, measured in one run.
 
-  matmul         float32 [320,200]x[200,200] FLOP/s with every core: the arithmetic ceiling
+  matmul         float32 [320,200]x[200,200] FLOP/s with every core (the update's widest product), and
+                 [2048,2048]x[2048,2048] (the machine's top rate): the arithmetic ceilings
   envs           env steps/s at E=1 and E=256 (python -m envs.bench)
   replay         ingest and sampling transitions/s (python -m replay.bench)
   single process the same ER / simple-model update loop in one process, no sockets: the floor the
@@ -8,7 +9,10 @@
   end to end     real multi-process runs (actors, replay service, learner, model server, evaluator at
                  protocol settings, evaluation every 500 steps, ratio 1 enforced) on ProcMaze(4), counted
                  from the first update to the last
-FLOP efficiency = network FLOPs per member-update x member-updates/s / matmul FLOP/s.
+FLOP efficiency = network FLOPs per member-update x member-updates/s / matmul FLOP/s. The same
+arithmetic is printed for every end-to-end figure, the reference's and the goal's (`arithmetic`): an
+update's matrix products are the floor of its time, so a goal asking for more GFLOP/s than the matmul
+rate cannot be met by any implementation of the same maths on this machine.
 
 Every throughput is in member-updates per second (updates/s x population members), the unit of the
 authors' code's timer (`../shared/reference/run`, which vmaps its seeds): each end-to-end figure is
@@ -51,6 +55,8 @@ RATIO_GOALS = {  # mbgen / reference, end to end (issue 13)
     "er_p30_member_updates_per_s": 1.5,
     "simple_p30_member_updates_per_s": 2.0,
 }
+PEAK_SHAPE = (2048, 2048, 2048)  # a product large enough to run at the machine's top float32 rate
+PEAK_NAME = "[{0},{1}]x[{1},{2}]".format(*PEAK_SHAPE)
 EFFICIENCY_GOAL = 0.60  # simple model, 30 members: share of the machine's matmul rate
 BENCH_ENV = {"env": "procmaze", "env_params": {"grid_size": 4}}
 BUSY_CORES = 0.25  # other processes using more than this many cores on average: a busy machine
@@ -116,19 +122,21 @@ def add_bench_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def matmul_gflops(seconds: float) -> float:
+def matmul_gflops(seconds: float, m: int = 320, k: int = 200, n: int = 200) -> float:
+    """Best float32 FLOP/s of an [m,k]x[k,n] product with every core, over five slices of `seconds`."""
     torch.set_num_threads(os.cpu_count() or 1)
-    a, b = torch.randn(320, 200), torch.randn(200, 200)
-    for _ in range(50):
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    per_slice = max(1, int(5e8 / (2 * m * k * n)))  # products between clock reads: about 0.5 GFLOP
+    for _ in range(3):
         a @ b
     best = 0.0
     for _ in range(5):
-        n, start = 0, time.perf_counter()
+        count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds / 5:
-            for _ in range(50):
+            for _ in range(per_slice):
                 a @ b
-            n += 50
-        best = max(best, 2 * 320 * 200 * 200 * n / (time.perf_counter() - start) / 1e9)
+            count += per_slice
+        best = max(best, 2 * m * k * n * count / (time.perf_counter() - start) / 1e9)
     return best
 
 
@@ -259,7 +267,9 @@ def run(quick: bool, sections: set[str], device: str, log=print) -> dict:
     scale = 0.5 if quick else 1.0
     if "matmul" in sections:
         results["matmul_gflops"] = matmul_gflops(2.0 * scale)
-        log(f"matmul {results['matmul_gflops']:.1f} GFLOP/s")
+        log(f"matmul [320,200]x[200,200] {results['matmul_gflops']:.1f} GFLOP/s")
+        results["matmul_peak_gflops"] = matmul_gflops(2.0 * scale, *PEAK_SHAPE)
+        log(f"matmul {PEAK_NAME} {results['matmul_peak_gflops']:.1f} GFLOP/s")
     if "envs" in sections:
         from envs.bench import run as env_bench
 
@@ -327,6 +337,56 @@ def ratios(r: dict, reference: dict) -> dict:
     return {k: r[k] / reference[k] for k in RATIO_GOALS if k in r and k in reference and reference[k] > 0}
 
 
+def arithmetic(r: dict) -> dict:
+    """Network arithmetic (GFLOP per member-update x member-updates/s) of each end-to-end figure: mbgen's,
+    the reference's and what the goal asks, in GFLOP/s and as shares of the matmul rates measured.
+
+    The update's matrix products are the physical floor of its time: a goal asking for more GFLOP/s
+    than the machine's matmul rate cannot be met by any implementation of the same maths."""
+    out = {}
+    reference = r.get("reference", {})
+    for key, goal in RATIO_GOALS.items():
+        agent = key.split("_")[0]
+        if key not in r or f"{agent}_update_gflop" not in r:
+            continue
+        gflop = r[f"{agent}_update_gflop"]
+        row = {"mbgen_gflops": r[key] * gflop}
+        if key in reference:
+            row["reference_gflops"] = reference[key] * gflop
+            row["goal_gflops"] = goal * reference[key] * gflop
+        for ceiling in ("matmul_gflops", "matmul_peak_gflops"):
+            if r.get(ceiling):
+                row |= {
+                    f"{k[:-7]}_share_of_{ceiling[:-7]}": v / r[ceiling]
+                    for k, v in list(row.items())
+                    if k.endswith("_gflops")
+                }
+        out[key] = row
+    return out
+
+
+def arithmetic_lines(r: dict) -> list[str]:
+    rows = r.get("arithmetic", {})
+    if not rows:
+        return []
+    names = {"er": "ER", "simple": "simple model"}
+    ceilings = [f"{r['matmul_gflops']:.1f} GFLOP/s ([320,200]x[200,200])"] if r.get("matmul_gflops") else []
+    if r.get("matmul_peak_gflops"):
+        ceilings.append(f"{r['matmul_peak_gflops']:.1f} ({PEAK_NAME})")
+    lines = ["network arithmetic, GFLOP/s (GFLOP per member-update x member-updates/s)"]
+    if ceilings:
+        lines[0] += "; matmul rate " + ", ".join(ceilings)
+    for key, row in rows.items():
+        agent, members = key.split("_")[:2]
+        parts = []
+        for who in ("mbgen", "reference", "goal"):
+            if f"{who}_gflops" in row:
+                share = row.get(f"{who}_share_of_matmul")
+                parts.append(f"{who} {row[f'{who}_gflops']:.1f}" + (f" ({share:.0%})" if share is not None else ""))
+        lines.append(f"  {names[agent]} P={members[1:]}: " + ", ".join(parts))
+    return lines
+
+
 def table(r: dict) -> str:
     """The figures as a table: each throughput beside the reference, their ratio and the goal."""
     reference, ratio = r.get("reference", {}), r.get("ratios", {})
@@ -348,6 +408,7 @@ def table(r: dict) -> str:
         )
 
     add("matmul [320,200]x[200,200]", "matmul_gflops", "GFLOP/s")
+    add(f"matmul {PEAK_NAME}", "matmul_peak_gflops", "GFLOP/s")
     for agent, name in (("er", "ER"), ("simple", "simple model")):
         add(f"{name} P=1, end to end", f"{agent}_p1_member_updates_per_s", "member-updates/s")
         add(f"{name} P=1, single process", f"single_process_{agent}_p1_member_updates_per_s", "member-updates/s")
@@ -370,7 +431,7 @@ def table(r: dict) -> str:
     ]
     if reference:
         lines.append(f"reference: {r.get('reference_source', '')}")
-    return "\n".join(lines)
+    return "\n".join(lines + arithmetic_lines(r))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -399,6 +460,7 @@ def main(args: argparse.Namespace) -> int:
         during_load = during.stop()
     results["reference"], results["reference_source"] = reference, source
     results["ratios"] = ratios(results, reference)
+    results["arithmetic"] = arithmetic(results)
     results["other_load_before"] = before_load
     results["other_load_during"] = during_load
     results["busy"] = bool(load_warning(during_load, "") or load_warning(before_load, ""))

@@ -5,7 +5,7 @@ import json
 import pytest
 from helpers import mbgen
 
-from launch.bench import REFERENCE, load_reference, ratios, table
+from launch.bench import REFERENCE, arithmetic, load_reference, ratios, table
 
 
 def test_ratios_and_the_table_put_like_beside_like(tmp_path):
@@ -17,6 +17,32 @@ def test_ratios_and_the_table_put_like_beside_like(tmp_path):
     er_row = next(line for line in text.splitlines() if line.startswith("ER P=1, end to end"))
     assert "(member-updates/s)" in er_row and "206.0" in er_row and "412.0" in er_row and "0.50x" in er_row
     assert ">= 1.0x" in er_row and "reference: here" in text
+
+
+def test_the_arithmetic_each_figure_and_each_goal_asks_of_the_machine():
+    """GFLOP/s = GFLOP per member-update x member-updates/s, beside the matmul rates: by hand, ER updates of
+    0.25 GFLOP at 200 (mbgen) and 400 (reference) member-updates/s are 50 and 100 GFLOP/s; P=1's goal (1.0x)
+    asks 100, P=30's (1.5x of 400) asks 150, 1.5 times a matmul rate of 100."""
+    r = {
+        "er_p1_member_updates_per_s": 200.0,
+        "er_p30_member_updates_per_s": 300.0,
+        "er_update_gflop": 0.25,
+        "matmul_gflops": 100.0,
+        "matmul_peak_gflops": 200.0,
+        "reference": {"er_p1_member_updates_per_s": 400.0, "er_p30_member_updates_per_s": 400.0},
+    }
+    a = arithmetic(r)
+    assert set(a) == {"er_p1_member_updates_per_s", "er_p30_member_updates_per_s"}  # no simple figures, no rows
+    p1, p30 = a["er_p1_member_updates_per_s"], a["er_p30_member_updates_per_s"]
+    assert (p1["mbgen_gflops"], p1["reference_gflops"], p1["goal_gflops"]) == (50.0, 100.0, 100.0)
+    assert (p1["mbgen_share_of_matmul"], p1["mbgen_share_of_matmul_peak"], p1["goal_share_of_matmul"]) == (
+        0.5,
+        0.25,
+        1.0,
+    )
+    assert (p30["mbgen_gflops"], p30["goal_gflops"], p30["goal_share_of_matmul"]) == (75.0, 150.0, 1.5)
+    text = table({**r, "ratios": ratios(r, r["reference"]), "arithmetic": a})
+    assert "  ER P=30: mbgen 75.0 (75%), reference 100.0 (100%), goal 150.0 (150%)" in text.splitlines()
 
 
 def test_a_reference_file_from_the_authors_timer(tmp_path):
@@ -37,5 +63,9 @@ def test_bench_prints_json_with_the_reference_and_ratios(tmp_path):
     done = mbgen("bench", "--only", "matmul", "--quick", "--json", "--reference", str(path))
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert out["matmul_gflops"] > 0 and out["reference"] == {"er_p1_member_updates_per_s": 400.0}
-    assert out["reference_source"] == str(path) and out["ratios"] == {}
+    assert (
+        out["matmul_gflops"] > 0
+        and out["matmul_peak_gflops"] > 0
+        and out["reference"] == {"er_p1_member_updates_per_s": 400.0}
+    )
+    assert out["reference_source"] == str(path) and out["ratios"] == {} and out["arithmetic"] == {}
