@@ -4,6 +4,9 @@
                  [2048,2048]x[2048,2048] (the machine's top rate): the arithmetic ceilings
   envs           env steps/s at E=1 and E=256 (python -m envs.bench)
   replay         ingest and sampling transitions/s (python -m replay.bench)
+  floor          the matrix products of one update alone, back to back (update_products): the
+                 member-updates/s no implementation of the same float32 products exceeds here, beside
+                 the reference and the goal (a goal above it cannot be met on this machine)
   single process the same ER / simple-model update loop in one process, no sockets: the floor the
                  distributed system must not fall below by more than 10%
   end to end     real multi-process runs (actors, replay service, learner, model server, evaluator at
@@ -58,6 +61,8 @@ RATIO_GOALS = {  # mbgen / reference, end to end (issue 13)
 PEAK_SHAPE = (2048, 2048, 2048)  # a product large enough to run at the machine's top float32 rate
 PEAK_NAME = "[{0},{1}]x[{1},{2}]".format(*PEAK_SHAPE)
 EFFICIENCY_GOAL = 0.60  # simple model, 30 members: share of the machine's matmul rate
+SECTIONS = ("matmul", "envs", "replay", "floor", "single", "e2e")
+PLAN = (("er", 1), ("simple", 1), ("er", 30), ("simple", 30))  # the end-to-end figures: agent, members
 BENCH_ENV = {"env": "procmaze", "env_params": {"grid_size": 4}}
 BUSY_CORES = 0.25  # other processes using more than this many cores on average: a busy machine
 QUICK_LIMIT_S = 120.0  # what --quick promises on an idle machine
@@ -113,7 +118,7 @@ def load_warning(load: dict, when: str) -> str | None:
 def add_bench_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="short measurements (under 2 minutes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--only", default="", help="comma-separated sections: matmul,envs,replay,single,e2e")
+    parser.add_argument("--only", default="", help=f"comma-separated sections: {','.join(SECTIONS)}")
     parser.add_argument("--device", default="auto", help="learner and model server device: auto, cpu or cuda")
     parser.add_argument(
         "--reference",
@@ -140,30 +145,75 @@ def matmul_gflops(seconds: float, m: int = 320, k: int = 200, n: int = 200) -> f
     return best
 
 
-def update_flops(cfg) -> dict[str, float]:
-    """Network FLOPs of one update per member: forward 2*in*out per sample and layer; a backward pass
-    costs one forward for the weight gradients plus one for the input gradients (none for layer 1)."""
+def mlp_products(shape, batch: int, backward: bool = False) -> list[tuple[int, int, int]]:
+    """The matrix products (M, K, N) of one member's MLP pass on `batch` inputs: the forward products;
+    with `backward`, also the weight gradients (h^T g) and the input gradients (g w^T; none for layer 1)."""
+    out = [(batch, i, o) for i, o in shape.layers]
+    if backward:
+        out += [(i, batch, o) for i, o in shape.layers] + [(batch, o, i) for i, o in shape.layers[1:]]
+    return out
+
+
+def update_products(cfg) -> dict[str, list[tuple[int, int, int]]]:
+    """Per agent, the matrix products of one update of one member. ER: the Q-network forward and
+    backward on the batch and the target network's forward on the next observations. Simple model:
+    that, plus the three heads' training step on `model_batch` transitions, plus `rollout_length`
+    steps of the Q-network and the three heads on `rollout_starts` states."""
     import envs
     from learner.agents import q_shape
+    from learner.networks import mlp_shape
 
     env = envs.make(cfg.env, 1, 0, **cfg.env_params)
     q = q_shape(cfg, env.obs_dim, env.num_actions)
-    first = lambda shape, batch: 2 * batch * shape.layers[0][0] * shape.layers[0][1]  # noqa: E731
-    dqn = 4 * q.flops(cfg.batch_size) - first(q, cfg.batch_size)
-    out = {"er": float(dqn)}
-    from learner.networks import mlp_shape
-
+    dqn = mlp_products(q, cfg.batch_size, backward=True) + mlp_products(q, cfg.batch_size)
     inputs = env.obs_dim + env.num_actions
-    heads = [
-        mlp_shape(inputs, cfg.hidden, env.obs_dim),
-        mlp_shape(inputs, cfg.hidden, 1),
-        mlp_shape(inputs, cfg.hidden, 1),
-    ]
-    s = cfg.rollout_starts
-    train = sum(3 * h.flops(s) - first(h, s) for h in heads)
-    rollout = cfg.rollout_length * (q.flops(s) + sum(h.flops(s) for h in heads))
-    out["simple"] = float(train + rollout + dqn)
-    return out
+    heads = [mlp_shape(inputs, cfg.hidden, out) for out in (env.obs_dim, 1, 1)]
+    train = [p for h in heads for p in mlp_products(h, cfg.model_batch, backward=True)]
+    step = mlp_products(q, cfg.rollout_starts) + [p for h in heads for p in mlp_products(h, cfg.rollout_starts)]
+    return {"er": dqn, "simple": dqn + train + cfg.rollout_length * step}
+
+
+def update_flops(cfg) -> dict[str, float]:
+    """Network FLOPs of one update per member: 2*M*K*N per matrix product (update_products)."""
+    return {
+        agent: float(sum(2 * m * k * n for m, k, n in products)) for agent, products in update_products(cfg).items()
+    }
+
+
+def gemm_floor(agent: str, members: int, seconds: float) -> float:
+    """Member-updates/s if an update were nothing but its matrix products (update_products; batched over
+    members, [P,M,K]x[P,K,N]), run back to back in float32, best of five slices of `seconds`: the faster
+    of every core inside each product, and one core's rate times the cores (the work split between the
+    cores with no cost at all), or for a population, if faster, one member's products after another's.
+    No implementation of the same products in PyTorch's kernels exceeds it here."""
+    from learner.config import RunConfig
+
+    products = update_products(RunConfig(agent=agent, seeds=[0], **BENCH_ENV).resolved())[agent]
+    pairs = [(torch.randn(members, m, k), torch.randn(members, k, n)) for m, k, n in products]
+    if members == 1:
+        pairs = [(a[0], b[0]) for a, b in pairs]
+    multiply = torch.mm if members == 1 else torch.bmm
+    outs = [multiply(a, b) for a, b in pairs]
+
+    def rate(threads: int) -> float:
+        torch.set_num_threads(threads)
+        best = 0.0
+        for _ in range(6):  # the first slice warms up
+            count, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / 10:
+                for (a, b), out in zip(pairs, outs):
+                    multiply(a, b, out=out)
+                count += 1
+            best = max(best, count * members / (time.perf_counter() - start))
+        return best
+
+    cores = os.cpu_count() or 1
+    try:
+        best = max(rate(cores), cores * rate(1))
+    finally:
+        torch.set_num_threads(cores)
+    # members one after another, each with its own products (weights stay in cache): one member's floor
+    return best if members == 1 else max(best, gemm_floor(agent, 1, seconds))
 
 
 # -- single process ---------------------------------------------------------------------
@@ -280,20 +330,21 @@ def run(quick: bool, sections: set[str], device: str, log=print) -> dict:
 
         results["replay"] = replay_bench(0.7 if quick else 2.0)
         log(f"replay {results['replay']}")
+    if "floor" in sections:
+        for agent, members in PLAN:
+            key = f"gemm_floor_{agent}_p{members}_member_updates_per_s"
+            results[key] = gemm_floor(agent, members, 2.0 * scale)
+            log(f"matrix products alone {agent} P={members} {results[key]:.1f} member-updates/s")
     if "single" in sections:
         for agent in ("er", "simple"):
             key = f"single_process_{agent}_p1_member_updates_per_s"
             results[key] = single_process(agent, 1, 3.0 * scale)
             log(f"single process {agent} P=1 {results[key]:.1f} member-updates/s")
     if "e2e" in sections:
-        plan = [
-            ("er", 1, 1500 if quick else 8000),
-            ("simple", 1, 600 if quick else 4000),
-            ("er", 30, 100 if quick else 500),
-            ("simple", 30, 60 if quick else 300),
-        ]
-        for agent, members, updates in plan:
-            r = end_to_end(agent, members, updates, device)
+        updates = {("er", 1): 8000, ("simple", 1): 4000, ("er", 30): 500, ("simple", 30): 300}
+        quick_updates = {("er", 1): 1500, ("simple", 1): 600, ("er", 30): 100, ("simple", 30): 60}
+        for agent, members in PLAN:
+            r = end_to_end(agent, members, (quick_updates if quick else updates)[agent, members], device)
             key = f"{agent}_p{members}_member_updates_per_s"
             results[key] = r["updates_per_s"] * members
             log(
@@ -392,17 +443,19 @@ def table(r: dict) -> str:
     reference, ratio = r.get("reference", {}), r.get("ratios", {})
     rows = [("figure", "mbgen", "reference", "ratio", "goal")]
 
-    def add(name: str, key: str, unit: str) -> None:
+    def add(name: str, key: str, unit: str, beside: str | None = None) -> None:
+        """A row for r[key], beside the reference figure and goal of `beside` (default: key itself)."""
         if key not in r:
             return
-        ref = reference.get(key)
-        goal = RATIO_GOALS.get(key)
+        beside = beside or key
+        ref, goal = reference.get(beside), RATIO_GOALS.get(beside)
+        shown_ratio = ratio.get(key, r[key] / ref if beside != key and ref else None)
         rows.append(
             (
                 f"{name} ({unit})",
                 f"{r[key]:,.1f}",
                 "" if ref is None else f"{ref:,.1f}",
-                f"{ratio[key]:.2f}x" if key in ratio else "",
+                "" if shown_ratio is None else f"{shown_ratio:.2f}x",
                 f">= {goal:.1f}x" if goal is not None else "",
             )
         )
@@ -410,9 +463,11 @@ def table(r: dict) -> str:
     add("matmul [320,200]x[200,200]", "matmul_gflops", "GFLOP/s")
     add(f"matmul {PEAK_NAME}", "matmul_peak_gflops", "GFLOP/s")
     for agent, name in (("er", "ER"), ("simple", "simple model")):
-        add(f"{name} P=1, end to end", f"{agent}_p1_member_updates_per_s", "member-updates/s")
-        add(f"{name} P=1, single process", f"single_process_{agent}_p1_member_updates_per_s", "member-updates/s")
-        add(f"{name} P=30, end to end", f"{agent}_p30_member_updates_per_s", "member-updates/s")
+        for members in (1, 30):
+            key, unit = f"{agent}_p{members}_member_updates_per_s", "member-updates/s"
+            add(f"{name} P={members}, end to end", key, unit)
+            add(f"{name} P={members}, single process", f"single_process_{key}", unit)
+            add(f"{name} P={members}, matrix products alone", f"gemm_floor_{key}", unit, beside=key)
     for name, agent in (("simple model", "simple"), ("ER", "er")):
         key = f"{agent}_p30_flop_efficiency"
         if key in r:
@@ -435,12 +490,10 @@ def table(r: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    sections = set(args.only.split(",")) if args.only else {"matmul", "envs", "replay", "single", "e2e"}
-    unknown = sections - {"matmul", "envs", "replay", "single", "e2e"}
+    sections = set(args.only.split(",")) if args.only else set(SECTIONS)
+    unknown = sections - set(SECTIONS)
     if unknown:
-        raise ValueError(
-            f"--only: unknown sections {', '.join(sorted(unknown))}; choose from matmul, envs, replay, single, e2e"
-        )
+        raise ValueError(f"--only: unknown sections {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
     if args.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device must be one of auto, cpu, cuda, got {args.device!r}")
     reference, source = load_reference(args.reference)

@@ -5,7 +5,8 @@ import json
 import pytest
 from helpers import mbgen
 
-from launch.bench import REFERENCE, arithmetic, load_reference, ratios, table
+from launch.bench import BENCH_ENV, REFERENCE, arithmetic, load_reference, ratios, table, update_flops, update_products
+from learner.config import RunConfig
 
 
 def test_ratios_and_the_table_put_like_beside_like(tmp_path):
@@ -45,6 +46,24 @@ def test_the_arithmetic_each_figure_and_each_goal_asks_of_the_machine():
     assert "  ER P=30: mbgen 75.0 (75%), reference 100.0 (100%), goal 150.0 (150%)" in text.splitlines()
 
 
+def test_the_products_of_one_update_by_hand():
+    """ProcMaze(4): 64 observation bits, 5 actions, Q 64-200-200-200-5, batch 320. Forward: 2*320*(64*200 +
+    2*200*200 + 200*5) = 60,032,000 FLOPs; ER = forward + weight gradients (the same) + input gradients (the
+    same less layer 1: 640*64*200 = 8,192,000) + the target's forward = 231,936,000."""
+    cfg = RunConfig(agent="simple", seeds=[0], **BENCH_ENV).resolved()
+    er = update_products(cfg)["er"]
+    forward = [(320, 64, 200), (320, 200, 200), (320, 200, 200), (320, 200, 5)]
+    weights = [(64, 320, 200), (200, 320, 200), (200, 320, 200), (200, 320, 5)]
+    inputs = [(320, 200, 200), (320, 200, 200), (320, 5, 200)]
+    assert er == forward + weights + inputs + forward
+    assert update_flops(cfg)["er"] == 231_936_000
+    # simple: + the 3 heads (69 inputs: 64 bits and 5 actions) trained on 32, + 10 rollout steps on 32 starts
+    heads = [2 * 32 * (69 * 200 + 2 * 200 * 200 + 200 * out) for out in (64, 1, 1)]
+    q32 = 2 * 32 * (64 * 200 + 2 * 200 * 200 + 200 * 5)
+    train = sum(3 * h - 2 * 32 * 69 * 200 for h in heads)
+    assert update_flops(cfg)["simple"] == 231_936_000 + train + 10 * (q32 + sum(heads))
+
+
 def test_a_reference_file_from_the_authors_timer(tmp_path):
     path = tmp_path / "reference.json"
     path.write_text(json.dumps({"er_p1_member_updates_per_s": 400.5, "simple_p1_member_updates_per_s": 70}))
@@ -60,7 +79,7 @@ def test_a_reference_file_from_the_authors_timer(tmp_path):
 def test_bench_prints_json_with_the_reference_and_ratios(tmp_path):
     path = tmp_path / "reference.json"
     path.write_text(json.dumps({"er_p1_member_updates_per_s": 400.0}))
-    done = mbgen("bench", "--only", "matmul", "--quick", "--json", "--reference", str(path))
+    done = mbgen("bench", "--only", "matmul,floor", "--quick", "--json", "--reference", str(path))
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert (
@@ -69,3 +88,8 @@ def test_bench_prints_json_with_the_reference_and_ratios(tmp_path):
         and out["reference"] == {"er_p1_member_updates_per_s": 400.0}
     )
     assert out["reference_source"] == str(path) and out["ratios"] == {} and out["arithmetic"] == {}
+    floors = [
+        f"gemm_floor_{a}_p{m}_member_updates_per_s" for a, m in (("er", 1), ("simple", 1), ("er", 30), ("simple", 30))
+    ]
+    assert all(out[k] > 0 for k in floors)
+    assert out["gemm_floor_er_p1_member_updates_per_s"] > out["gemm_floor_simple_p1_member_updates_per_s"]
