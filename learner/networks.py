@@ -305,9 +305,11 @@ class TripleHead:
     def depth(self) -> int:
         return len(self.sizes) - 1
 
-    def shapes(self) -> list[MLPShape]:
-        """The three MLPs this stands for: main, then the two scalar heads."""
-        return [MLPShape((*self.sizes, self.main_out)), MLPShape((*self.sizes, 1)), MLPShape((*self.sizes, 1))]
+    @classmethod
+    def head_shapes(cls, inputs: int, hidden, main_out: int) -> list[MLPShape]:
+        """The three MLPs a TripleHead(store, prefix, inputs, hidden, main_out) stands for: main, then the
+        two scalar heads."""
+        return [mlp_shape(inputs, hidden, out) for out in (main_out, *[1] * (cls.HEADS - 1))]
 
     def _views(self, members: slice | None, grads: bool):
         def build():
