@@ -1,5 +1,6 @@
 """`mbgen offline`: the evaluation rules by hand, and the whole pipeline at a tiny budget."""
 
+import argparse
 import json
 
 import numpy as np
@@ -107,6 +108,7 @@ def test_the_whole_pipeline_at_a_tiny_budget(tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "offline.json").read_text())
     assert report["seeds"] == 2 and report["seed_list"] == [0, 1] and report["updates"] == 40 and report["lockstep"]
+    assert report["protocol"] == "fast" and report["hyperparameters"]["hidden"] == [64, 64, 64]
     assert set(report["table"]) == {"er", "model1", "model10"}
     for agent in report["table"]:
         assert set(report["table"][agent]) == {"all", "path", "single", "none"}
@@ -140,7 +142,7 @@ def test_the_whole_pipeline_at_a_tiny_budget(tmp_path):
     assert (out / "offline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "evaluation data" in done.stdout and "Single-Cell" in done.stdout
     assert (
-        "reproduces the paper's table (2 seeds, 40 updates)" in done.stdout
+        "reproduces the paper's table (2 seeds, 40 updates, 64,64,64 units)" in done.stdout
         or "does NOT reproduce the paper's table" in done.stdout
     )
     assert f"with the margin: {kept}/12 entries" in done.stdout
@@ -209,6 +211,8 @@ def test_coverage_levels_are_a_list_in_the_tables_order():
         (["--seed-list", "4,4"], "--seed-list must be distinct integers >= 0"),
         (["--seeds", "0"], "--seeds must be an integer >= 1, got 0"),
         (["--lockstep", "maybe"], "--lockstep: invalid choice: 'maybe' (choose from 'on', 'off')"),
+        (["--protocol", "long"], "--protocol: invalid choice: 'long' (choose from 'fast', 'paper')"),
+        (["--hidden", "64,x"], "--hidden must be comma-separated integers >= 1, got '64,x'"),
     ],
 )
 def test_bad_offline_options(tmp_path, args, message):
@@ -256,6 +260,7 @@ def test_the_table_agents_are_checked_against_theorem_1s_prediction():
         "entries_with_margin": [2, 4],
         "seeds": 30,
         "updates": 40,
+        "hyperparameters": {"hidden": [64, 64, 64]},
     }
     lines = format_table(report).splitlines()
     assert lines[0].split() == ["evaluation", "data", "DQN", "+", "ER", "table,", "10-step", "ensemble,", "10-step"]
@@ -286,10 +291,28 @@ def test_the_table_agents_are_checked_against_theorem_1s_prediction():
         "0.00",
         "[0.00,0.11]",
     ]
-    assert "reproduces the 2 entries of the paper's table it ran (30 seeds, 40 updates)" in lines
-    assert "table10 does NOT match Theorem 1's prediction (ER's row) (30 seeds, 40 updates)" in lines
+    assert "reproduces the 2 entries of the paper's table it ran (30 seeds, 40 updates, 64,64,64 units)" in lines
+    assert "table10 does NOT match Theorem 1's prediction (ER's row) (30 seeds, 40 updates, 64,64,64 units)" in lines
     # table10 on Path-to-Goal is furthest on the wrong side of its line (1.00 where <= 1/3 is wanted)
     assert (
         "with the margin: 2/4 entries; closest to its line: table10 on Path-to-Goal, layout 1 cell (1, 2), "
         "30/30 seeds optimal" in lines
     )
+
+
+def test_a_protocol_names_network_sizes_and_budget_and_options_override_it():
+    from launch.offline import PROTOCOLS, add_offline_options, apply_protocol
+
+    parser = argparse.ArgumentParser()
+    add_offline_options(parser)
+
+    def resolved(*argv):
+        args = parser.parse_args(argv)
+        apply_protocol(args)
+        return args.protocol, args.hidden, args.updates
+
+    assert resolved() == ("fast", "64,64,64", 3000)
+    assert resolved("--protocol", "paper") == ("paper", "128,128,128", 3000)
+    assert resolved("--protocol", "paper", "--updates", "40") == ("paper", "128,128,128", 40)
+    assert resolved("--hidden", "32,32") == ("fast", "32,32", 3000)
+    assert set(PROTOCOLS) == {"fast", "paper"}
