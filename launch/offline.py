@@ -94,7 +94,7 @@ LEARNING = {"lr": 3e-3, "temperature": 1.0, "model_lr": 1e-3, "target_period": 1
 # the paper's table; README (the offline experiment) has their margins for three disjoint seed sets.
 #   fast   64-unit networks, the first budget at which the table reproduces: about half an hour on 2 cores,
 #          but the Path-to-Goal entries of both model agents sit near their line.
-#   paper  128-unit networks (nearer the paper's 200): every entry with the margin, about twice as long.
+#   paper  128-unit networks (nearer the paper's 200): every entry with the margin, about three times as long.
 PROTOCOLS = {
     "fast": {"hidden": "64,64,64", "updates": 3000},
     "paper": {"hidden": "128,128,128", "updates": 3000},
