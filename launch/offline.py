@@ -302,6 +302,7 @@ def train(
     groups: list[str],
     datasets: list[Transitions],
     seeds: list[int],
+    hidden: list[int],
     args,
     run_dir: str,
     env_name: str,
@@ -322,7 +323,7 @@ def train(
         model_lr=args.model_lr,
         learning_starts=0,
         target_period=args.target_period,
-        hidden=hidden_sizes(args.hidden),
+        hidden=hidden,
         eval_period=1,
         checkpoint_period=max(1, args.updates // STUDY_POINTS),
         diagnostics_period=max(100, args.updates // 10),
@@ -371,7 +372,7 @@ def main(args: argparse.Namespace) -> int:
             + (f" (about {remaining(time.time() - started, agents[:i], agents[i:]):.0f} s left)" if i else "")
         )
         run_dir = os.path.join(out, agent)
-        cfg, summary, code = train(agent, groups, datasets, seeds, args, run_dir, args.env, env_params)
+        cfg, summary, code = train(agent, groups, datasets, seeds, hidden, args, run_dir, args.env, env_params)
         if code != 0:
             what = "interrupted" if summary["outcome"] == "interrupted" else f"failed ({summary['reason']})"
             print(f"mbgen offline: {agent} {what}; its run directory: {run_dir}", file=sys.stderr)
