@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from learner.agents import encoder_shape, q_shape
-from learner.behaviour import greedy_actions, softmax_actions
-from learner.config import RunConfig
-from learner.dqn import q_network
-from learner.networks import MLP, ParamStore
+from mbgen.learner.agents import encoder_shape, q_shape
+from mbgen.learner.behaviour import greedy_actions, softmax_actions
+from mbgen.learner.config import RunConfig
+from mbgen.learner.dqn import q_network
+from mbgen.learner.networks import MLP, ParamStore
 
 
 class ActingPolicy:

@@ -28,22 +28,22 @@ import numpy as np
 import torch
 import zmq
 
-import envs
-from actors.acting import ActingPolicy
-from actors.episodes import EpisodeReturns
-from envs.base import TRANSITION_FIELDS
-from envs.seeding import derive_seed, rng_state, set_rng_state
-from learner.config import RunConfig
-from learner.params import ParamBlock, ParamReader
-from replay.client import ReplayClient
-from replay.counters import RunCounters
-from replay.limiter import wait_until
-from replay.runtime import checkpoints
-from replay.runtime.doorbell import Doorbell
-from replay.runtime.logs import get_logger
-from replay.runtime.roles import run_role
-from replay.runtime.wiring import FIRST_ACTOR_SLOT, Wiring, actor_name
-from replay.security import LocalCredentials
+from mbgen import envs
+from mbgen.actors.acting import ActingPolicy
+from mbgen.actors.episodes import EpisodeReturns
+from mbgen.envs.base import TRANSITION_FIELDS
+from mbgen.envs.seeding import derive_seed, rng_state, set_rng_state
+from mbgen.learner.config import RunConfig
+from mbgen.runtime.params import ParamBlock, ParamReader
+from mbgen.replay.client import ReplayClient
+from mbgen.runtime.counters import RunCounters
+from mbgen.runtime.doorbell import wait_until
+from mbgen.runtime import checkpoints
+from mbgen.runtime.doorbell import Doorbell
+from mbgen.runtime.logs import get_logger
+from mbgen.runtime.roles import run_role
+from mbgen.runtime.wiring import FIRST_ACTOR_SLOT, Wiring, actor_name
+from mbgen.runtime.security import LocalCredentials
 
 PROGRESS_PERIOD_S = 10.0
 STOP_DRAIN_S = 2.0  # after a stop cut, how long an actor waits for its last acknowledgements

@@ -24,18 +24,18 @@ import numpy as np
 import torch
 import zmq
 
-import envs
-from actors.acting import ActingPolicy
-from envs.scores import play
-from envs.seeding import derive_seed
-from learner.config import RunConfig
-from replay.counters import RunCounters
-from replay.runtime.doorbell import Doorbell, Ringer
-from replay.runtime.lifecycle import StopSignal
-from replay.runtime.logs import get_logger
-from replay.runtime.roles import run_role
-from replay.runtime.wiring import EVALUATOR_SLOT, Wiring
-from replay.slots import SlotQueue
+from mbgen import envs
+from mbgen.actors.acting import ActingPolicy
+from mbgen.envs.scores import play
+from mbgen.envs.seeding import derive_seed
+from mbgen.learner.config import RunConfig
+from mbgen.runtime.counters import RunCounters
+from mbgen.runtime.doorbell import Doorbell, Ringer
+from mbgen.runtime.lifecycle import StopSignal
+from mbgen.runtime.logs import get_logger
+from mbgen.runtime.roles import run_role
+from mbgen.runtime.wiring import EVALUATOR_SLOT, Wiring
+from mbgen.runtime.slots import SlotQueue
 
 # One line of metrics.jsonl: the evaluation point, the member and its grid point, its score.
 METRICS_FIELDS = ("env_steps", "updates", "member", "group", "lr", "temperature", "seed", "eval_return", "wall_s")

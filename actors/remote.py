@@ -17,16 +17,16 @@ import numpy as np
 import torch
 import zmq
 
-import envs
-from actors.acting import ActingPolicy
-from actors.actor import Actor
-from envs.seeding import derive_seed
-from learner.config import RunConfig
-from learner.params import ParamSubscriber
-from replay.client import ReplayClient, ReplayClosed, ReplayUnavailable
-from replay.runtime.lifecycle import StopRequested, StopSignal
-from replay.runtime.logs import configure_logging, get_logger
-from replay.security import ClientKeys
+from mbgen import envs
+from mbgen.actors.acting import ActingPolicy
+from mbgen.actors.actor import Actor
+from mbgen.envs.seeding import derive_seed
+from mbgen.learner.config import RunConfig
+from mbgen.runtime.params import ParamSubscriber
+from mbgen.replay.client import ReplayClient, ReplayClosed, ReplayUnavailable
+from mbgen.runtime.lifecycle import StopRequested, StopSignal
+from mbgen.runtime.logs import configure_logging, get_logger
+from mbgen.runtime.security import ClientKeys
 
 FIRST_PARAMS_TIMEOUT_S = 120.0
 REPORT_PERIOD_S = 5.0  # how often the run hears how much this actor sent

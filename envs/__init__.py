@@ -11,12 +11,12 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from envs.base import Transitions, VectorEnv
-from envs.buttongrid import ButtonGrid
-from envs.panflute import PanFlute
-from envs.procmaze import OpenGrid, ProcMaze
-from envs.seeding import derive_seed
-from envs.wallgrid import WallGrid3x3
+from mbgen.envs.base import Transitions, VectorEnv
+from mbgen.envs.buttongrid import ButtonGrid
+from mbgen.envs.panflute import PanFlute
+from mbgen.envs.procmaze import OpenGrid, ProcMaze
+from mbgen.envs.seeding import derive_seed
+from mbgen.envs.wallgrid import WallGrid3x3
 
 ENVIRONMENTS: dict[str, type[VectorEnv]] = {
     "panflute": PanFlute,
@@ -49,6 +49,6 @@ def make(name: str, num_envs: int = 1, seed: int = 0, **params: Any) -> VectorEn
     return environment_class(name)(num_envs, seed, **params)
 
 
-from envs import gym_wrappers  # noqa: E402  (registers the mbgen/*-v0 Gymnasium ids)
+from mbgen.envs import gym_wrappers  # noqa: E402  (registers the mbgen/*-v0 Gymnasium ids)
 
 __all__ = ["ENVIRONMENTS", "Transitions", "VectorEnv", "derive_seed", "env_params", "make", "gym_wrappers"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.seeding import rng_state, set_rng_state
+from mbgen.envs.seeding import rng_state, set_rng_state
 
 TRANSITION_FIELDS = ("obs", "action", "reward", "next_obs", "terminal")  # what replay stores, in wire order
 

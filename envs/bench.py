@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-import envs
+from mbgen import envs
 
 BENCH_ENVS = {
     "panflute": {"num_pipes": 7},

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.base import VectorEnv, require_int
-from envs.grid import NUM_GRID_ACTIONS, move_table
-from envs.render import cells_rgb
+from mbgen.envs.base import VectorEnv, require_int
+from mbgen.envs.grid import NUM_GRID_ACTIONS, move_table
+from mbgen.envs.render import cells_rgb
 
 PLAYER, BUTTON_ON, BUTTON_OFF = range(3)
 CHANNELS = 3

@@ -28,7 +28,7 @@ class MbgenEnv(gymnasium.Env):
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(self, env_name: str, render_mode: str | None = None, **params: Any):
-        from envs import make
+        from mbgen.envs import make
 
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None, ansi or rgb_array, got {render_mode!r}")
@@ -63,15 +63,16 @@ class MbgenEnv(gymnasium.Env):
         return self._env.render_rgb(self._obs[0])
 
 
-def _register() -> None:
+def register() -> None:
+    """Register the mbgen/*-v0 ids (idempotent): on `import mbgen`, and from the entry point."""
     for gym_id, name in GYM_IDS.items():
         if gym_id not in gymnasium.registry:
             gymnasium.register(
                 id=gym_id,
-                entry_point="envs.gym_wrappers:MbgenEnv",
+                entry_point="mbgen.envs.gym_wrappers:MbgenEnv",
                 kwargs={"env_name": name},
                 max_episode_steps=100,
             )
 
 
-_register()
+register()

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.base import VectorEnv, require_int
-from envs.render import cells_rgb
+from mbgen.envs.base import VectorEnv, require_int
+from mbgen.envs.render import cells_rgb
 
 
 def pipe_layout(num_pipes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -17,9 +17,9 @@ import math
 
 import numpy as np
 
-from envs.base import VectorEnv, require_int
-from envs.grid import NUM_GRID_ACTIONS, DistanceCache, descend, distances_to, move_table, neighbours
-from envs.render import maze_rgb, maze_text
+from mbgen.envs.base import VectorEnv, require_int
+from mbgen.envs.grid import NUM_GRID_ACTIONS, DistanceCache, descend, distances_to, move_table, neighbours
+from mbgen.envs.render import maze_rgb, maze_text
 
 PLAYER, GOAL, WALL, EMPTY = range(4)
 CHANNELS = 4

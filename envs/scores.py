@@ -70,7 +70,7 @@ def score_unit(episodic: bool) -> str:
 def score_range(name: str, params: dict[str, Any], steps: int = EVAL_STEPS) -> tuple[float, float]:
     """The interval every protocol score of this environment lies in (rewards are 0/1 in the
     continuing environments and -1 per step in the episodic ones)."""
-    from envs import make
+    from mbgen.envs import make
 
     env = make(name, 1, 0, **params)
     return (-float(steps), 0.0) if env.episodic else (0.0, 1.0)
@@ -103,7 +103,7 @@ def panflute_random(num_pipes: int, spontaneous: bool = True, steps: int = EVAL_
 # -- estimates -------------------------------------------------------------------------------------
 def estimate(name: str, params: dict[str, Any], policy: str, steps: int = EVAL_STEPS, episodes: int = 0) -> dict:
     """Monte-Carlo score of `policy` ("random" or "optimal") on the protocol: mean and standard error."""
-    from envs import derive_seed, make
+    from mbgen.envs import derive_seed, make
 
     episodes = episodes or REFERENCE_EPISODES
     env = make(name, episodes, derive_seed(REFERENCE_SEED, name, policy), **params)
@@ -122,7 +122,7 @@ def estimate(name: str, params: dict[str, Any], policy: str, steps: int = EVAL_S
 
 def compute_reference(name: str, params: dict[str, Any], steps: int = EVAL_STEPS) -> dict:
     """{"random": {...}, "optimal": {...}, "unit", "range"} for one environment setting (params complete)."""
-    from envs import make
+    from mbgen.envs import make
 
     env = make(name, 1, 0, **params)
     out: dict[str, Any] = {"unit": score_unit(env.episodic), "range": list(score_range(name, params, steps))}
@@ -149,7 +149,7 @@ _memo: dict[str, dict] = {}
 def reference_scores(name: str, params: dict[str, Any] | None = None, steps: int = EVAL_STEPS) -> dict:
     """The random and optimal scores of an environment setting: from the cache when it holds
     them, else computed (and remembered for this process)."""
-    from envs import make
+    from mbgen.envs import make
 
     full = make(name, 1, 0, **(params or {})).params  # the complete parameters, defaults included
     key = _key(name, full, steps)
@@ -164,7 +164,7 @@ def reference_scores(name: str, params: dict[str, Any] | None = None, steps: int
 
 def write_cache(path: str = CACHE_PATH) -> dict:
     """Compute every setting of CACHED_SETTINGS (with and without spontaneous events) and write them."""
-    from envs import make
+    from mbgen.envs import make
 
     table = {}
     for name, params in CACHED_SETTINGS:

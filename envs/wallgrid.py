@@ -24,9 +24,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from envs.base import Transitions, VectorEnv
-from envs.grid import MOVES, NUM_GRID_ACTIONS, DistanceCache, descend, move_table
-from envs.render import maze_rgb, maze_text
+from mbgen.envs.base import Transitions, VectorEnv
+from mbgen.envs.grid import MOVES, NUM_GRID_ACTIONS, DistanceCache, descend, move_table
+from mbgen.envs.render import maze_rgb, maze_text
 
 SIZE = 3
 CELLS = SIZE * SIZE

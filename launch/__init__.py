@@ -1,28 +1,13 @@
-"""Launching and reporting: the `mbgen` command, process supervision, results and plots.
+"""Launching and reporting: the `mbgen` command and everything above a run's processes.
 
-cli.py, config.py   the command line and TOML configuration
-supervisor.py       starts a run's processes, watches them, stops them, cleans up
-rundir.py           what a run directory holds; refusing to mix two runs in one
-results.py, plots.py, progress.py   summaries with confidence intervals, figures, the progress line
-monitor.py, watch.py   status.json, TensorBoard/W&B scalars, and `mbgen watch`
-policy.py, evaluation.py   trained policies (`load_policy`) and `mbgen eval`
-export.py           `mbgen export --csv`
-offline.py          the paper's section 2 offline experiment
-bench.py            `mbgen bench`: throughput beside its references
+cli.py       the `mbgen` command and its subcommands
+options.py   run configuration from TOML files and command-line flags
+stats.py     statistics of per-member scores (confidence intervals, IQM, probability of improvement)
+run/         one run: supervision (process table, checkpoint keeper, summary), monitoring, results,
+             learning curves, trained policies, `mbgen eval`, `mbgen export`, `mbgen watch`
+study/       studies: specs and presets, the runner, reports and their figures, time estimates
+offline/     the paper's section 2 offline experiment (`mbgen offline`)
+bench/       `mbgen bench`: throughput beside its references
 
-    from launch import load_policy
-    policy = load_policy("runs/my-run", member=0)
-    action = policy.act(obs)
+Nothing below launch/ imports it. The public Python API is the `mbgen` package itself.
 """
-
-__all__ = ["Policy", "load_policy"]
-
-
-def __getattr__(name: str):
-    """`from launch import load_policy` imports launch/policy.py (and torch) only when asked: every
-    process of a run imports this package, and the replay service needs none of it."""
-    if name in __all__:
-        from launch import policy
-
-        return getattr(policy, name)
-    raise AttributeError(f"module 'launch' has no attribute {name!r}")

@@ -24,8 +24,8 @@ def default_run_dir(agent: str, env: str) -> str:
 
 def resume_config(run_dir: str):
     """The configuration of a run directory to resume, or a ValueError saying why it cannot be."""
-    from launch.config import load_toml
-    from learner.config import RunConfig
+    from mbgen.launch.options import load_toml
+    from mbgen.learner.config import RunConfig
 
     path = os.path.join(run_dir, "config.toml")
     if not os.path.exists(path):
@@ -48,7 +48,7 @@ DEMO_COMPATIBLE = {"out", "tensorboard", "wandb"}
 def wants_demo(args: argparse.Namespace, extra: list[str]) -> bool:
     import dataclasses
 
-    from learner.config import RunConfig
+    from mbgen.learner.config import RunConfig
 
     given = {f.name for f in dataclasses.fields(RunConfig) if getattr(args, f.name, None) is not None}
     return (
@@ -60,16 +60,16 @@ def wants_demo(args: argparse.Namespace, extra: list[str]) -> bool:
 
 
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
-    from launch.config import config_from_args
-    from launch.monitor import check_sinks
-    from launch.rundir import prepare_run_dir
+    from mbgen.launch.options import config_from_args
+    from mbgen.launch.run.monitor import check_sinks
+    from mbgen.launch.run.rundir import prepare_run_dir
 
     if args.resume:
         return cmd_resume(args, extra)
     demo = wants_demo(args, extra)
     cfg = config_from_args(args, extra, base=DEMO if demo else None)
     if demo:
-        from envs.scores import reference_scores
+        from mbgen.envs.scores import reference_scores
 
         print(
             "mbgen run: no run options, running the demo (ER on PanFlute with 3 pipes, 2 seeds, "
@@ -77,16 +77,16 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
             file=sys.stderr,
         )
     check_sinks(cfg)
-    from learner.process import choose_device
+    from mbgen.runtime.devices import choose_device
 
     choose_device(cfg.device)  # refused here (no CUDA), not in the learner after everything started
     if cfg.frozen_model:
-        from modelserver.frozen import check_frozen
+        from mbgen.modelserver.frozen import check_frozen
 
         check_frozen(cfg)
     run_dir = cfg.out or default_run_dir(cfg.agent, cfg.env)
     prepare_run_dir(run_dir, force=args.force)  # refused here, before any process starts
-    from launch.supervisor import Supervisor  # after validation: bad options fail fast
+    from mbgen.launch.run.supervisor import Supervisor  # after validation: bad options fail fast
 
     print(f"run directory: {run_dir}", file=sys.stderr)
     supervisor = Supervisor(cfg, run_dir, progress=not args.quiet)
@@ -99,8 +99,8 @@ def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
     """`mbgen run --resume RUN_DIR`: continue from the newest complete checkpoint."""
     import dataclasses
 
-    from launch.supervisor import RunFailed, Supervisor
-    from learner.config import RunConfig
+    from mbgen.launch.run.supervisor import RunFailed, Supervisor
+    from mbgen.learner.config import RunConfig
 
     given = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(RunConfig) if getattr(args, f.name, None)]
     own = (("--config", args.config), ("--seeds", args.seeds), ("--first-seed", args.first_seed))
@@ -143,7 +143,7 @@ def scale_text(scale: dict) -> str:
 
 
 def print_summary(summary: dict, run_dir: str) -> None:
-    from launch.results import point_names
+    from mbgen.launch.run.results import point_names
 
     tp, tr = summary["throughput"], summary["transitions"]
     lines = [f"\n{summary['outcome']}" + (f" ({summary['reason']})" if summary["reason"] else "")]
@@ -185,7 +185,7 @@ def print_summary(summary: dict, run_dir: str) -> None:
 
 
 def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
-    from launch.plots import plot_runs
+    from mbgen.launch.run.plots import plot_runs
 
     out = args.out or os.path.join(args.runs[0], "compare.png" if len(args.runs) > 1 else "curve.png")
     for warning in plot_runs(args.runs, out, args.title)["warnings"]:
@@ -195,20 +195,20 @@ def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
-    from launch.config import env_params_from_extra
-    from launch.evaluation import main as eval_main
+    from mbgen.launch.options import env_params_from_extra
+    from mbgen.launch.run.evaluation import main as eval_main
 
     return eval_main(args, env_params_from_extra(extra))
 
 
 def cmd_watch(args: argparse.Namespace, extra: list[str]) -> int:
-    from launch.watch import watch
+    from mbgen.launch.run.watch import watch
 
     return watch(args.run, once=args.once, period=args.period)
 
 
 def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
-    from launch.export import export_csv
+    from mbgen.launch.run.export import export_csv
 
     if not args.csv:
         raise ValueError("export: choose a format: --csv")
@@ -219,7 +219,7 @@ def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_keys(args: argparse.Namespace, extra: list[str]) -> int:
-    from replay.security import make_keys
+    from mbgen.runtime.security import make_keys
 
     paths = make_keys(args.dir)
     print(json.dumps(paths, indent=2))
@@ -231,39 +231,39 @@ def cmd_keys(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_actor(args: argparse.Namespace, extra: list[str]) -> int:
-    from actors.remote import run_remote_actor
+    from mbgen.actors.remote import run_remote_actor
 
     return run_remote_actor(args.connect, args.keys, args.name, args.envs)
 
 
 def cmd_offline(args: argparse.Namespace, extra: list[str]) -> int:
-    from launch.config import env_params_from_extra
-    from launch.offline import main as offline_main
+    from mbgen.launch.options import env_params_from_extra
+    from mbgen.launch.offline.experiment import main as offline_main
 
     args.env_params = env_params_from_extra(extra)
     return offline_main(args)
 
 
 def cmd_study(args: argparse.Namespace, extra: list[str]) -> int:
-    from launch.studyrun import main as study_main
+    from mbgen.launch.study.runner import main as study_main
 
     return study_main(args)
 
 
 def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
-    from launch.studyrun import report_main
+    from mbgen.launch.study.runner import report_main
 
     return report_main(args)
 
 
 def cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
-    from launch.bench import main as bench_main
+    from mbgen.launch.bench.throughput import main as bench_main
 
     return bench_main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from launch.config import add_run_options, run_epilog
+    from mbgen.launch.options import add_run_options, run_epilog
 
     parser = argparse.ArgumentParser(
         prog="mbgen", description="Model-based RL research: does a learned model beat experience replay here, and why?"
@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
-    from launch.studyrun import add_study_options
+    from mbgen.launch.study.runner import add_study_options
 
     study = sub.add_parser(
         "study",
@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     actor.add_argument("--envs", type=int, default=1, help="environment copies per member")
     actor.set_defaults(func=cmd_actor)
 
-    from launch.offline import add_offline_options
+    from mbgen.launch.offline.experiment import add_offline_options
 
     offline = sub.add_parser(
         "offline",
@@ -354,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_offline_options(offline)
     offline.set_defaults(func=cmd_offline)
 
-    from launch.bench import add_bench_options
+    from mbgen.launch.bench.throughput import add_bench_options
 
     bench = sub.add_parser("bench", help="throughput of environments, replay and end-to-end agents")
     add_bench_options(bench)
@@ -378,7 +378,7 @@ def stay_with_parent() -> bool:
     parent = os.environ.pop("MBGEN_PARENT_PID", None)
     if parent is None:
         return True
-    from replay.runtime.lifecycle import die_with_parent
+    from mbgen.runtime.lifecycle import die_with_parent
 
     die_with_parent()
     return os.getppid() == int(parent)

@@ -24,11 +24,11 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from learner.networks import MLPShape, mlp_shape
-from learner.qinput import LatentInput, ObservationInput, QInput
+from mbgen.learner.networks import MLPShape, mlp_shape
+from mbgen.learner.qinput import LatentInput, ObservationInput, QInput
 
 if TYPE_CHECKING:
-    from learner.config import RunConfig
+    from mbgen.learner.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -58,28 +58,28 @@ AGENTS: dict[str, AgentSpec] = {
         AgentSpec(
             "simple",
             "32 replay states rolled out 10 steps in a learned model of independent Bernoulli features",
-            "modelserver.models:SimpleModel",
+            "mbgen.modelserver.models:SimpleModel",
             ObservationInput(),
         ),
         AgentSpec(
-            "perfect", "the same rollouts in the true dynamics", "modelserver.models:PerfectModel", ObservationInput()
+            "perfect", "the same rollouts in the true dynamics", "mbgen.modelserver.models:PerfectModel", ObservationInput()
         ),
         AgentSpec(
             "latent-cat",
             "rollouts in a Dreamer-style latent model of 32 categorical features of 32 classes",
-            "modelserver.models:LatentModel",
+            "mbgen.modelserver.models:LatentModel",
             LatentInput(categorical=True),
         ),
         AgentSpec(
             "latent-gauss",
             "rollouts in a Dreamer-style latent model of 32 Gaussian features",
-            "modelserver.models:LatentModel",
+            "mbgen.modelserver.models:LatentModel",
             LatentInput(categorical=False),
         ),
         AgentSpec(
             "ensemble",
             "MBPO: the simple model's rollouts in an ensemble of K bootstrapped simple models, a random one per step",
-            "modelserver.ensemble:EnsembleModel",
+            "mbgen.modelserver.ensemble:EnsembleModel",
             ObservationInput(),
             tuned_as="simple",
             cost=3.7,  # K = 5: model step and Q update over the simple model's, ProcMaze(4), P = 4, 1 thread
@@ -88,7 +88,7 @@ AGENTS: dict[str, AgentSpec] = {
         AgentSpec(
             "table",
             "Dyna with a tabular model: rollouts replay the outcomes seen for each (observation, action)",
-            "modelserver.table:TableModel",
+            "mbgen.modelserver.table:TableModel",
             ObservationInput(),
             tuned_as="simple",
             cost=0.5,  # model step and Q update over the simple model's, ProcMaze(4), P = 4, 1 thread

@@ -17,11 +17,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import envs
-from learner.agents import AGENTS, AgentSpec, agent_spec, tuned
-from learner.losses import GAMMA
-from replay.limiter import RatioPolicy, protocol_updates
-from replay.security import endpoint_is_local
+from mbgen import envs
+from mbgen.learner.agents import AGENTS, AgentSpec, agent_spec, tuned
+from mbgen.learner.losses import GAMMA
+from mbgen.replay.limiter import RatioPolicy, protocol_updates
+from mbgen.runtime.devices import DEVICES
+from mbgen.runtime.security import endpoint_is_local
 
 
 def grid_value(value: float | list[float], tuned_value: float) -> float | list[float]:
@@ -37,7 +38,6 @@ REGIMES = {
     "high": {"steps": 1_000_000, "updates_per_step": 1, "eval_period": 500},
     "low": {"steps": 100_000, "updates_per_step": 10, "eval_period": 50},
 }
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -87,7 +87,7 @@ class RunConfig:
     diagnostics_period: int = 1000  # model updates between model diagnostics events
     device: str = "auto"  # learner and model server: auto | cpu | cuda
     workers: int = 0  # threads splitting the population in the learner and model server; 0 = auto
-    learner_threads: int = 0  # torch threads per learner worker; 0 = auto (learner/process.py: parallelism)
+    learner_threads: int = 0  # torch threads per learner worker; 0 = auto (runtime/devices.py: parallelism)
     model_threads: int = 0  # torch threads per model-server worker; 0 = auto
     out: str = ""  # run directory; empty = runs/<time>-<agent>-<env>
     remote_endpoint: str = ""  # tcp://HOST:PORT where remote actors send transitions; empty = local actors only

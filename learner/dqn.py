@@ -16,10 +16,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from learner.losses import GAMMA, q_loss, td_targets
-from learner.networks import MLP, MLPShape, ParamStore
-from learner.optim import AdamState, adam_init, adam_step, uniform
-from learner.shards import ShardPool
+from mbgen.learner.losses import GAMMA, q_loss, td_targets
+from mbgen.learner.networks import MLP, MLPShape, ParamStore
+from mbgen.learner.optim import AdamState, adam_init, adam_step, uniform
+from mbgen.learner.shards import ShardPool
 
 BATCH_FIELDS = ("obs", "action", "reward", "next_obs", "continuation", "weight")  # what one Q update reads
 

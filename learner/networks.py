@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from envs.seeding import derive_seed
+from mbgen.envs.seeding import derive_seed
 
 LOG2E = 1.0 / math.log(2.0)
 FAST_ELU_MIN = 8192  # below this many elements one F.elu call beats five cheap ones

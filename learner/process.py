@@ -26,59 +26,30 @@ import numpy as np
 import torch
 import zmq
 
-import envs
-from envs.seeding import rng_state, set_rng_state
-from learner.agents import encoder_shape, q_shape
-from learner.config import RunConfig
-from learner.dqn import BATCH_FIELDS, DQN
-from learner.params import ParamBlock, ParamPublisher
-from learner.step import ReplayStep
-from replay.counters import LIVE, RunCounters
-from replay.limiter import wait_until
-from replay.runtime import checkpoints
-from replay.runtime.doorbell import ActorRinger, Doorbell, Ringer
-from replay.runtime.lifecycle import StopSignal
-from replay.runtime.logs import get_logger
-from replay.runtime.roles import run_role
-from replay.runtime.timing import PhaseTimer
-from replay.runtime.wiring import LEARNER_SLOT, Wiring, actor_name
-from replay.security import ServerKeys
-from replay.slots import SlotQueue
-from replay.store import ReplayStore
+from mbgen import envs
+from mbgen.envs.seeding import rng_state, set_rng_state
+from mbgen.learner.agents import encoder_shape, q_shape
+from mbgen.learner.config import RunConfig
+from mbgen.learner.dqn import BATCH_FIELDS, DQN
+from mbgen.runtime.params import ParamBlock, ParamPublisher
+from mbgen.learner.step import ReplayStep
+from mbgen.runtime.counters import LIVE, RunCounters
+from mbgen.runtime.devices import choose_device, parallelism
+from mbgen.runtime.doorbell import wait_until
+from mbgen.runtime import checkpoints
+from mbgen.runtime.doorbell import ActorRinger, Doorbell, Ringer
+from mbgen.runtime.lifecycle import StopSignal
+from mbgen.runtime.logs import get_logger
+from mbgen.runtime.roles import run_role
+from mbgen.runtime.timing import PhaseTimer
+from mbgen.runtime.wiring import LEARNER_SLOT, Wiring, actor_name
+from mbgen.runtime.security import ServerKeys
+from mbgen.runtime.slots import SlotQueue
+from mbgen.replay.store import ReplayStore
 
 PROGRESS_PERIOD_S = 10.0
 STOP_EVALUATIONS_S = 4.0  # a stop cut waits this long for pending evaluations, else it is skipped
 REMOTE_REPUBLISH_S = 1.0  # remote actors also get the current version this often while nothing changes
-
-
-def choose_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device must be auto or cpu on this machine: CUDA is not available")
-    return torch.device(name)
-
-
-def parallelism(cfg: RunConfig, role: str) -> tuple[int, int]:
-    """(member-parallel workers, torch threads per worker) for the learner or the model server.
-
-    Auto, with C cores: a population of at least C members is split over C workers of one thread
-    each, in every compute process, so the operating system can fill every core with coarse
-    pieces of work. A smaller population runs as one batch; ER's single compute process then
-    takes every core inside each matrix product, while the two compute processes of a model
-    agent take one core each.
-    """
-    cores = os.cpu_count() or 1
-    workers = cfg.workers or (cores if cfg.members >= cores else 1)
-    configured = cfg.learner_threads if role == "learner" else cfg.model_threads
-    if configured:
-        threads = configured
-    elif workers > 1:
-        threads = 1
-    else:
-        threads = max(1, cores // 2) if cfg.spec.model_server else cores
-    torch.set_num_threads(threads)
-    return workers, threads
 
 
 def eval_snapshot_spec(q_numel: int, encoder_numel: int) -> dict:
@@ -96,7 +67,9 @@ class Learner:
         env = envs.make(cfg.env, 1, 0, **cfg.env_params)
         self.device = choose_device(cfg.device)
         self.model_agent = cfg.spec.model_server
-        self.workers, self.threads = parallelism(cfg, "learner")
+        self.workers, self.threads = parallelism(
+            cfg.members, cfg.workers, cfg.learner_threads, 2 if cfg.spec.model_server else 1
+        )
         self.dqn = DQN(
             q_shape(cfg, env.obs_dim, env.num_actions),
             cfg.member_seeds,

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from learner.networks import MLPShape, mlp_shape
+from mbgen.learner.networks import MLPShape, mlp_shape
 
 if TYPE_CHECKING:
-    from learner.config import RunConfig
+    from mbgen.learner.config import RunConfig
 
 MIN_STD = 0.1  # Gaussian latent: floor added to the encoder's standard deviation
 STD_FLOOR = 1e-6  # numerical floor before the offset (as in the reference code)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from envs.seeding import derive_seed
-from learner.dqn import DQN
-from replay.runtime.timing import PhaseTimer
-from replay.store import Batch, ReplayStore
+from mbgen.envs.seeding import derive_seed
+from mbgen.learner.dqn import DQN
+from mbgen.runtime.timing import PhaseTimer
+from mbgen.replay.store import Batch, ReplayStore
 
 
 class ReplayStep:

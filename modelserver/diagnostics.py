@@ -21,8 +21,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-import envs
-from modelserver.interface import DynamicsModel
+from mbgen import envs
+from mbgen.modelserver.interface import DynamicsModel
 
 
 @torch.no_grad()

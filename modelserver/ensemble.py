@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import torch
 
-from envs.seeding import derive_seed
-from learner.config import RunConfig
-from learner.networks import ParamStore, TripleHead
-from learner.shards import ShardPool
-from modelserver.interface import Prediction, Step
-from modelserver.models import SimpleModel, with_action
+from mbgen.envs.seeding import derive_seed
+from mbgen.learner.config import RunConfig
+from mbgen.learner.networks import ParamStore, TripleHead
+from mbgen.learner.shards import ShardPool
+from mbgen.modelserver.interface import Prediction, Step
+from mbgen.modelserver.models import SimpleModel, with_action
 
 
 def bootstrap_indices(members: int, k: int, batch: int, generator: torch.Generator | None, device) -> torch.Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from modelserver.interface import DynamicsModel
+from mbgen.modelserver.interface import DynamicsModel
 
 
 def frozen_params(path: str, members: int, per_member: int) -> np.ndarray:
@@ -49,8 +49,8 @@ def freeze(model: DynamicsModel, path: str, members: int) -> None:
 
 def check_frozen(cfg) -> None:
     """Refuse, before a run starts, a frozen model that does not fit the run (raises ValueError)."""
-    import envs
-    from modelserver.interface import build_model
+    from mbgen import envs
+    from mbgen.modelserver.interface import build_model
 
     env = envs.make(cfg.env, 1, 0, **cfg.env_params)
     model = build_model(cfg, env.obs_dim, env.num_actions, torch.device("cpu"), torch.Generator())

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol, Sequence
 import numpy as np
 import torch
 
-from learner.shards import ShardPool
+from mbgen.learner.shards import ShardPool
 
 if TYPE_CHECKING:
-    from learner.config import RunConfig
-    from learner.networks import ParamStore
+    from mbgen.learner.config import RunConfig
+    from mbgen.learner.networks import ParamStore
 
 
 class Step(NamedTuple):

@@ -18,15 +18,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import envs
-from envs.seeding import derive_seed, rng_state, set_rng_state
-from learner.config import RunConfig
-from learner.networks import MLP, ParamStore, TripleHead, mlp_shape
-from learner.optim import adam_init, adam_step
-from learner.qinput import MIN_STD, LatentInput, categorical_sample, gaussian_params, gaussian_sample, gumbel
-from learner.shards import ShardPool
-from modelserver.interface import Prediction, Step
-from modelserver.losses import balanced_kl, categorical_kl, gaussian_kl, latent_model_loss, simple_model_loss
+from mbgen import envs
+from mbgen.envs.seeding import derive_seed, rng_state, set_rng_state
+from mbgen.learner.config import RunConfig
+from mbgen.learner.networks import MLP, ParamStore, TripleHead, mlp_shape
+from mbgen.learner.optim import adam_init, adam_step
+from mbgen.learner.qinput import MIN_STD, LatentInput, categorical_sample, gaussian_params, gaussian_sample, gumbel
+from mbgen.learner.shards import ShardPool
+from mbgen.modelserver.interface import Prediction, Step
+from mbgen.modelserver.losses import balanced_kl, categorical_kl, gaussian_kl, latent_model_loss, simple_model_loss
 
 
 def with_action(x: torch.Tensor, action: torch.Tensor, num_actions: int) -> torch.Tensor:

@@ -27,30 +27,30 @@ import numpy as np
 import torch
 import zmq
 
-import envs
-from envs.seeding import derive_seed, rng_state, set_rng_state
-from learner.agents import encoder_shape, q_shape
-from learner.config import RunConfig
-from learner.dqn import q_network
-from learner.params import ParamBlock, ParamReader
-from learner.process import choose_device, parallelism
-from learner.shards import ShardPool
-from modelserver import diagnostics
-from modelserver.frozen import freeze
-from modelserver.interface import build_model
-from modelserver.rollout import FIELDS, RolloutEngine
-from modelserver.step import ModelStep
-from replay.counters import LIVE, RunCounters
-from replay.limiter import wait_until
-from replay.runtime import checkpoints
-from replay.runtime.doorbell import ActorRinger, Doorbell, Ringer
-from replay.runtime.lifecycle import StopSignal
-from replay.runtime.logs import get_logger
-from replay.runtime.roles import run_role
-from replay.runtime.timing import PhaseTimer
-from replay.runtime.wiring import MODELSERVER_SLOT, Wiring, actor_name
-from replay.slots import SlotQueue
-from replay.store import Batch, ReplayStore
+from mbgen import envs
+from mbgen.envs.seeding import derive_seed, rng_state, set_rng_state
+from mbgen.learner.agents import encoder_shape, q_shape
+from mbgen.learner.config import RunConfig
+from mbgen.learner.dqn import q_network
+from mbgen.runtime.params import ParamBlock, ParamReader
+from mbgen.runtime.devices import choose_device, parallelism
+from mbgen.learner.shards import ShardPool
+from mbgen.modelserver import diagnostics
+from mbgen.modelserver.frozen import freeze
+from mbgen.modelserver.interface import build_model
+from mbgen.modelserver.rollout import FIELDS, RolloutEngine
+from mbgen.modelserver.step import ModelStep
+from mbgen.runtime.counters import LIVE, RunCounters
+from mbgen.runtime.doorbell import wait_until
+from mbgen.runtime import checkpoints
+from mbgen.runtime.doorbell import ActorRinger, Doorbell, Ringer
+from mbgen.runtime.lifecycle import StopSignal
+from mbgen.runtime.logs import get_logger
+from mbgen.runtime.roles import run_role
+from mbgen.runtime.timing import PhaseTimer
+from mbgen.runtime.wiring import MODELSERVER_SLOT, Wiring, actor_name
+from mbgen.runtime.slots import SlotQueue
+from mbgen.replay.store import Batch, ReplayStore
 
 DIAGNOSTIC_BATCH = 1024
 
@@ -62,7 +62,7 @@ class ModelServer:
         env = envs.make(cfg.env, 1, 0, **cfg.env_params)
         self.env = env
         self.device = choose_device(cfg.device)
-        self.workers, self.threads = parallelism(cfg, "modelserver")
+        self.workers, self.threads = parallelism(cfg.members, cfg.workers, cfg.model_threads, 2)
         self.shards = ShardPool(cfg.members, self.workers)
         self.generator = torch.Generator(device=self.device).manual_seed(
             derive_seed(cfg.member_seeds[0], "model-server")

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import torch
 
-from learner.dqn import BATCH_FIELDS
-from learner.qinput import gumbel
-from learner.shards import ShardPool
-from modelserver.interface import DynamicsModel
+from mbgen.learner.dqn import BATCH_FIELDS
+from mbgen.learner.qinput import gumbel
+from mbgen.learner.shards import ShardPool
+from mbgen.modelserver.interface import DynamicsModel
 
 FIELDS = BATCH_FIELDS  # an imagined batch is what one Q update reads
 

@@ -14,9 +14,9 @@ from typing import Callable
 
 import torch
 
-from modelserver.interface import DynamicsModel
-from modelserver.rollout import RolloutEngine
-from replay.runtime.timing import PhaseTimer
+from mbgen.modelserver.interface import DynamicsModel
+from mbgen.modelserver.rollout import RolloutEngine
+from mbgen.runtime.timing import PhaseTimer
 
 
 class ModelStep:

@@ -33,9 +33,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from learner.config import RunConfig
-from learner.shards import ShardPool
-from modelserver.interface import Prediction, Step
+from mbgen.learner.config import RunConfig
+from mbgen.learner.shards import ShardPool
+from mbgen.modelserver.interface import Prediction, Step
 
 HASH_SEED = 0x7AB1E  # the hash words are fixed: checkpoints stay valid across runs
 FIELDS = ("member", "key", "entry", "count", "reward", "continuation", "next_obs")

@@ -20,15 +20,15 @@ import time
 
 import numpy as np
 
-import envs
-from envs.base import TRANSITION_FIELDS
-from replay.client import ReplayClient
-from replay.counters import RunCounters
-from replay.runtime.wiring import actor_name
-from replay.security import LocalCredentials, private_directory
-from replay.service import ServiceConfig, start
-from replay.shm import new_run_id, segment_name
-from replay.store import Batch, ReplayStore, bytes_per_transition
+from mbgen import envs
+from mbgen.envs.base import TRANSITION_FIELDS
+from mbgen.replay.client import ReplayClient
+from mbgen.runtime.counters import RunCounters
+from mbgen.runtime.wiring import actor_name
+from mbgen.runtime.security import LocalCredentials, private_directory
+from mbgen.replay.service import ServiceConfig, start
+from mbgen.runtime.shm import new_run_id, segment_name
+from mbgen.replay.store import Batch, ReplayStore, bytes_per_transition
 
 GRID = 10
 MESSAGE = 256

@@ -20,10 +20,10 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from envs.base import TRANSITION_FIELDS
-from replay.protocol import ProtocolError, decode_reply, encode_insert, pack
-from replay.runtime.logs import get_logger
-from replay.security import ClientKeys, apply_local_login
+from mbgen.envs.base import TRANSITION_FIELDS
+from mbgen.replay.protocol import ProtocolError, decode_reply, encode_insert, pack
+from mbgen.runtime.logs import get_logger
+from mbgen.runtime.security import ClientKeys, apply_local_login
 
 
 class ReplayRejected(RuntimeError):

@@ -22,12 +22,7 @@ than `stall_warning_s` logs a warning naming the side that is stalled.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Callable
-
-from replay.runtime.doorbell import Doorbell
-from replay.runtime.logs import get_logger
 
 
 def protocol_updates(updates_per_step: int, learning_starts: int, env_steps: int) -> int:
@@ -61,34 +56,3 @@ class RatioPolicy:
 
     def inserts_paused(self, inserts: int, done: int) -> bool:
         return self.target(inserts) - done > self.tolerance
-
-
-def wait_until(
-    ready: Callable[[], bool],
-    bell: Doorbell,
-    *,
-    heartbeat: Callable[[], None] | None = None,
-    stall_warning_s: float = 30.0,
-    describe_stall: Callable[[], dict] | None = None,
-    slice_s: float = 1.0,
-) -> float:
-    """Block until `ready()`, waking on `bell`; returns the seconds waited.
-
-    The bell is drained before each check, so a change published before its ring
-    is never missed. Every `slice_s` the heartbeat is refreshed; after
-    `stall_warning_s` (and each further interval) a warning describes the stall.
-    """
-    start = time.monotonic()
-    next_warning = start + stall_warning_s
-    bell.drain()
-    while not ready():
-        bell.wait(slice_s)
-        if heartbeat is not None:
-            heartbeat()
-        now = time.monotonic()
-        if now >= next_warning and not ready():
-            get_logger().warning(
-                "stalled", waited_s=round(now - start, 1), **(describe_stall() if describe_stall else {})
-            )
-            next_warning = now + stall_warning_s
-    return time.monotonic() - start

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import msgpack
 import numpy as np
 
-from envs.base import TRANSITION_FIELDS
+from mbgen.envs.base import TRANSITION_FIELDS
 
 PROTOCOL_VERSION = 2
 MAX_TRANSITIONS_PER_MESSAGE = 4096  # per message; actors send message_size x envs (16 by default)

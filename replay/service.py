@@ -49,9 +49,9 @@ from typing import Any
 import numpy as np
 import zmq
 
-from replay.counters import ACTOR_SLOTS, FREE, LIVE, REMOTE, SEQ_WINDOW, RunCounters
-from replay.limiter import RatioPolicy
-from replay.protocol import (
+from mbgen.runtime.counters import ACTOR_SLOTS, FREE, LIVE, REMOTE, SEQ_WINDOW, RunCounters
+from mbgen.replay.limiter import RatioPolicy
+from mbgen.replay.protocol import (
     INT64_MAX,
     MAX_TRANSITIONS_PER_MESSAGE,
     ProtocolError,
@@ -61,12 +61,12 @@ from replay.protocol import (
     max_frame_bytes,
     pack,
 )
-from replay.runtime import checkpoints
-from replay.runtime.doorbell import Doorbell, Ringer
-from replay.runtime.lifecycle import StopRequested, StopSignal, die_with_parent
-from replay.runtime.logs import configure_logging, get_logger
-from replay.runtime.wiring import COUNTERS_SEGMENT, LOCAL_ACTOR_SLOTS, REPLAY_SLOT, STORE_SEGMENT, actor_name
-from replay.security import (
+from mbgen.runtime import checkpoints
+from mbgen.runtime.doorbell import Doorbell, Ringer
+from mbgen.runtime.lifecycle import StopRequested, StopSignal, die_with_parent
+from mbgen.runtime.logs import configure_logging, get_logger
+from mbgen.runtime.wiring import COUNTERS_SEGMENT, LOCAL_ACTOR_SLOTS, REPLAY_SLOT, STORE_SEGMENT, actor_name
+from mbgen.runtime.security import (
     LOCAL_DOMAIN,
     REMOTE_DOMAIN,
     LocalCredentials,
@@ -75,8 +75,8 @@ from replay.security import (
     check_bind,
     check_private_endpoint,
 )
-from replay.shm import segment_name
-from replay.store import DEFAULT_CAPACITY, ReplayStore
+from mbgen.runtime.shm import segment_name
+from mbgen.replay.store import DEFAULT_CAPACITY, ReplayStore
 
 RCVHWM = 64  # messages queued per peer before ZeroMQ stops reading its connection
 MAX_SLOTS_PER_KEY = 8  # remote actor slots one authorised key may hold

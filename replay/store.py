@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from replay.shm import Segment
+from mbgen.runtime.shm import Segment
 
 DEFAULT_CAPACITY = 100_000
 

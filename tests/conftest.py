@@ -7,7 +7,7 @@ import pytest
 # segments of another session running on the same machine are never counted as ours.
 os.environ.setdefault("MBGEN_SHM_PREFIX", f"mbgen_t{os.getpid():x}_")
 
-from replay.shm import leftover_segments  # noqa: E402
+from mbgen.runtime.shm import leftover_segments  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))  # so spawned children can import tests/helpers.py
 

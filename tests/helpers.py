@@ -43,7 +43,7 @@ def message(actor: int, seq: int, size: int, obs_dim: int, num_actions: int):
 
 def local_token(endpoint: str, name: str) -> str | None:
     """The per-run token of local actor `name`, from the credentials beside an ipc endpoint."""
-    from replay.security import LocalCredentials
+    from mbgen.runtime.security import LocalCredentials
 
     if not endpoint.startswith("ipc://"):
         return None
@@ -52,7 +52,7 @@ def local_token(endpoint: str, name: str) -> str | None:
 
 def socket_directory() -> str:
     """A private (0700) directory for a test's sockets, removed when the test session ends."""
-    from replay.security import private_directory
+    from mbgen.runtime.security import private_directory
 
     directory = private_directory("mbgen-test-")
     atexit.register(shutil.rmtree, directory, True)
@@ -61,7 +61,7 @@ def socket_directory() -> str:
 
 def private_endpoint(actors=range(10)):
     """A private (0700) directory with an ingest endpoint and tokens for actor0..actor9."""
-    from replay.security import LocalCredentials
+    from mbgen.runtime.security import LocalCredentials
 
     directory = socket_directory()
     credentials = LocalCredentials.in_directory(directory)
@@ -74,8 +74,8 @@ def send_messages(endpoint, actor, member, first, count, size, obs_dim, num_acti
     """Actor process: send messages first..first+count-1 for `member`, wait for all acks.
 
     Local endpoints: logged in as actor<actor> with its token; remote ones: with the keys, after hello."""
-    from replay.client import ReplayClient
-    from replay.security import ClientKeys
+    from mbgen.replay.client import ReplayClient
+    from mbgen.runtime.security import ClientKeys
 
     keys = ClientKeys.load(keys_dir) if keys_dir else None
     name = f"actor{actor}"
@@ -134,12 +134,13 @@ def consumer(
     """
     import zmq
 
-    from replay.counters import RunCounters
-    from replay.limiter import RatioPolicy, wait_until
-    from replay.runtime.doorbell import Doorbell, Ringer
-    from replay.runtime.lifecycle import StopRequested, StopSignal
-    from replay.runtime.logs import configure_logging
-    from replay.store import Batch, ReplayStore
+    from mbgen.runtime.counters import RunCounters
+    from mbgen.replay.limiter import RatioPolicy
+    from mbgen.runtime.doorbell import wait_until
+    from mbgen.runtime.doorbell import Doorbell, Ringer
+    from mbgen.runtime.lifecycle import StopRequested, StopSignal
+    from mbgen.runtime.logs import configure_logging
+    from mbgen.replay.store import Batch, ReplayStore
 
     StopSignal().install()
     configure_logging("consumer", log_path)
@@ -181,7 +182,7 @@ def consumer(
 
 def paced_sender(endpoint, actor, member, count, size, obs_dim, num_actions, work):
     """Actor process that computes (`work` matmuls) between messages: a slow producer."""
-    from replay.client import ReplayClient
+    from mbgen.replay.client import ReplayClient
 
     a = np.random.default_rng(1).random((256, 256)).astype(np.float32)
     client = ReplayClient(endpoint, f"actor{actor}", token=local_token(endpoint, f"actor{actor}"))
@@ -209,7 +210,7 @@ def tiny_run(agent="er", steps=1500, eval_period=250):
 def mbgen(*args, timeout=240):
     """Run the real `mbgen` command line in a fresh interpreter."""
     return subprocess.run(
-        [sys.executable, "-m", "launch.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        [sys.executable, "-m", "mbgen.launch.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
     )
 
 
@@ -219,7 +220,7 @@ def mbgen_refusal(*args) -> tuple[int, str]:
     import contextlib
     import io
 
-    from launch.cli import main
+    from mbgen.launch.cli import main
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -233,7 +234,7 @@ def mbgen_refusal(*args) -> tuple[int, str]:
 # -- whole runs through the command line -----------------------------------------------------
 def start(*args):
     return subprocess.Popen(
-        [sys.executable, "-m", "launch.cli", *args],
+        [sys.executable, "-m", "mbgen.launch.cli", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -6,9 +6,9 @@ import hashlib
 
 import torch
 
-from learner.dqn import DQN
-from learner.networks import mlp_shape
-from learner.shards import ShardPool
+from mbgen.learner.dqn import DQN
+from mbgen.learner.networks import mlp_shape
+from mbgen.learner.shards import ShardPool
 
 
 class OneAfterAnother(ShardPool):

@@ -5,8 +5,8 @@ import json
 import pytest
 from helpers import mbgen
 
-from launch.bench import BENCH_ENV, REFERENCE, arithmetic, load_reference, ratios, table, update_flops, update_products
-from learner.config import RunConfig
+from mbgen.launch.bench.throughput import BENCH_ENV, REFERENCE, arithmetic, load_reference, ratios, table, update_flops, update_products
+from mbgen.learner.config import RunConfig
 
 
 def test_ratios_and_the_table_put_like_beside_like(tmp_path):

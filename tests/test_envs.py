@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
-from envs import buttongrid as bg
-from envs import procmaze as pm
-from envs import wallgrid as wg
-from envs.grid import DOWN, LEFT, RIGHT, STAY, UP
+from mbgen import envs
+from mbgen.envs import buttongrid as bg
+from mbgen.envs import procmaze as pm
+from mbgen.envs import wallgrid as wg
+from mbgen.envs.grid import DOWN, LEFT, RIGHT, STAY, UP
 
 ALL = [
     ("panflute", {"num_pipes": 4}),

@@ -7,11 +7,11 @@ import pytest
 import torch
 from helpers import mbgen, metrics, tiny_run
 
-from learner.config import RunConfig
-from learner.dqn import DQN
-from learner.losses import q_loss, td_targets
-from learner.networks import mlp_shape
-from modelserver.interface import build_model
+from mbgen.learner.config import RunConfig
+from mbgen.learner.dqn import DQN
+from mbgen.learner.losses import q_loss, td_targets
+from mbgen.learner.networks import mlp_shape
+from mbgen.modelserver.interface import build_model
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 TOLERANCE = dict(rtol=1e-4, atol=1e-5)

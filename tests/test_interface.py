@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
-from actors.episodes import EpisodeReturns
-from envs import buttongrid as bg
-from envs import procmaze as pm
-from envs.grid import DOWN, RIGHT, STAY, UP
-from envs.scores import (
+from mbgen import envs
+from mbgen.actors.episodes import EpisodeReturns
+from mbgen.envs import buttongrid as bg
+from mbgen.envs import procmaze as pm
+from mbgen.envs.grid import DOWN, RIGHT, STAY, UP
+from mbgen.envs.scores import (
     CACHE_PATH,
     compute_reference,
     estimate,
@@ -24,14 +24,14 @@ from envs.scores import (
     reference_scores,
     score_range,
 )
-from launch.config import dump_toml
-from launch.progress import scores_text
-from launch.results import MetricsTail, point_finals, point_names, run_final
-from launch.stats import bootstrap_ci
-from launch.rundir import prepare_run_dir
-from learner.agents import q_shape
-from learner.config import RunConfig
-from learner.dqn import DQN
+from mbgen.launch.options import dump_toml
+from mbgen.launch.run.progress import scores_text
+from mbgen.launch.run.results import MetricsTail, point_finals, point_names, run_final
+from mbgen.launch.stats import bootstrap_ci
+from mbgen.launch.run.rundir import prepare_run_dir
+from mbgen.learner.agents import q_shape
+from mbgen.learner.config import RunConfig
+from mbgen.learner.dqn import DQN
 
 
 # ---------------------------------------------------------------- grids
@@ -284,7 +284,7 @@ def test_a_directory_holding_a_run_is_refused_unless_forced(tmp_path):
 
 
 def test_plot_draws_each_point_members_or_band_and_warns_across_environments(tmp_path):
-    from launch.plots import BAND_MIN_MEMBERS, plot_runs
+    from mbgen.launch.run.plots import BAND_MIN_MEMBERS, plot_runs
 
     few = grid(lr=[1e-4, 4e-4], seeds=[0, 1])
     a = fake_run(tmp_path / "a", few, {m: [0.1, 0.2 + 0.05 * m] for m in range(4)})
@@ -307,7 +307,7 @@ def test_plot_draws_each_point_members_or_band_and_warns_across_environments(tmp
 
 
 def test_help_groups_flags_shows_defaults_and_lists_environment_parameters(capsys, monkeypatch):
-    from launch.cli import build_parser
+    from mbgen.launch.cli import build_parser
 
     monkeypatch.setenv("COLUMNS", "250")  # no wrapping inside a help line
     with pytest.raises(SystemExit):

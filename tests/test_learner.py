@@ -11,15 +11,15 @@ import torch
 import zmq
 from helpers import run_in_process, socket_directory, stop_process
 
-from learner.dqn import DQN, q_network
-from learner.losses import q_loss, td_targets
-from learner.networks import MLP, ParamStore, TripleHead, mlp_shape
-from learner.optim import adam_init, adam_step
-from learner.params import ParamBlock, ParamReader
-from replay.runtime.doorbell import Doorbell, Ringer
-from replay.runtime.lifecycle import REPRODUCIBLE_MATH_ENV
-from replay.shm import new_run_id, segment_name
-from replay.slots import SlotQueue
+from mbgen.learner.dqn import DQN, q_network
+from mbgen.learner.losses import q_loss, td_targets
+from mbgen.learner.networks import MLP, ParamStore, TripleHead, mlp_shape
+from mbgen.learner.optim import adam_init, adam_step
+from mbgen.runtime.params import ParamBlock, ParamReader
+from mbgen.runtime.doorbell import Doorbell, Ringer
+from mbgen.runtime.lifecycle import REPRODUCIBLE_MATH_ENV
+from mbgen.runtime.shm import new_run_id, segment_name
+from mbgen.runtime.slots import SlotQueue
 
 # A linear Q (no hidden layer) over 2 features and 2 actions: W = [[1, 2], [3, 4]], b = [0.5, -0.5].
 LINEAR = mlp_shape(2, [], 2)

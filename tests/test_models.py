@@ -7,14 +7,14 @@ import pytest
 import torch
 from helpers import mbgen, tiny_run
 
-import envs
-from learner.config import RunConfig
-from learner.dqn import q_network
-from learner.networks import mlp_shape
-from learner.optim import adam_init, adam_step
-from modelserver.diagnostics import accuracy, panflute_probe, smoothing
-from modelserver.interface import Prediction, Step
-from modelserver.losses import (
+from mbgen import envs
+from mbgen.learner.config import RunConfig
+from mbgen.learner.dqn import q_network
+from mbgen.learner.networks import mlp_shape
+from mbgen.learner.optim import adam_init, adam_step
+from mbgen.modelserver.diagnostics import accuracy, panflute_probe, smoothing
+from mbgen.modelserver.interface import Prediction, Step
+from mbgen.modelserver.losses import (
     balanced_kl,
     bernoulli_nll,
     categorical_kl,
@@ -22,8 +22,8 @@ from modelserver.losses import (
     latent_model_loss,
     simple_model_loss,
 )
-from modelserver.models import LatentModel, PerfectModel, SimpleModel
-from modelserver.rollout import RolloutEngine, rollout, softmax_sample
+from mbgen.modelserver.models import LatentModel, PerfectModel, SimpleModel
+from mbgen.modelserver.rollout import RolloutEngine, rollout, softmax_sample
 
 LOG2 = math.log(2.0)
 
@@ -296,7 +296,7 @@ def test_each_model_agent_runs_as_a_multi_process_system(tmp_path, agent):
 
 
 def test_member_shards_train_the_simple_model_identically():
-    from learner.shards import ShardPool
+    from mbgen.learner.shards import ShardPool
 
     c = RunConfig(agent="simple", env="procmaze", seeds=[0, 1, 2], hidden=[16, 16]).resolved()
     batch = real_batch(members=3)
@@ -314,8 +314,8 @@ def test_member_shards_train_the_simple_model_identically():
 # ------------------------------------------------------------------ the agent seam
 def test_every_declared_model_implements_the_interface():
     """Each agent's declaration builds a model that answers every DynamicsModel question."""
-    from learner.agents import AGENTS
-    from modelserver.interface import DynamicsModel, Prediction, build_model
+    from mbgen.learner.agents import AGENTS
+    from mbgen.modelserver.interface import DynamicsModel, Prediction, build_model
 
     members = [name for name in DynamicsModel.__annotations__] + [
         n for n in vars(DynamicsModel) if not n.startswith("_")
@@ -364,7 +364,7 @@ O1, O2, O3 = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
 
 
 def table_model(**kw):
-    from modelserver.table import TableModel
+    from mbgen.modelserver.table import TableModel
 
     return TableModel(cfg("table", seeds=[0], **kw), 3, 2, "cpu", None)
 
@@ -437,7 +437,7 @@ def test_table_rollout_ends_at_the_first_unseen_pair():
 
 
 def test_table_keeps_each_members_newest_entries_within_the_capacity():
-    from modelserver.table import keep_newest
+    from mbgen.modelserver.table import keep_newest
 
     # members 0, 1, 0, 0, 1 with capacity 2: member 0 drops its oldest (index 0)
     assert keep_newest(torch.tensor([0, 1, 0, 0, 1]), 2, 2).tolist() == [False, True, True, True, True]
@@ -450,7 +450,7 @@ def test_table_keeps_each_members_newest_entries_within_the_capacity():
 
 
 def test_table_members_keep_their_own_transitions():
-    from modelserver.table import TableModel
+    from mbgen.modelserver.table import TableModel
 
     model = TableModel(cfg("table"), 3, 2, "cpu", None)  # two members
     a, c = transitions(A), transitions(C)
@@ -460,7 +460,7 @@ def test_table_members_keep_their_own_transitions():
 
 
 def test_table_draws_by_hand():
-    from modelserver.table import sample_in_groups
+    from mbgen.modelserver.table import sample_in_groups
 
     cum = torch.tensor([3.0, 4.0, 6.0, 7.0], dtype=torch.float64)  # counts 3, 1 | 2 | 1
     lo, hi = torch.tensor([0, 0, 2, 3, 4]), torch.tensor([2, 2, 3, 4, 4])
@@ -470,7 +470,7 @@ def test_table_draws_by_hand():
 
 # ------------------------------------------------------------------ the ensemble (MBPO)
 def test_ensemble_maths_by_hand():
-    from modelserver.ensemble import bootstrap, disagreement, pick, within_cutoff
+    from mbgen.modelserver.ensemble import bootstrap, disagreement, pick, within_cutoff
 
     x = torch.tensor([[10.0, 11.0, 12.0]])
     assert bootstrap(x, torch.tensor([[[0, 0, 2], [1, 2, 1]]])).tolist() == [[10, 10, 12], [11, 12, 11]]
@@ -526,14 +526,14 @@ class FixedQ3:
 
 
 def build_ensemble(**kw):
-    from modelserver.ensemble import EnsembleModel
+    from mbgen.modelserver.ensemble import EnsembleModel
 
     c = cfg("ensemble", seeds=[0], ensemble_size=3, **kw)
     return EnsembleModel(c, 3, 5, "cpu", torch.Generator().manual_seed(0))
 
 
 def test_ensemble_models_start_apart_pick_uniformly_and_train_on_bootstrap_draws():
-    from modelserver.ensemble import EnsembleModel
+    from mbgen.modelserver.ensemble import EnsembleModel
 
     c = cfg("ensemble", ensemble_size=3, model_lr=1e-3)
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from helpers import mbgen, mbgen_refusal
 
-from envs import wallgrid as wg
-from envs.grid import LEFT, RIGHT, STAY, UP
-from launch.offline import cell_statistics, coverage_levels, entry, evaluation_cells, load_dataset, remaining, verdict
+from mbgen.envs import wallgrid as wg
+from mbgen.envs.grid import LEFT, RIGHT, STAY, UP
+from mbgen.launch.offline.experiment import cell_statistics, coverage_levels, entry, evaluation_cells, load_dataset, remaining, verdict
 
 
 def test_evaluation_cells_are_the_open_cells_of_both_layouts():
@@ -222,7 +222,7 @@ def test_bad_offline_options(tmp_path, args, message):
 
 
 def test_the_table_agents_are_checked_against_theorem_1s_prediction():
-    from launch.offline import PREDICTED, format_table
+    from mbgen.launch.offline.experiment import PREDICTED, format_table
 
     er_row = {"all": "succeeds", "path": "fails", "single": "fails", "none": "fails"}
     assert PREDICTED["table1"] == PREDICTED["table10"] == er_row
@@ -301,7 +301,7 @@ def test_the_table_agents_are_checked_against_theorem_1s_prediction():
 
 
 def test_a_protocol_names_network_sizes_and_budget_and_options_override_it():
-    from launch.offline import PROTOCOLS, add_offline_options, apply_protocol
+    from mbgen.launch.offline.experiment import PROTOCOLS, add_offline_options, apply_protocol
 
     parser = argparse.ArgumentParser()
     add_offline_options(parser)

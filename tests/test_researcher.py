@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from helpers import ROOT, mbgen, tiny_run
 
-import envs
-from envs.scores import play
-from envs.seeding import derive_seed
-from launch.results import load_run
+from mbgen import envs
+from mbgen.envs.scores import play
+from mbgen.envs.seeding import derive_seed
+from mbgen.launch.run.results import load_run
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def grid_run(tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "launch.cli",
+            "mbgen.launch.cli",
             "run",
             *tiny_run(),
             "--lr",
@@ -73,7 +73,8 @@ def grid_run(tmp_path_factory):
 
 def test_a_grid_of_two_step_sizes_and_two_seeds_is_four_members_reported_per_point(grid_run):
     run_dir, _, stderr = grid_run
-    cfg, rows = load_run(run_dir)
+    run = load_run(run_dir)
+    cfg, rows = run.config, run.rows
     assert cfg.members == 4 and cfg.lr == [1e-4, 4e-4] and cfg.seeds == [0, 1]
     assert len(rows) == 4 * 7  # evaluations at 0, 250, ..., 1500
     labels = {(r["member"], r["group"], r["lr"], r["temperature"], r["seed"]) for r in rows}
@@ -101,7 +102,7 @@ def test_a_grid_of_two_step_sizes_and_two_seeds_is_four_members_reported_per_poi
     assert "final score per grid point (2 points, 2 seeds each)" in stderr
     assert "lr=0.0001:" in stderr and "lr=0.0004:" in stderr and "random behaviour scores 0.4313" in stderr
 
-    from launch.plots import plot_runs
+    from mbgen.launch.run.plots import plot_runs
 
     drawn = plot_runs([run_dir], os.path.join(run_dir, "again.png"))
     assert [(c["point"], c["seeds"], c["style"]) for c in drawn["curves"]] == [
@@ -131,7 +132,7 @@ def test_tensorboard_scalars_are_read_back(grid_run):
         assert {f"eval/{point}/mean", f"eval/{point}/min", f"eval/{point}/max", f"loss/{point}/q"} <= tags
         assert f"train/{point}/episode_score" in tags
     assert {"reference/random", "reference/optimal", "throughput/updates_per_s", "accounting/stored"} <= tags
-    _, rows = load_run(run_dir)
+    rows = load_run(run_dir).rows
     last = [r["eval_return"] for r in rows if r["env_steps"] == 1500 and r["group"] == 1]
     written = events.Scalars("eval/lr=0.0004/mean")
     assert [s.step for s in written] == list(range(0, 1501, 250))
@@ -140,10 +141,11 @@ def test_tensorboard_scalars_are_read_back(grid_run):
 
 
 def test_a_loaded_policy_reproduces_the_evaluators_scores(grid_run):
-    from launch import load_policy
+    from mbgen import load_policy
 
     run_dir, _, _ = grid_run
-    cfg, rows = load_run(run_dir)
+    run = load_run(run_dir)
+    cfg, rows = run.config, run.rows
     recorded = {r["member"]: r["eval_return"] for r in rows if r["env_steps"] == cfg.steps}
     for member, label in enumerate(cfg.member_labels()):
         policy = load_policy(run_dir, member=member)
@@ -181,8 +183,8 @@ def test_export_and_a_second_run_into_the_same_directory_is_refused(grid_run):
 
 
 def test_seed_options_name_the_seeds_the_same_way_in_run_and_offline():
-    from launch.cli import build_parser
-    from launch.config import config_from_args
+    from mbgen.launch.cli import build_parser
+    from mbgen.launch.options import config_from_args
 
     parser = build_parser()
 

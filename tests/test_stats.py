@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from launch.stats import (
+from mbgen.launch.stats import (
     iqm,
     iqm_ci95,
     mean_ci95,

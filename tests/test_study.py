@@ -12,9 +12,9 @@ import time
 import pytest
 from helpers import ROOT, mbgen, wait_for
 
-from launch.estimate import required_keys, run_seconds, update_seconds
-from launch.progress import clock
-from launch.study import check_directory, load_study, plan, write_plan
+from mbgen.launch.study.estimate import required_keys, run_seconds, update_seconds
+from mbgen.launch.run.progress import clock
+from mbgen.launch.study.spec import check_directory, load_study, plan, write_plan
 
 TINY_STUDY = """
 agents = ["er", "simple"]
@@ -92,9 +92,9 @@ def test_bad_study_files_are_refused_naming_the_key(spec, message):
 
 
 def test_presets_load_and_the_paper_figure_has_150_cells():
-    full = load_study(os.path.join(ROOT, "launch", "presets", "figure3.toml"))
+    full = load_study(os.path.join(ROOT, "launch", "study", "presets", "figure3.toml"))
     assert len(full.cells) == 150 and {c.config["steps"] for c in full.cells} == {1_000_000, 100_000}
-    small = load_study(os.path.join(ROOT, "launch", "presets", "figure3-small.toml"))
+    small = load_study(os.path.join(ROOT, "launch", "study", "presets", "figure3-small.toml"))
     assert 0 < len(small.cells) < 150
 
 
@@ -132,7 +132,7 @@ def test_dry_run_prints_cells_and_an_estimate(tmp_path):
 
 # -- whole studies of real runs ----------------------------------------------------------------------
 def study_command(spec_path, out, *extra):
-    return [sys.executable, "-m", "launch.cli", "study", spec_path, "--out", out, *extra]
+    return [sys.executable, "-m", "mbgen.launch.cli", "study", spec_path, "--out", out, *extra]
 
 
 def per_member(out):

@@ -23,9 +23,9 @@ from helpers import (
     wait_for,
 )
 
-from launch.config import load_toml
-from learner.config import RunConfig
-from replay.security import make_keys
+from mbgen.launch.options import load_toml
+from mbgen.learner.config import RunConfig
+from mbgen.runtime.security import make_keys
 
 pytestmark = pytest.mark.slow
 TINY = tiny_run()
@@ -192,7 +192,7 @@ def test_remote_actor_joins_over_tcp_with_keys(tmp_path):
             [
                 sys.executable,
                 "-m",
-                "launch.cli",
+                "mbgen.launch.cli",
                 "actor",
                 "--connect",
                 f"tcp://127.0.0.1:{port}",

@@ -13,9 +13,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from replay.limiter import wait_until
-from replay.runtime.doorbell import Doorbell
-from replay.shm import Segment
+from mbgen.runtime.doorbell import wait_until
+from mbgen.runtime.doorbell import Doorbell
+from mbgen.runtime.shm import Segment
 
 
 class SlotQueue:

@@ -15,20 +15,43 @@ import math
 import os
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
-from launch.config import load_toml
-from launch.stats import clip_interval, mean_ci95
-from learner.config import RunConfig
+from mbgen.launch.options import load_toml
+from mbgen.launch.stats import clip_interval, mean_ci95
+from mbgen.learner.config import RunConfig
 
 
-def load_run(run_dir: str) -> tuple[RunConfig, list[dict]]:
-    """A run directory's resolved configuration and its metrics rows."""
+@dataclass(frozen=True)
+class Run:
+    """A run directory as data: `pandas.DataFrame(run.metrics)` is its evaluation table."""
+
+    path: str
+    config: RunConfig  # the resolved configuration (config.toml)
+    rows: list[dict]  # metrics.jsonl: one dict per evaluation point and member
+    summary: dict | None  # summary.json, or None while the run goes on
+
+    @property
+    def metrics(self) -> dict[str, list]:
+        """The evaluations as columns (METRICS_FIELDS order first): pandas-ready, no pandas needed."""
+        names = list(dict.fromkeys(k for row in self.rows for k in row))
+        return {k: [row.get(k) for row in self.rows] for k in names}
+
+
+def load_run(run_dir: str) -> Run:
+    """A run directory's resolved configuration, metrics rows and summary (refuses a directory without config)."""
     path = os.path.join(run_dir, "config.toml")
     if not os.path.exists(path):
         raise ValueError(f"{run_dir} is not a run directory (no config.toml)")
-    return RunConfig.from_dict(load_toml(path)), read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+    summary_path = os.path.join(run_dir, "summary.json")
+    summary = None
+    if os.path.exists(summary_path):
+        with open(summary_path) as f:
+            summary = json.load(f)
+    rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+    return Run(os.path.abspath(run_dir), RunConfig.from_dict(load_toml(path)), rows, summary)
 
 
 def read_metrics(path: str) -> list[dict]:
@@ -115,7 +138,7 @@ def point_names(points: list[dict]) -> list[str]:
 
 def scale_of(cfg: RunConfig) -> dict:
     """The environment's random and optimal scores on this run's protocol (envs/scores.py)."""
-    from envs.scores import reference_scores
+    from mbgen.envs.scores import reference_scores
 
     return reference_scores(cfg.env, cfg.env_params, cfg.eval_steps)
 
@@ -243,7 +266,7 @@ def write_summary(
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     if rows:
-        from launch.plots import plot_runs
+        from mbgen.launch.run.plots import plot_runs
 
         plot_runs([run_dir], os.path.join(run_dir, "curve.png"))
     draw_smoothing(run_dir, cfg)
@@ -253,7 +276,7 @@ def write_summary(
 def draw_smoothing(run_dir: str, cfg: RunConfig) -> None:
     """PanFlute runs of a model agent: smoothing.png, the model's reward and dynamics smoothing
     (the paper's Figure 4, left) at its last diagnostics."""
-    from launch.plots import last_smoothing, plot_smoothing
+    from mbgen.launch.run.plots import last_smoothing, plot_smoothing
 
     found = last_smoothing(run_dir) if cfg.env == "panflute" else None
     if found is not None:

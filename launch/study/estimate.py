@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 
-from learner.config import RunConfig
+from mbgen.learner.config import RunConfig
 
 BENCH_CFG = {"env": "procmaze", "env_params": {"grid_size": 4}}  # the setting the bench measures
 START_S = 8.0  # starting and stopping a run's processes, evaluation at the end (measured, 2 cores)
@@ -31,7 +31,7 @@ DEFAULT_FIGURES = "bench-cpu-2core.json"  # in launch/presets: `mbgen bench --js
 
 
 def default_figures() -> dict:
-    with importlib.resources.files("launch").joinpath("presets", DEFAULT_FIGURES).open() as f:
+    with importlib.resources.files("mbgen.launch.study").joinpath("presets", DEFAULT_FIGURES).open() as f:
         return json.load(f)
 
 
@@ -56,7 +56,7 @@ def required_keys(kind: str) -> tuple[str, str]:
 
 def update_seconds(cfg: RunConfig, figures: dict) -> float:
     """Modelled wall seconds of one population update of `cfg` (see the module docstring)."""
-    from launch.bench import update_flops
+    from mbgen.launch.bench.throughput import update_flops
 
     kind = "simple" if cfg.spec.model_server else "er"
     p1, p30 = required_keys(kind)

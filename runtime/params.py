@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import zmq
 
-from replay.security import REMOTE_DOMAIN, ClientKeys, ServerKeys, ZapHandler, check_bind
-from replay.shm import Segment
+from mbgen.runtime.security import REMOTE_DOMAIN, ClientKeys, ServerKeys, ZapHandler, check_bind
+from mbgen.runtime.shm import Segment
 
 
 class ParamBlock:

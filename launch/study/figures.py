@@ -16,10 +16,10 @@ import json
 import os
 import textwrap
 
-from launch.plots import colour_cycle, draw_points, draw_scale, last_smoothing, plot_smoothing, plt, y_label
-from launch.report import level_text
-from launch.results import load_run, read_metrics, scale_of
-from launch.study import Study, cell_name
+from mbgen.launch.run.plots import colour_cycle, draw_points, draw_scale, last_smoothing, plot_smoothing, plt, y_label
+from mbgen.launch.study.report import level_text
+from mbgen.launch.run.results import load_run, read_metrics, scale_of
+from mbgen.launch.study.spec import Study, cell_name
 
 AGENT_ORDER = ("er", "simple", "perfect", "latent-cat", "latent-gauss")
 
@@ -126,7 +126,8 @@ def learning_curves(study: Study, out: str, data: dict) -> list[str]:
             cfg = None
             for c in sorted((c for c in group if json.dumps(c["params"]) == level), key=lambda c: c["agent"]):
                 run_dir = os.path.join(out, c["run"])
-                cfg, rows = load_run(run_dir)
+                run = load_run(run_dir)
+                cfg, rows = run.config, run.rows
                 low_high += draw_points(ax, run_dir, cfg, rows, c["agent"], colors)[1]
             draw_scale(ax, cfg, low_high)
             ax.set_title(level_text(json.loads(level), study.levels.get(env, [])), fontsize=9)

@@ -50,14 +50,14 @@ import time
 import numpy as np
 import torch
 
-import envs
-from envs import wallgrid as wg
-from envs.base import TRANSITION_FIELDS, Transitions
-from launch.config import add_seed_options, seeds_from_args
-from launch.stats import wilson_ci95
-from learner.agents import q_shape
-from learner.config import RunConfig
-from learner.dqn import q_network
+from mbgen import envs
+from mbgen.envs import wallgrid as wg
+from mbgen.envs.base import TRANSITION_FIELDS, Transitions
+from mbgen.launch.options import add_seed_options, seeds_from_args
+from mbgen.launch.stats import wilson_ci95
+from mbgen.learner.agents import q_shape
+from mbgen.learner.config import RunConfig
+from mbgen.learner.dqn import q_network
 
 AGENTS = {
     "er": {"agent": "er"},
@@ -244,7 +244,7 @@ def q_digest(q_flat: np.ndarray) -> str:
 def model_accuracy(cfg: RunConfig, model_state: dict[str, np.ndarray]) -> dict[str, float]:
     """The trained models on every transition of the evaluation layouts: agent-position accuracy
     (the paper's check) and next-observation feature error, mean over members."""
-    from modelserver.interface import build_model
+    from mbgen.modelserver.interface import build_model
 
     model = build_model(cfg, wg.OBS_DIM, wg.NUM_GRID_ACTIONS, "cpu", torch.Generator().manual_seed(0))
     model.load_state_dict(model_state)
@@ -309,7 +309,7 @@ def train(
     env_params: dict,
 ) -> tuple[RunConfig, dict, int]:
     """One population run of `agent`: members are (group, seed) pairs. Returns (config, summary, exit code)."""
-    from launch.supervisor import Supervisor
+    from mbgen.launch.run.supervisor import Supervisor
 
     cfg = RunConfig(
         env=env_name,
@@ -406,9 +406,9 @@ def main(args: argparse.Namespace) -> int:
                 accuracy[agent] = model_accuracy(cfg, model_state)
                 log(f"  model on the evaluation layouts: {accuracy[agent]}")
         else:
-            from actors.acting import ActingPolicy
-            from actors.evaluator import evaluate
-            from launch.results import mean_ci95
+            from mbgen.actors.acting import ActingPolicy
+            from mbgen.actors.evaluator import evaluate
+            from mbgen.launch.run.results import mean_ci95
 
             policy = ActingPolicy(cfg, env.obs_dim, env.num_actions, torch.Generator().manual_seed(0))
             policy.q_store.flat.copy_(torch.from_numpy(q_flat))
@@ -450,7 +450,7 @@ def main(args: argparse.Namespace) -> int:
             }
             for budget in sorted(study, key=int)
         }
-        from launch.plots import plot_offline
+        from mbgen.launch.run.plots import plot_offline
 
         detail = f"{len(seeds)} seeds, {args.updates} updates"
         plot_offline(results, agents, groups, os.path.join(out, "offline.png"), detail)

@@ -20,7 +20,7 @@ import re
 import sys
 from typing import Any
 
-from learner.config import RunConfig
+from mbgen.learner.config import RunConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -171,9 +171,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> dict[str, argparse._Argu
 
 def run_epilog() -> str:
     """The agents and environments, with each environment's parameters and its score scale."""
-    import envs
-    from envs.scores import reference_scores
-    from learner.agents import AGENTS
+    from mbgen import envs
+    from mbgen.envs.scores import reference_scores
+    from mbgen.learner.agents import AGENTS
 
     lines = ["agents (--agent):"]
     lines += [f"  {name:<13} {spec.description}" for name, spec in AGENTS.items()]

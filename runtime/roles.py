@@ -11,9 +11,9 @@ import signal
 import sys
 from typing import Callable, Protocol
 
-from replay.runtime.lifecycle import StopRequested, StopSignal, die_with_parent, tune_allocator
-from replay.runtime.logs import configure_logging, get_logger
-from replay.runtime.wiring import Wiring
+from mbgen.runtime.lifecycle import StopRequested, StopSignal, die_with_parent, tune_allocator
+from mbgen.runtime.logs import configure_logging, get_logger
+from mbgen.runtime.wiring import Wiring
 
 
 class Role(Protocol):

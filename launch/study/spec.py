@@ -32,9 +32,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import envs
-from launch.config import dump_toml, load_toml
-from learner.config import REGIMES, RunConfig
+from mbgen import envs
+from mbgen.launch.options import dump_toml, load_toml
+from mbgen.learner.config import REGIMES, RunConfig
 
 STUDY_FILE = "study.toml"  # in the study directory: the study as planned, what a re-run must match
 CELLS_DIR = "cells"  # the study directory's run directories, one per cell
@@ -91,7 +91,7 @@ class Study:
 def preset_path(name: str) -> str:
     if name not in PRESETS:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
-    return str(importlib.resources.files("launch") / "presets" / f"{name}.toml")
+    return str(importlib.resources.files("mbgen.launch.study") / "presets" / f"{name}.toml")
 
 
 def load_study(path: str) -> Study:

@@ -14,10 +14,10 @@ import os
 
 import numpy as np
 
-from envs.scores import reference_scores
-from launch.policy import evaluate_run, load_policy, render_episode
-from launch.results import point_names
-from launch.stats import clip_interval, mean_ci95
+from mbgen.envs.scores import reference_scores
+from mbgen.launch.run.policy import evaluate_run, load_policy, render_episode
+from mbgen.launch.run.results import point_names
+from mbgen.launch.stats import clip_interval, mean_ci95
 
 
 def main(args: argparse.Namespace, env_params: dict) -> int:

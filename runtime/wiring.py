@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from replay.security import CREDENTIALS_FILE
-from replay.shm import segment_name
+from mbgen.runtime.security import CREDENTIALS_FILE
+from mbgen.runtime.shm import segment_name
 
 STORE_SEGMENT, COUNTERS_SEGMENT = "replay", "counters"  # segment roles the replay service creates
 

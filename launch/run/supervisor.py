@@ -48,23 +48,23 @@ import time
 
 import numpy as np
 
-import envs
-from actors.actor import run_actor
-from actors.evaluator import run_evaluator
-from launch import plots  # noqa: F401  (imported now, not in the stop budget: matplotlib takes seconds)
-from launch.config import dump_toml
-from launch.monitor import RunMonitor
-from launch.results import session_wall_s, write_summary
-from learner.agents import encoder_shape, q_shape
-from learner.config import RunConfig
-from learner.dqn import BATCH_FIELDS
-from learner.params import ParamBlock
-from learner.process import eval_snapshot_spec, next_cut, run_learner
-from replay.counters import DEAD, FINISHED, FREE, LIVE, PROCESS_SLOTS, RunCounters
-from replay.runtime import checkpoints, reaper
-from replay.runtime.lifecycle import REPRODUCIBLE_MATH_ENV, StopRequested, StopSignal, child_environment
-from replay.runtime.logs import configure_logging, get_logger
-from replay.runtime.wiring import (
+from mbgen import envs
+from mbgen.actors.actor import run_actor
+from mbgen.actors.evaluator import run_evaluator
+from mbgen.launch.run import plots  # noqa: F401  (imported now, not in the stop budget: matplotlib takes seconds)
+from mbgen.launch.options import dump_toml
+from mbgen.launch.run.monitor import RunMonitor
+from mbgen.launch.run.results import session_wall_s, write_summary
+from mbgen.learner.agents import encoder_shape, q_shape
+from mbgen.learner.config import RunConfig
+from mbgen.learner.dqn import BATCH_FIELDS
+from mbgen.runtime.params import ParamBlock
+from mbgen.learner.process import eval_snapshot_spec, next_cut, run_learner
+from mbgen.runtime.counters import DEAD, FINISHED, FREE, LIVE, PROCESS_SLOTS, RunCounters
+from mbgen.runtime import checkpoints, reaper
+from mbgen.runtime.lifecycle import REPRODUCIBLE_MATH_ENV, StopRequested, StopSignal, child_environment
+from mbgen.runtime.logs import configure_logging, get_logger
+from mbgen.runtime.wiring import (
     EVALUATOR_SLOT,
     FIRST_ACTOR_SLOT,
     LEARNER_SLOT,
@@ -74,11 +74,11 @@ from replay.runtime.wiring import (
     Wiring,
     actor_name,
 )
-from replay.security import LocalCredentials, private_directory
-from replay.service import ServiceConfig, serve
-from replay.shm import new_run_id, unlink_segment
-from replay.slots import SlotQueue
-from replay.store import ReplayStore
+from mbgen.runtime.security import LocalCredentials, private_directory
+from mbgen.replay.service import ServiceConfig, serve
+from mbgen.runtime.shm import new_run_id, unlink_segment
+from mbgen.runtime.slots import SlotQueue
+from mbgen.replay.store import ReplayStore
 
 EVAL_QUEUE_DEPTH = 4
 STOP_BUDGET_S = 9.0  # from Ctrl-C to every process gone
@@ -198,7 +198,7 @@ class Supervisor:
 
     def start_reaper(self) -> None:
         self.reaper = subprocess.Popen(
-            [sys.executable, "-m", "replay.runtime.reaper", str(os.getpid()), self.wiring.socket_dir],
+            [sys.executable, "-m", "mbgen.runtime.reaper", str(os.getpid()), self.wiring.socket_dir],
             start_new_session=True,
             stdin=subprocess.DEVNULL,
         )
@@ -267,7 +267,7 @@ class Supervisor:
             self.start_replay()
         self.spawn("learner", LEARNER_SLOT, run_learner, cfg.to_dict(), self.wiring_dict())
         if cfg.spec.model_server:
-            from modelserver.process import run_modelserver
+            from mbgen.modelserver.process import run_modelserver
 
             self.spawn("modelserver", MODELSERVER_SLOT, run_modelserver, cfg.to_dict(), self.wiring_dict())
         if not cfg.offline:
@@ -570,7 +570,7 @@ class Supervisor:
     def ring_everyone(self) -> None:
         import zmq
 
-        from replay.runtime.doorbell import Ringer
+        from mbgen.runtime.doorbell import Ringer
 
         ctx = zmq.Context()
         owners = ["learner", "modelserver", "evaluator", "replay"] + [n for n in self.children if n.startswith("actor")]

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from launch.progress import Progress
-from launch.results import MetricsTail, point_names, scale_of
-from learner.config import RunConfig
+from mbgen.launch.run.progress import Progress
+from mbgen.launch.run.results import MetricsTail, point_names, scale_of
+from mbgen.learner.config import RunConfig
 
 STATUS_FILE = "status.json"  # in the run directory, rewritten about once a second
 TENSORBOARD_DIR = "tensorboard"  # in the run directory
@@ -123,12 +123,12 @@ class RunMonitor:
         self.steps = self.updates = 0
         if self.scalars is not None:
             self.scalars.add(self.reference_values(), 0)
-        from replay.runtime.logs import get_logger
+        from mbgen.runtime.logs import get_logger
 
         get_logger().info("population", members=cfg.members, points=cfg.point_labels(), scale=self.scale)
         # matplotlib now, while the run goes, so the plot at the end (often under a stop signal,
         # within the stop budget) does not wait seconds for its import
-        import launch.plots  # noqa: F401
+        import mbgen.launch.run.plots  # noqa: F401
 
     # -- helpers ---------------------------------------------------------------------------------
     def tag(self, family: str, group: int, name: str) -> str:

@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from replay.shm import Segment
+from mbgen.runtime.shm import Segment
 
 ACTOR_SLOTS = 64
 PROCESS_SLOTS = 80

@@ -21,10 +21,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from envs.scores import reference_scores, score_range  # noqa: E402
-from launch.results import curves, load_run, point_names  # noqa: E402
-from launch.stats import bootstrap_ci  # noqa: E402
-from learner.config import RunConfig  # noqa: E402
+from mbgen.envs.scores import reference_scores, score_range  # noqa: E402
+from mbgen.launch.run.results import curves, load_run, point_names  # noqa: E402
+from mbgen.launch.stats import bootstrap_ci  # noqa: E402
+from mbgen.learner.config import RunConfig  # noqa: E402
 
 BAND_MIN_MEMBERS = 5  # fewer members per point: one thin line each instead of a band
 
@@ -139,13 +139,14 @@ def plot_runs(run_dirs: list[str], out_path: str, title: str | None = None) -> d
     {"warnings": [for the reader], "curves": [{"run", "point", "seeds", "style"}], "title"}, where
     style is "members" (thin line per member and their mean) or "band" (mean and bootstrap CI)."""
     loaded = [load_run(d) for d in run_dirs]
-    cfgs = [cfg for cfg, _ in loaded]
+    cfgs = [run.config for run in loaded]
     warnings = [w for w in [environment_warning(run_dirs, cfgs)] if w]
     drawn: list[dict] = []
     fig, ax = plt.subplots(figsize=(8, 5))
     colors = colour_cycle()
     low_high: list[float] = []
-    for run_dir, (cfg, rows) in zip(run_dirs, loaded):
+    for run_dir, run in zip(run_dirs, loaded):
+        cfg, rows = run.config, run.rows
         label = "" if len(run_dirs) == 1 else f"{cfg.agent} {env_text(cfg)}"
         run_drawn, run_low_high = draw_points(ax, run_dir, cfg, rows, label, colors)
         drawn += run_drawn
@@ -170,10 +171,10 @@ def plot_offline(results: list[dict], agents: list[str], coverages: list[str], o
     `detail` (e.g. "30 seeds, 3000 updates") goes into the title."""
     from matplotlib.patches import Circle, Rectangle
 
-    from envs import wallgrid as wg
-    from envs.grid import MOVES
+    from mbgen.envs import wallgrid as wg
+    from mbgen.envs.grid import MOVES
 
-    from launch.offline import LABELS as names
+    from mbgen.launch.offline.experiment import LABELS as names
     by_key = {(r["agent"], r["coverage"], r["layout"], tuple(r["cell"])): r for r in results}
     fig, axes = plt.subplots(
         len(agents), len(coverages), figsize=(3.2 * len(coverages), 2.1 * len(agents) + 0.5), squeeze=False

@@ -23,9 +23,9 @@ from __future__ import annotations
 import json
 import os
 
-from launch.results import final_scores, learned_rows, load_run, point_names, scale_of
-from launch.stats import probability_of_improvement, probability_of_improvement_ci95, score_summary
-from launch.study import CELLS_DIR, Study
+from mbgen.launch.run.results import final_scores, learned_rows, load_run, point_names, scale_of
+from mbgen.launch.stats import probability_of_improvement, probability_of_improvement_ci95, score_summary
+from mbgen.launch.study.spec import CELLS_DIR, Study
 
 STUDY_JSON = "study.json"
 REPORT_MD = "report.md"
@@ -68,7 +68,8 @@ def cell_final(cell_dir: str, completed: bool) -> dict | None:
     """The cell's final performance (see the module docstring), or None without evaluations."""
     if not os.path.exists(os.path.join(cell_dir, "config.toml")):
         return None
-    cfg, rows = load_run(cell_dir)
+    run = load_run(cell_dir)
+    cfg, rows = run.config, run.rows
     if not completed:
         rows = learned_rows(rows, cfg.learning_starts)
     if not rows:
@@ -217,7 +218,7 @@ def markdown(study: Study, data: dict, figures: list[str]) -> str:
 
 def write_report(study: Study, out: str) -> dict:
     """study.json, report.md and the figures; returns study.json's content."""
-    from launch.studyplots import draw_study
+    from mbgen.launch.study.figures import draw_study
 
     data = collect(study, out)
     with open(os.path.join(out, STUDY_JSON) + ".tmp", "w") as f:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import os
 
-from actors.evaluator import METRICS_FIELDS
-from launch.results import load_run
+from mbgen.actors.evaluator import METRICS_FIELDS
+from mbgen.launch.run.results import load_run
 
 
 def export_csv(run_dir: str, out_path: str) -> int:
     """Write metrics.jsonl as CSV with METRICS_FIELDS (labels a row lacks come from the config); returns rows."""
-    cfg, rows = load_run(run_dir)
+    run = load_run(run_dir)
+    cfg, rows = run.config, run.rows
     if not rows:
         raise ValueError(f"{os.path.join(run_dir, 'metrics.jsonl')} holds no evaluations yet")
     labels = cfg.member_labels()

@@ -11,7 +11,12 @@ ring can be refused although the previous one was already consumed.)
 
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 import zmq
+
+from mbgen.runtime.logs import get_logger
 
 
 class Doorbell:
@@ -80,3 +85,34 @@ class ActorRinger:
         for r in self.ringers.values():
             r.close()
         self.ringers = {}
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    bell: Doorbell,
+    *,
+    heartbeat: Callable[[], None] | None = None,
+    stall_warning_s: float = 30.0,
+    describe_stall: Callable[[], dict] | None = None,
+    slice_s: float = 1.0,
+) -> float:
+    """Block until `ready()`, waking on `bell`; returns the seconds waited.
+
+    The bell is drained before each check, so a change published before its ring
+    is never missed. Every `slice_s` the heartbeat is refreshed; after
+    `stall_warning_s` (and each further interval) a warning describes the stall.
+    """
+    start = time.monotonic()
+    next_warning = start + stall_warning_s
+    bell.drain()
+    while not ready():
+        bell.wait(slice_s)
+        if heartbeat is not None:
+            heartbeat()
+        now = time.monotonic()
+        if now >= next_warning and not ready():
+            get_logger().warning(
+                "stalled", waited_s=round(now - start, 1), **(describe_stall() if describe_stall else {})
+            )
+            next_warning = now + stall_warning_s
+    return time.monotonic() - start

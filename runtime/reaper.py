@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 
-from replay.shm import unlink_segment
+from mbgen.runtime.shm import unlink_segment
 
 STATE_FILE = "reaper.json"  # {"pids": [...], "segments": [...]}, rewritten atomically by the supervisor
 CHILD_GRACE_S = 8.0

@@ -17,8 +17,8 @@ import time
 
 import psutil
 
-from launch.monitor import STATUS_FILE
-from launch.progress import clock
+from mbgen.launch.run.monitor import STATUS_FILE
+from mbgen.launch.run.progress import clock
 
 STALE_S = 10.0  # status older than this, with its supervisor gone: the run died
 

@@ -162,9 +162,9 @@ def update_products(cfg) -> dict[str, list[tuple[int, int, int]]]:
     backward on the batch and the target network's forward on the next observations. Simple model:
     that, plus the three heads' training step on `model_batch` transitions, plus `rollout_length`
     steps of the Q-network and the three heads on `rollout_starts` states."""
-    import envs
-    from learner.agents import q_shape
-    from learner.networks import TripleHead
+    from mbgen import envs
+    from mbgen.learner.agents import q_shape
+    from mbgen.learner.networks import TripleHead
 
     env = envs.make(cfg.env, 1, 0, **cfg.env_params)
     q = q_shape(cfg, env.obs_dim, env.num_actions)
@@ -187,7 +187,7 @@ def gemm_floor(agent: str, members: int, seconds: float) -> float:
     members, [P,M,K]x[P,K,N]), run back to back in float32: the faster of every core inside each product,
     and one core's rate times the cores (the work split between the cores with no cost at all). For a
     population, `run` also takes one member's figure (one member's products after another's)."""
-    from learner.config import RunConfig
+    from mbgen.learner.config import RunConfig
 
     products = update_products(RunConfig(agent=agent, seeds=[0], **BENCH_ENV).resolved())[agent]
     pairs = [(torch.randn(members, m, k), torch.randn(members, k, n)) for m, k, n in products]
@@ -215,18 +215,18 @@ def gemm_floor(agent: str, members: int, seconds: float) -> float:
 def single_process(agent: str, members: int, seconds: float) -> float:
     """Member-updates/s of the processes' own update steps (learner/step.py, modelserver/step.py) in one
     process, no sockets and no other processes."""
-    import envs
-    from envs.seeding import derive_seed
-    from learner.agents import q_shape
-    from learner.config import RunConfig
-    from learner.dqn import DQN
-    from learner.step import ReplayStep
-    from modelserver.interface import build_model
-    from modelserver.rollout import RolloutEngine
-    from modelserver.step import ModelStep
-    from replay.runtime.lifecycle import tune_allocator
-    from replay.shm import new_run_id, segment_name
-    from replay.store import Batch, ReplayStore
+    from mbgen import envs
+    from mbgen.envs.seeding import derive_seed
+    from mbgen.learner.agents import q_shape
+    from mbgen.learner.config import RunConfig
+    from mbgen.learner.dqn import DQN
+    from mbgen.learner.step import ReplayStep
+    from mbgen.modelserver.interface import build_model
+    from mbgen.modelserver.rollout import RolloutEngine
+    from mbgen.modelserver.step import ModelStep
+    from mbgen.runtime.lifecycle import tune_allocator
+    from mbgen.runtime.shm import new_run_id, segment_name
+    from mbgen.replay.store import Batch, ReplayStore
 
     tune_allocator()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -268,7 +268,7 @@ def single_process(agent: str, members: int, seconds: float) -> float:
 
 
 def procmaze_single(cfg) -> dict:
-    import envs
+    from mbgen import envs
 
     env = envs.make(cfg.env, 256, 0, **cfg.env_params)
     obs, rng, parts = env.reset(), np.random.default_rng(0), []
@@ -277,7 +277,7 @@ def procmaze_single(cfg) -> dict:
         nxt, r, term, obs2 = env.step(a)
         parts.append((obs, a, r, nxt, term))
         obs = obs2
-    from envs.base import TRANSITION_FIELDS
+    from mbgen.envs.base import TRANSITION_FIELDS
 
     return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(TRANSITION_FIELDS)}
 
@@ -285,8 +285,8 @@ def procmaze_single(cfg) -> dict:
 # -- end to end ---------------------------------------------------------------------------
 def end_to_end(agent: str, members: int, updates: int, device: str) -> dict:
     """A real run; returns update-phase updates/s (first update to last) and wall time."""
-    from launch.supervisor import Supervisor
-    from learner.config import RunConfig
+    from mbgen.launch.run.supervisor import Supervisor
+    from mbgen.learner.config import RunConfig
 
     steps = 500 * (1 + (updates + 499) // 500)  # a whole number of evaluation periods, after >= 500 steps
     cfg = RunConfig(
@@ -316,12 +316,12 @@ def run(quick: bool, sections: set[str], device: str, log=print) -> dict:
         results["matmul_peak_gflops"] = matmul_gflops(2.0 * scale, *PEAK_SHAPE)
         log(f"matmul {PEAK_NAME} {results['matmul_peak_gflops']:.1f} GFLOP/s")
     if "envs" in sections:
-        from envs.bench import run as env_bench
+        from mbgen.envs.bench import run as env_bench
 
         results["envs"] = env_bench(0.3 if quick else 1.0)
         log(f"envs {results['envs']}")
     if "replay" in sections:
-        from replay.bench import run as replay_bench
+        from mbgen.replay.bench import run as replay_bench
 
         results["replay"] = replay_bench(0.7 if quick else 2.0)
         log(f"replay {results['replay']}")
@@ -348,7 +348,7 @@ def run(quick: bool, sections: set[str], device: str, log=print) -> dict:
                 f"end to end {agent} P={members}: {results[key]:.1f} member-updates/s "
                 f"({r['updates']} updates, {r['wall_s']:.0f} s with start-up)"
             )
-        from learner.config import RunConfig
+        from mbgen.learner.config import RunConfig
 
         flops = update_flops(RunConfig(agent="simple", seeds=[0], **BENCH_ENV).resolved())
         results["er_update_gflop"] = flops["er"] / 1e9

@@ -1,6 +1,6 @@
 """Trained policies from a run directory: `load_policy(run).act(obs)`, and what `mbgen eval` prints.
 
-    from launch import load_policy
+    from mbgen import load_policy
     policy = load_policy("runs/my-run", member=0)     # greedy policy of member 0, final checkpoint
     action = policy.act(obs)                          # obs [obs_dim] -> int, or [B, obs_dim] -> [B]
     everyone = load_policy("runs/my-run", member=None)
@@ -26,13 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-import envs
-from actors.acting import ActingPolicy
-from actors.evaluator import evaluate
-from envs.seeding import derive_seed
-from launch.results import load_run
-from learner.agents import encoder_shape
-from learner.config import RunConfig
+from mbgen import envs
+from mbgen.actors.acting import ActingPolicy
+from mbgen.actors.evaluator import evaluate
+from mbgen.envs.seeding import derive_seed
+from mbgen.launch.run.results import load_run
+from mbgen.learner.agents import encoder_shape
+from mbgen.learner.config import RunConfig
 
 FINAL_CHECKPOINT = "learner-final.npz"
 MODEL_CHECKPOINT = "model-final.npz"
@@ -73,7 +73,7 @@ def read_checkpoint(run_dir: str, cfg: RunConfig, checkpoint: str | None = None)
     env = envs.make(cfg.env, 1, 0, **cfg.env_params)
     encoder = None
     if encoder_shape(cfg, env.obs_dim) is not None:
-        from modelserver.interface import build_model
+        from mbgen.modelserver.interface import build_model
 
         model_path = os.path.join(run_dir, "checkpoints", MODEL_CHECKPOINT)
         if not os.path.exists(model_path):
@@ -115,7 +115,7 @@ class Policy:
     """The greedy policy of one member (or of every member, `member=None`) of a trained run."""
 
     def __init__(self, run_dir: str, member: int | None = 0, checkpoint: str | None = None):
-        cfg, _ = load_run(run_dir)
+        cfg = load_run(run_dir).config
         if member is not None and not (isinstance(member, int) and 0 <= member < cfg.members):
             raise ValueError(f"member must be an integer in [0, {cfg.members - 1}] (or None for all), got {member!r}")
         self.run_dir, self.member = run_dir, member
@@ -176,7 +176,8 @@ def evaluate_run(
 ) -> dict:
     """Greedy scores of every member of a run, as its evaluator measures them (same seeds), on the
     run's environment or one with other parameters of the same observation and action sizes."""
-    cfg, rows = load_run(run_dir)
+    run = load_run(run_dir)
+    cfg, rows = run.config, run.rows
     ckpt = read_checkpoint(run_dir, cfg, checkpoint)
     policy = acting_policy(cfg, ckpt)
     trained = envs.make(cfg.env, 1, 0, **cfg.env_params)

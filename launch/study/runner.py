@@ -38,9 +38,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from launch.estimate import run_seconds
-from launch.progress import clock
-from launch.study import CELLS_DIR, Cell, Study
+from mbgen.launch.study.estimate import run_seconds
+from mbgen.launch.run.progress import clock
+from mbgen.launch.study.spec import CELLS_DIR, Cell, Study
 
 LOCK_FILE = ".study.lock"
 LOG_FILE = "run.log"  # in a cell's directory: its run's terminal output
@@ -72,7 +72,7 @@ def outcome(cell_dir: str) -> str | None:
 
 
 def cell_command(cell_dir: str, resume: bool) -> list[str]:
-    command = [sys.executable, "-m", "launch.cli", "run", "--quiet"]
+    command = [sys.executable, "-m", "mbgen.launch.cli", "run", "--quiet"]
     if resume:
         return command + ["--resume", cell_dir]
     return command + ["--config", os.path.join(cell_dir, "cell.toml"), "--out", cell_dir, "--force"]
@@ -437,7 +437,7 @@ def add_study_options(parser) -> None:
 
 
 def resolve_spec(args) -> str:
-    from launch.study import preset_path
+    from mbgen.launch.study.spec import preset_path
 
     if (args.spec is None) == (args.preset is None):
         raise ValueError("study: give a study file or --preset NAME (one of them)")
@@ -465,9 +465,9 @@ def dry_run(study: Study, out: str, figures: dict, parallel: int) -> int:
 
 
 def main(args) -> int:
-    from launch.estimate import load_figures
-    from launch.report import read_failures, write_failures, write_report
-    from launch.study import check_directory, load_study, write_plan
+    from mbgen.launch.study.estimate import load_figures
+    from mbgen.launch.study.report import read_failures, write_failures, write_report
+    from mbgen.launch.study.spec import check_directory, load_study, write_plan
 
     if args.parallel < 1:
         raise ValueError(f"--parallel must be an integer >= 1, got {args.parallel}")
@@ -510,8 +510,8 @@ def main(args) -> int:
 
 
 def report_main(args) -> int:
-    from launch.report import write_report
-    from launch.study import load_directory
+    from mbgen.launch.study.report import write_report
+    from mbgen.launch.study.spec import load_directory
 
     study = load_directory(args.dir)
     data = write_report(study, args.dir)
