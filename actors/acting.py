@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from mbgen.learner.agents import encoder_shape, q_shape
 from mbgen.learner.behaviour import greedy_actions, softmax_actions
 from mbgen.learner.config import RunConfig
 from mbgen.learner.dqn import q_network
@@ -13,10 +11,10 @@ from mbgen.learner.networks import MLP, ParamStore
 
 
 class ActingPolicy:
-    def __init__(self, cfg: RunConfig, obs_dim: int, num_actions: int, generator: torch.Generator):
+    def __init__(self, cfg: RunConfig, generator: torch.Generator):
         self.cfg = cfg
-        self.q_store, self.q = q_network(q_shape(cfg, obs_dim, num_actions), cfg.member_seeds)
-        enc = encoder_shape(cfg, obs_dim)
+        self.q_store, self.q = q_network(cfg.q_shape(), cfg.member_seeds)
+        enc = cfg.encoder_shape()
         self.encoder_store, self.encoder = None, None
         if enc is not None:  # the same layout as the model server's encoder span
             self.encoder_store = ParamStore(cfg.members, cfg.member_seeds)
@@ -29,7 +27,7 @@ class ActingPolicy:
     def q_values(self, obs: np.ndarray) -> torch.Tensor:
         """bool obs [P, E, D] -> Q-values [P, E, A] (latent agents act on a sampled latent)."""
         x = torch.from_numpy(obs).to(torch.float32)
-        return self.q(self.cfg.spec.q_input.encode(self.cfg, x, self.encoder, self.generator))
+        return self.q(self.cfg.spec.q_input.encode(self.cfg.options, x, self.encoder, self.generator))
 
     def behaviour(self, obs: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
         return softmax_actions(self.q_values(obs), self.temperature, uniforms)

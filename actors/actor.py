@@ -27,23 +27,23 @@ from typing import Callable
 import numpy as np
 import torch
 import zmq
-
-from mbgen import envs
 from mbgen.actors.acting import ActingPolicy
 from mbgen.actors.episodes import EpisodeReturns
 from mbgen.envs.base import TRANSITION_FIELDS
 from mbgen.envs.seeding import derive_seed, rng_state, set_rng_state
 from mbgen.learner.config import RunConfig
-from mbgen.runtime.params import ParamBlock, ParamReader
 from mbgen.replay.client import ReplayClient
-from mbgen.runtime.counters import RunCounters
-from mbgen.runtime.doorbell import wait_until
 from mbgen.runtime import checkpoints
-from mbgen.runtime.doorbell import Doorbell
+from mbgen.runtime.counters import RunCounters
+from mbgen.runtime.doorbell import Doorbell, wait_until
 from mbgen.runtime.logs import get_logger
-from mbgen.runtime.roles import run_role
-from mbgen.runtime.wiring import FIRST_ACTOR_SLOT, Wiring, actor_name
+from mbgen.runtime.params import ParamBlock, ParamReader
+from mbgen.runtime.roles import ACTOR, LEARNER, actor_name
+from mbgen.runtime.runner import run_role
 from mbgen.runtime.security import LocalCredentials
+from mbgen.runtime.wiring import Wiring
+
+from mbgen import envs
 
 PROGRESS_PERIOD_S = 10.0
 STOP_DRAIN_S = 2.0  # after a stop cut, how long an actor waits for its last acknowledgements
@@ -65,22 +65,22 @@ class Actor:
         self.cfg, self.slot, self.client, self.policy = cfg, slot, client, policy
         self.refresh, self.claims, self.heartbeat, self.await_version = refresh, claims, heartbeat, await_version
         self.log = get_logger()
-        self.E = cfg.envs_per_actor
+        self.E = cfg.system.envs_per_actor
         seeds = cfg.member_seeds
-        self.envs = [envs.make(cfg.env, self.E, derive_seed(s, "actor", slot), **cfg.env_params) for s in seeds]
+        self.envs = [envs.make(cfg.run.env, self.E, derive_seed(s, ACTOR, slot), **cfg.run.env_params) for s in seeds]
         self.rngs = [np.random.default_rng(derive_seed(s, "behaviour", slot)) for s in seeds]
-        first, last = steps if steps is not None else (0, cfg.steps // (cfg.actors * self.E))
+        first, last = steps if steps is not None else (0, cfg.run.steps // (cfg.system.actors * self.E))
         self.step, self.last = first, last  # steps done, and the step to stop at
         self.origin = first  # where this slot's share began: a replacement goes on from origin + stored
         self.buffers: list[list[tuple]] = [[] for _ in seeds]
         self.obs: np.ndarray | None = None
         self.on_boundary: Callable[[], bool] = lambda: False  # checkpoints; True: stop stepping (LocalActor)
-        self.returns = EpisodeReturns(cfg.members, self.E, self.envs[0].episodic, cfg.eval_steps)
+        self.returns = EpisodeReturns(cfg.members, self.E, self.envs[0].episodic, cfg.learning.eval_steps)
 
     def run(self) -> None:
         if self.obs is None:
             self.obs = np.stack([env.reset() for env in self.envs])  # [P, E, D]
-        flush_every = 1 if self.cfg.lockstep else max(1, self.cfg.message_size // self.E)
+        flush_every = 1 if self.cfg.lockstep else max(1, self.cfg.system.message_size // self.E)
         next_report = time.monotonic() + PROGRESS_PERIOD_S
         first = self.step
         while self.step < self.last:
@@ -193,19 +193,17 @@ class LocalActor:
         self.log = get_logger()
         self.ctx = zmq.Context()
         self.counters = RunCounters.attach(wiring.counters)
-        env = envs.make(cfg.env, 1, 0, **cfg.env_params)
         generator = torch.Generator().manual_seed(derive_seed(cfg.member_seeds[0], "latent", slot))
-        self.policy = ActingPolicy(cfg, env.obs_dim, env.num_actions, generator)
+        self.policy = ActingPolicy(cfg, generator)
         self.params = LocalParams(cfg, wiring, self.policy)
-        self.heartbeat_slot = FIRST_ACTOR_SLOT + slot
-        name = actor_name(slot)
+        self.name = name = actor_name(slot)
         self.client = ReplayClient(
             wiring.ingest,
             name,
             token=LocalCredentials(wiring.credentials).token(name),
             ctx=self.ctx,
             on_wait=self.idle,
-            stall_warning_s=cfg.stall_warning_s,
+            stall_warning_s=cfg.system.stall_warning_s,
         )
         self.bell = Doorbell(self.ctx, wiring.bell(name))
         self.actor = Actor(
@@ -226,7 +224,7 @@ class LocalActor:
             self.log.info("actor_resumed", step=self.actor.step, unacked=len(self.client.unacked))
 
     def beat(self) -> None:
-        self.counters.beat(self.heartbeat_slot)
+        self.counters.beat(self.name)
 
     def idle(self) -> None:
         """Called inside every wait: heartbeats, and a checkpoint part if a cut was announced."""
@@ -257,8 +255,8 @@ class LocalActor:
             lambda: min(self.params.versions()) >= version,
             self.bell,
             heartbeat=self.idle,
-            stall_warning_s=self.cfg.stall_warning_s,
-            describe_stall=lambda: {"side": "learner", "version": version},
+            stall_warning_s=self.cfg.system.stall_warning_s,
+            describe_stall=lambda: {"side": LEARNER, "version": version},
         )
 
     def run(self) -> None:
@@ -283,9 +281,6 @@ class LocalActor:
 def run_actor(config: dict, wiring: dict, slot: int, steps: tuple[int, int] | None) -> None:
     """Process entry point of the local actor in `slot`, doing steps [first, last) (None: resumed from
     its checkpoint part)."""
-    run_role(
-        "actor",
-        wiring,
-        lambda w, stop: LocalActor(RunConfig(**config), w, stop, slot, None if steps is None else tuple(steps)),
-        actor=slot,
-    )
+    w = Wiring(**wiring)
+    cfg = RunConfig.from_dict(config)
+    run_role(ACTOR, w.events, lambda stop: LocalActor(cfg, w, stop, slot, None if steps is None else tuple(steps)), actor=slot)

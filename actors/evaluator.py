@@ -23,8 +23,6 @@ import time
 import numpy as np
 import torch
 import zmq
-
-from mbgen import envs
 from mbgen.actors.acting import ActingPolicy
 from mbgen.envs.scores import play
 from mbgen.envs.seeding import derive_seed
@@ -33,9 +31,12 @@ from mbgen.runtime.counters import RunCounters
 from mbgen.runtime.doorbell import Doorbell, Ringer
 from mbgen.runtime.lifecycle import StopSignal
 from mbgen.runtime.logs import get_logger
-from mbgen.runtime.roles import run_role
-from mbgen.runtime.wiring import EVALUATOR_SLOT, Wiring
+from mbgen.runtime.roles import EVALUATOR, LEARNER
+from mbgen.runtime.runner import run_role
 from mbgen.runtime.slots import SlotQueue
+from mbgen.runtime.wiring import Wiring
+
+from mbgen import envs
 
 # One line of metrics.jsonl: the evaluation point, the member and its grid point, its score.
 METRICS_FIELDS = ("env_steps", "updates", "member", "group", "lr", "temperature", "seed", "eval_return", "wall_s")
@@ -45,10 +46,10 @@ def evaluate(cfg: RunConfig, policy: ActingPolicy, env_steps: int) -> np.ndarray
     """Mean greedy score per member [P]; the episodes' seeds depend on (member seed, env_steps), so
     the same seed under two grid points plays the same episodes."""
     member_envs = [
-        envs.make(cfg.env, cfg.eval_episodes, derive_seed(s, "eval", env_steps), **cfg.env_params)
+        envs.make(cfg.run.env, cfg.learning.eval_episodes, derive_seed(s, "eval", env_steps), **cfg.run.env_params)
         for s in cfg.member_seeds
     ]
-    return play(member_envs, policy.greedy, cfg.eval_steps).mean(axis=1)
+    return play(member_envs, policy.greedy, cfg.learning.eval_steps).mean(axis=1)
 
 
 def point_scores(cfg: RunConfig, scores: np.ndarray) -> list[dict]:
@@ -71,18 +72,15 @@ class Evaluator:
         self.cfg, self.wiring, self.stop = cfg, wiring, stop
         self.log = get_logger()
         torch.set_num_threads(1)
-        env = envs.make(cfg.env, 1, 0, **cfg.env_params)
         self.policy = ActingPolicy(
             cfg,
-            env.obs_dim,
-            env.num_actions,
             torch.Generator().manual_seed(derive_seed(cfg.member_seeds[0], "eval-latent")),
         )
         self.queue = SlotQueue.attach(wiring.eval_queue)
         self.counters = RunCounters.attach(wiring.counters)
         self.ctx = zmq.Context()
-        self.bell = Doorbell(self.ctx, wiring.bell("evaluator"))
-        self.ring_learner = Ringer(self.ctx, [wiring.bell("learner")])
+        self.bell = Doorbell(self.ctx, wiring.bell(EVALUATOR))
+        self.ring_learner = Ringer(self.ctx, [wiring.bell(LEARNER)])
         self.written = written_points(wiring.metrics)
         self.metrics = open(wiring.metrics, "a", buffering=1)
         if self.metrics.tell() and not ends_with_newline(wiring.metrics):
@@ -106,14 +104,14 @@ class Evaluator:
         while env_steps < last:
             slot = self.queue.await_item(
                 self.bell,
-                heartbeat=lambda: self.counters.beat(EVALUATOR_SLOT),
-                stall_warning_s=max(self.cfg.stall_warning_s, 3600.0),
+                heartbeat=lambda: self.counters.beat(EVALUATOR),
+                stall_warning_s=max(self.cfg.system.stall_warning_s, 3600.0),
             )
             env_steps, updates = int(slot["env_steps"]), int(slot["updates"])
             self.policy.q_store.flat.copy_(torch.from_numpy(slot["q"]))
             if self.policy.encoder is not None:
                 self.policy.encoder_store.flat.copy_(torch.from_numpy(slot["encoder"]))
-            self.counters.beat(EVALUATOR_SLOT)
+            self.counters.beat(EVALUATOR)
             missing = [m for m in range(self.cfg.members) if m not in self.written.get(env_steps, ())]
             if missing:
                 self.write(env_steps, updates, missing)
@@ -164,4 +162,5 @@ def ends_with_newline(path: str) -> bool:
 
 def run_evaluator(config: dict, wiring: dict) -> None:
     """Process entry point."""
-    run_role("evaluator", wiring, lambda w, stop: Evaluator(RunConfig(**config), w, stop))
+    w = Wiring(**wiring)
+    run_role(EVALUATOR, w.events, lambda stop: Evaluator(RunConfig.from_dict(config), w, stop))

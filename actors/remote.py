@@ -16,16 +16,14 @@ import time
 import numpy as np
 import torch
 import zmq
-
-from mbgen import envs
 from mbgen.actors.acting import ActingPolicy
 from mbgen.actors.actor import Actor
 from mbgen.envs.seeding import derive_seed
 from mbgen.learner.config import RunConfig
-from mbgen.runtime.params import ParamSubscriber
 from mbgen.replay.client import ReplayClient, ReplayClosed, ReplayUnavailable
 from mbgen.runtime.lifecycle import StopRequested, StopSignal
 from mbgen.runtime.logs import configure_logging, get_logger
+from mbgen.runtime.params import ParamSubscriber
 from mbgen.runtime.security import ClientKeys
 
 FIRST_PARAMS_TIMEOUT_S = 120.0
@@ -74,21 +72,18 @@ def run_remote_actor(connect: str, keys_dir: str | None, name: str | None, envs_
     try:
         welcome = client.hello(timeout_s=30)
         run, slot = welcome["run"], int(welcome["slot"])
-        cfg = RunConfig(**{**run["config"], "envs_per_actor": envs_per_member})
+        cfg = RunConfig.from_dict(run["config"]).replace(envs_per_actor=envs_per_member)
         if cfg.lockstep:
             raise ValueError("this run is lock-step (tolerance 0): remote actors would break its reproducibility")
         if not run.get("param_endpoint"):
             raise ValueError("this run publishes no parameters for remote actors (start it with --param-endpoint)")
         log = log.bind(actor=name, slot=slot)
-        env = envs.make(cfg.env, 1, 0, **cfg.env_params)
         policy = ActingPolicy(
             cfg,
-            env.obs_dim,
-            env.num_actions,
             torch.Generator().manual_seed(derive_seed(cfg.member_seeds[0], "latent", slot)),
         )
         params = RemoteParams(ctx, run["param_endpoint"], keys, policy)
-        log.info("remote_actor_joined", agent=cfg.agent, env=cfg.env, members=cfg.members)
+        log.info("remote_actor_joined", agent=cfg.run.agent, env=cfg.run.env, members=cfg.members)
         waited = 0
         while not params.ready():
             params.refresh(1000)

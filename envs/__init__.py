@@ -1,5 +1,6 @@
 """Vectorised numpy environments of the paper, a registry, and Gymnasium wrappers.
 
+spec = envs.spec("procmaze", grid_size=4)          # obs_dim, num_actions, episodic, score range
 env = envs.make("procmaze", num_envs=256, seed=0, grid_size=4)
 obs = env.reset()                                  # bool [E, obs_dim]
 next_obs, reward, terminal, obs = env.step(actions)
@@ -8,47 +9,11 @@ next_obs, reward, terminal = env.transition(obs, actions, rng)   # true dynamics
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
-
-from mbgen.envs.base import Transitions, VectorEnv
-from mbgen.envs.buttongrid import ButtonGrid
-from mbgen.envs.panflute import PanFlute
-from mbgen.envs.procmaze import OpenGrid, ProcMaze
+from mbgen.envs.base import EnvSpec, Transitions, VectorEnv
+from mbgen.envs.registry import ENVIRONMENTS, env_params, environment_class, make, spec
 from mbgen.envs.seeding import derive_seed
-from mbgen.envs.wallgrid import WallGrid3x3
 
-ENVIRONMENTS: dict[str, type[VectorEnv]] = {
-    "panflute": PanFlute,
-    "buttongrid": ButtonGrid,
-    "procmaze": ProcMaze,
-    "opengrid": OpenGrid,
-    "wallgrid3x3": WallGrid3x3,
-}
-
-
-def env_params(name: str) -> dict[str, Any]:
-    """The parameters an environment takes, with their defaults."""
-    cls = environment_class(name)
-    sig = inspect.signature(cls.__init__)
-    return {p: v.default for p, v in sig.parameters.items() if p not in ("self", "num_envs", "seed")}
-
-
-def environment_class(name: str) -> type[VectorEnv]:
-    if name not in ENVIRONMENTS:
-        raise ValueError(f"unknown environment {name!r}; choose one of: {', '.join(ENVIRONMENTS)}")
-    return ENVIRONMENTS[name]
-
-
-def make(name: str, num_envs: int = 1, seed: int = 0, **params: Any) -> VectorEnv:
-    """Build `num_envs` copies of environment `name`, seeded, with its parameters."""
-    allowed = env_params(name)
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ValueError(f"{name} has no parameter {', '.join(unknown)}; its parameters are: {', '.join(allowed)}")
-    return environment_class(name)(num_envs, seed, **params)
-
-
-from mbgen.envs import gym_wrappers  # noqa: E402  (registers the mbgen/*-v0 Gymnasium ids)
-
-__all__ = ["ENVIRONMENTS", "Transitions", "VectorEnv", "derive_seed", "env_params", "make", "gym_wrappers"]
+__all__ = [
+    "ENVIRONMENTS", "EnvSpec", "Transitions", "VectorEnv", "derive_seed", "env_params", "environment_class", "make",
+    "spec",
+]  # fmt: skip

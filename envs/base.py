@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from mbgen.envs.seeding import rng_state, set_rng_state
 
 TRANSITION_FIELDS = ("obs", "action", "reward", "next_obs", "terminal")  # what replay stores, in wire order
@@ -41,6 +40,28 @@ class Transitions:
             next_obs=np.concatenate([p.next_obs for p in parts]),
             terminal=np.concatenate([p.terminal for p in parts]),
         )
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What every process needs to know of an environment setting, computed once (`envs.spec`)."""
+
+    name: str
+    params: dict[str, Any]  # every parameter, defaults included: `envs.make(name, E, seed, **params)`
+    obs_dim: int  # observation bits
+    num_actions: int
+    episodic: bool  # episodes end (scores are returns); otherwise continuing (scores are reward rates)
+    reward_range: tuple[float, float]  # every reward lies in [low, high] (replay refuses others)
+
+    @property
+    def unit(self) -> str:
+        """What a score is, for axis labels and reports."""
+        return "return per episode" if self.episodic else "reward per step"
+
+    def score_range(self, steps: int) -> tuple[float, float]:
+        """The interval every protocol score lies in, for evaluation episodes of `steps` steps (rewards
+        are 0/1 in the continuing environments and -1 per step in the episodic ones)."""
+        return (-float(steps), 0.0) if self.episodic else (0.0, 1.0)
 
 
 def require_int(name: str, value: Any, low: int, high: int | None = None) -> int:
@@ -104,6 +125,12 @@ class VectorEnv(abc.ABC):
         raise NotImplementedError(f"{self.name}: no optimal policy is known")
 
     # -- the contract -------------------------------------------------------
+    @property
+    def spec(self) -> EnvSpec:
+        return EnvSpec(
+            self.name, dict(self.params), self.obs_dim, self.num_actions, self.episodic, tuple(self.reward_range)
+        )
+
     @property
     def params(self) -> dict[str, Any]:
         """The keyword parameters that rebuild this environment with `envs.make`."""

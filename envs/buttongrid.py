@@ -9,7 +9,6 @@ in the current state) the reward is 1 and the layout resets. Continuing.
 from __future__ import annotations
 
 import numpy as np
-
 from mbgen.envs.base import VectorEnv, require_int
 from mbgen.envs.grid import NUM_GRID_ACTIONS, move_table
 from mbgen.envs.render import cells_rgb

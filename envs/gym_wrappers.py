@@ -14,22 +14,15 @@ from typing import Any
 import gymnasium
 import numpy as np
 from gymnasium import spaces
+from mbgen.envs.registry import ENVIRONMENTS, make
 
-GYM_IDS = {
-    "mbgen/PanFlute-v0": "panflute",
-    "mbgen/ButtonGrid-v0": "buttongrid",
-    "mbgen/ProcMaze-v0": "procmaze",
-    "mbgen/OpenGrid-v0": "opengrid",
-    "mbgen/WallGrid3x3-v0": "wallgrid3x3",
-}
+GYM_IDS = {f"mbgen/{cls.__name__}-v0": name for name, cls in ENVIRONMENTS.items()}  # e.g. mbgen/ProcMaze-v0
 
 
 class MbgenEnv(gymnasium.Env):
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(self, env_name: str, render_mode: str | None = None, **params: Any):
-        from mbgen.envs import make
-
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None, ansi or rgb_array, got {render_mode!r}")
         self.render_mode = render_mode

@@ -7,7 +7,6 @@ cell 0 of a pipe is its bottom and cell i its end. Continuing.
 from __future__ import annotations
 
 import numpy as np
-
 from mbgen.envs.base import VectorEnv, require_int
 from mbgen.envs.render import cells_rgb
 

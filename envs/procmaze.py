@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from mbgen.envs.base import VectorEnv, require_int
 from mbgen.envs.grid import NUM_GRID_ACTIONS, DistanceCache, descend, distances_to, move_table, neighbours
 from mbgen.envs.render import maze_rgb, maze_text

@@ -26,6 +26,8 @@ import os
 from typing import Any, Callable
 
 import numpy as np
+from mbgen.envs.registry import make, spec
+from mbgen.envs.seeding import derive_seed
 
 EVAL_STEPS = 100  # the paper's evaluation episode length (RunConfig.eval_steps defaults to it)
 REFERENCE_EPISODES = 1000
@@ -62,20 +64,6 @@ def play(group_envs: list, act: Act, steps: int) -> np.ndarray:
     return total if episodic else total / steps
 
 
-def score_unit(episodic: bool) -> str:
-    """What a score is, for axis labels and reports."""
-    return "return per episode" if episodic else "reward per step"
-
-
-def score_range(name: str, params: dict[str, Any], steps: int = EVAL_STEPS) -> tuple[float, float]:
-    """The interval every protocol score of this environment lies in (rewards are 0/1 in the
-    continuing environments and -1 per step in the episodic ones)."""
-    from mbgen.envs import make
-
-    env = make(name, 1, 0, **params)
-    return (-float(steps), 0.0) if env.episodic else (0.0, 1.0)
-
-
 # -- exact values ----------------------------------------------------------------------------------
 def panflute_optimal(num_pipes: int, spontaneous: bool = True, steps: int = EVAL_STEPS) -> float:
     """Reward rate of the optimal cycle over `steps` steps from all pipes off.
@@ -103,7 +91,6 @@ def panflute_random(num_pipes: int, spontaneous: bool = True, steps: int = EVAL_
 # -- estimates -------------------------------------------------------------------------------------
 def estimate(name: str, params: dict[str, Any], policy: str, steps: int = EVAL_STEPS, episodes: int = 0) -> dict:
     """Monte-Carlo score of `policy` ("random" or "optimal") on the protocol: mean and standard error."""
-    from mbgen.envs import derive_seed, make
 
     episodes = episodes or REFERENCE_EPISODES
     env = make(name, episodes, derive_seed(REFERENCE_SEED, name, policy), **params)
@@ -122,12 +109,10 @@ def estimate(name: str, params: dict[str, Any], policy: str, steps: int = EVAL_S
 
 def compute_reference(name: str, params: dict[str, Any], steps: int = EVAL_STEPS) -> dict:
     """{"random": {...}, "optimal": {...}, "unit", "range"} for one environment setting (params complete)."""
-    from mbgen.envs import make
-
-    env = make(name, 1, 0, **params)
-    out: dict[str, Any] = {"unit": score_unit(env.episodic), "range": list(score_range(name, params, steps))}
+    setting = spec(name, **params)
+    out: dict[str, Any] = {"unit": setting.unit, "range": list(setting.score_range(steps))}
     if name == "panflute":
-        n, spontaneous = env.params["num_pipes"], env.params["spontaneous"]
+        n, spontaneous = setting.params["num_pipes"], setting.params["spontaneous"]
         out["random"] = {"score": panflute_random(n, spontaneous, steps), "se": 0.0, "method": "exact"}
         out["optimal"] = {"score": panflute_optimal(n, spontaneous, steps), "se": 0.0, "method": "exact"}
         return out
@@ -149,9 +134,7 @@ _memo: dict[str, dict] = {}
 def reference_scores(name: str, params: dict[str, Any] | None = None, steps: int = EVAL_STEPS) -> dict:
     """The random and optimal scores of an environment setting: from the cache when it holds
     them, else computed (and remembered for this process)."""
-    from mbgen.envs import make
-
-    full = make(name, 1, 0, **(params or {})).params  # the complete parameters, defaults included
+    full = spec(name, **(params or {})).params  # the complete parameters, defaults included
     key = _key(name, full, steps)
     if key not in _memo:
         cached = {}
@@ -164,12 +147,10 @@ def reference_scores(name: str, params: dict[str, Any] | None = None, steps: int
 
 def write_cache(path: str = CACHE_PATH) -> dict:
     """Compute every setting of CACHED_SETTINGS (with and without spontaneous events) and write them."""
-    from mbgen.envs import make
-
     table = {}
     for name, params in CACHED_SETTINGS:
         for spontaneous in (True, False):
-            full = make(name, 1, 0, **params, spontaneous=spontaneous).params
+            full = spec(name, **params, spontaneous=spontaneous).params
             table[_key(name, full, EVAL_STEPS)] = compute_reference(name, full, EVAL_STEPS)
     with open(path, "w") as f:
         json.dump(table, f, indent=1, sort_keys=True)

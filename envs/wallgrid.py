@@ -23,7 +23,6 @@ from collections import deque
 from typing import Iterable, Sequence
 
 import numpy as np
-
 from mbgen.envs.base import Transitions, VectorEnv
 from mbgen.envs.grid import MOVES, NUM_GRID_ACTIONS, DistanceCache, descend, move_table
 from mbgen.envs.render import maze_rgb, maze_text

@@ -46,11 +46,9 @@ DEMO_COMPATIBLE = {"out", "tensorboard", "wandb"}
 
 
 def wants_demo(args: argparse.Namespace, extra: list[str]) -> bool:
-    import dataclasses
+    from mbgen.launch.options import given_keys
 
-    from mbgen.learner.config import RunConfig
-
-    given = {f.name for f in dataclasses.fields(RunConfig) if getattr(args, f.name, None) is not None}
+    given = set(given_keys(args))
     return (
         not extra
         and args.config is None
@@ -73,18 +71,18 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
 
         print(
             "mbgen run: no run options, running the demo (ER on PanFlute with 3 pipes, 2 seeds, "
-            f"{cfg.steps:,} steps per member; {scale_text(reference_scores(cfg.env, cfg.env_params))})",
+            f"{cfg.run.steps:,} steps per member; {scale_text(reference_scores(cfg.run.env, cfg.run.env_params))})",
             file=sys.stderr,
         )
     check_sinks(cfg)
     from mbgen.runtime.devices import choose_device
 
-    choose_device(cfg.device)  # refused here (no CUDA), not in the learner after everything started
-    if cfg.frozen_model:
+    choose_device(cfg.system.device)  # refused here (no CUDA), not in the learner after everything started
+    if cfg.spec.model_server and cfg.options.frozen_model:
         from mbgen.modelserver.frozen import check_frozen
 
         check_frozen(cfg)
-    run_dir = cfg.out or default_run_dir(cfg.agent, cfg.env)
+    run_dir = cfg.outputs.out or default_run_dir(cfg.run.agent, cfg.run.env)
     prepare_run_dir(run_dir, force=args.force)  # refused here, before any process starts
     from mbgen.launch.run.supervisor import Supervisor  # after validation: bad options fail fast
 
@@ -97,12 +95,10 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
     """`mbgen run --resume RUN_DIR`: continue from the newest complete checkpoint."""
-    import dataclasses
-
+    from mbgen.launch.options import given_keys
     from mbgen.launch.run.supervisor import RunFailed, Supervisor
-    from mbgen.learner.config import RunConfig
 
-    given = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(RunConfig) if getattr(args, f.name, None)]
+    given = [f"--{name.replace('_', '-')}" for name in given_keys(args)]
     own = (("--config", args.config), ("--seeds", args.seeds), ("--first-seed", args.first_seed))
     given += [flag for flag, value in own + (("--seed-list", args.seed_list),) if value is not None]
     if given or extra or args.force:
@@ -237,8 +233,8 @@ def cmd_actor(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_offline(args: argparse.Namespace, extra: list[str]) -> int:
-    from mbgen.launch.options import env_params_from_extra
     from mbgen.launch.offline.experiment import main as offline_main
+    from mbgen.launch.options import env_params_from_extra
 
     args.env_params = env_params_from_extra(extra)
     return offline_main(args)
@@ -262,7 +258,8 @@ def cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
     return bench_main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
+    """The `mbgen` parser; `show_all`: `mbgen run --help-all`, every option in the help."""
     from mbgen.launch.options import add_run_options, run_epilog
 
     parser = argparse.ArgumentParser(
@@ -274,16 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="a local multi-process run (no arguments: a short demo)",
         description="Run agents as a multi-process system. Every config key is a flag; flags "
-        "override --config. Without run options, runs a short demo (12,000 steps).",
-        epilog=run_epilog(),
+        "override --config. Without run options, runs a short demo (12,000 steps). "
+        + ("" if show_all else "This help shows what to run and the options most people set; --help-all shows all."),
+        epilog=run_epilog(show_all),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    system = add_run_options(run)["system"]
-    system.add_argument("--quiet", action="store_true", help="no progress line")
-    system.add_argument("--force", action="store_true", help="replace a run already in --out (its outputs are deleted)")
-    system.add_argument(
-        "--resume", metavar="RUN_DIR", help="continue a stopped or killed run from its newest checkpoint"
-    )
+    what = add_run_options(run, show_all)["what to run"]
+    what.add_argument("--resume", metavar="DIR", help="continue a stopped or killed run from its newest checkpoint")
+    what.add_argument("--force", action="store_true", help="replace a run already in --out (its outputs are deleted)")
+    what.add_argument("--quiet", action="store_true", help="no progress line")
+    what.add_argument("--help-all", action="store_true", help="show every option, then exit")
     run.set_defaults(func=cmd_run)
 
     from mbgen.launch.study.runner import add_study_options
@@ -343,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     actor.add_argument("--envs", type=int, default=1, help="environment copies per member")
     actor.set_defaults(func=cmd_actor)
 
-    from mbgen.launch.offline.experiment import add_offline_options
+    from mbgen.launch.offline.options import add_offline_options
 
     offline = sub.add_parser(
         "offline",
@@ -354,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_offline_options(offline)
     offline.set_defaults(func=cmd_offline)
 
-    from mbgen.launch.bench.throughput import add_bench_options
+    from mbgen.launch.bench.options import add_bench_options
 
     bench = sub.add_parser("bench", help="throughput of environments, replay and end-to-end agents")
     add_bench_options(bench)
@@ -388,7 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not stay_with_parent():
         return 143
-    parser = build_parser()
+    show_all = argv[:1] == ["run"] and "--help-all" in argv
+    parser = build_parser(show_all)
+    if show_all:
+        parser.parse_args(["run", "--help"])  # prints the whole help and exits
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("run", "offline", "eval"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -1,12 +1,13 @@
-"""Run configuration from a TOML file plus command-line overrides.
+"""Run configuration from a TOML file plus command-line flags.
 
-Every RunConfig field is a `--key value` option (underscores or dashes);
-environment parameters are `--env.PARAM value`; `--seeds S` means seeds
-F..F+S-1 (`--first-seed F`, default 0) and `--seed-list a,b,c` names them.
-`--lr` and `--temperature` take one number or a comma-separated list of grid
-values: the run is their cross product with the seeds. The field comments in learner/config.py are the help text and
-its section lines (`# -- what to run ---`) the help groups, so the documentation
-lives in one place.
+Every RunConfig key is a `--key value` flag (dashes for underscores), in one section each
+(learner/config.py: run, learning, options, system, outputs); environment parameters are
+`--env.PARAM value`; `--seeds S` means seeds F..F+S-1 (`--first-seed F`, default 0) and
+`--seed-list a,b,c` names them. `--lr` and `--temperature` take one number or a comma-separated
+list of grid values: the run is their cross product with the seeds. `--config FILE` is a
+sectioned TOML file; flags override it. The field comments of the sections are the help text,
+so the documentation lives in one place. `mbgen run --help` shows what to run and the options
+most people set; `--help-all` every key.
 """
 
 from __future__ import annotations
@@ -20,32 +21,65 @@ import re
 import sys
 from typing import Any
 
-from mbgen.learner.config import RunConfig
+from mbgen.learner.agents import AGENTS
+from mbgen.learner.config import SECTIONS, RunConfig, place_keys
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-SPECIAL = {"seeds", "env_params"}  # fields with their own command-line forms
+SPECIAL = {"seeds", "env_params"}  # keys with their own command-line forms
+# What `mbgen run --help` shows besides what to run: the options most people set.
+COMMON = ("lr", "temperature", "hidden", "tensorboard", "out")
+# What a value is, where its type does not say it well enough.
+METAVARS = {
+    "agent": "AGENT",
+    "env": "ENV",
+    "regime": "high|low",
+    "steps": "N",
+    "lr": "LR[,LR...]",
+    "temperature": "T[,T...]",
+    "hidden": "N[,N...]",
+    "device": "auto|cpu|cuda",
+    "out": "DIR",
+    "keys": "DIR",
+    "frozen_model": "FILE",
+    "remote_endpoint": "URL",
+    "param_endpoint": "URL",
+    "wandb": "PROJECT",
+}
+TYPE_METAVARS = {"int": "N", "float": "X", "str": "TEXT", "bool": "true|false"}
 
 
-def field_help() -> dict[str, str]:
-    """Each RunConfig field's trailing comment, read from its source."""
-    return {name: text for name, (_, text) in field_docs().items()}
+def section_classes() -> list[tuple[str, type]]:
+    """(help heading, dataclass) of every section; agent options: every agent's class, each once."""
+    out = []
+    for name, (cls, heading) in SECTIONS.items():
+        if cls is not None:
+            out.append((heading, cls))
+        else:
+            seen = []
+            for spec in AGENTS.values():
+                if spec.options not in seen:
+                    seen.append(spec.options)
+            out += [(heading, c) for c in seen]
+    return out
 
 
-def field_docs() -> dict[str, tuple[str, str]]:
-    """Each RunConfig field's (section, comment): sections are the `# -- name ---` lines above them."""
-    section, docs = "", {}
-    for line in inspect.getsource(RunConfig).splitlines():
-        header = re.match(r"^\s+# -- (.+?) -+$", line)
-        if header:
-            section = re.sub(r"\s*\(.*\)$", "", header.group(1))
-            continue
-        found = re.match(r"^\s+(\w+): [^#\n]*#\s*(.*)$", line)
-        if found:
-            docs[found.group(1)] = (section, found.group(2).strip())
+def field_docs() -> dict[str, tuple[str, str, Any, str]]:
+    """Each key's (section heading, comment, default, type) from the sections' sources."""
+    docs = {}
+    for heading, cls in section_classes():
+        defaults = cls()
+        for klass in reversed(cls.__mro__):  # an options class inherits its parents' fields
+            if not dataclasses.is_dataclass(klass):
+                continue
+            for line in inspect.getsource(klass).splitlines():
+                found = re.match(r"^\s+(\w+): ([^#=\n]*?)\s*=[^#\n]*#\s*(.*)$", line)
+                if found and found.group(1) not in docs and hasattr(defaults, found.group(1)):
+                    name = found.group(1)
+                    docs[name] = (heading, found.group(3).strip(), getattr(defaults, name), found.group(2).strip())
     return docs
 
 
@@ -135,11 +169,9 @@ def seeds_from_args(args: argparse.Namespace, default_count: int) -> list[int] |
     return list(range(first, first + (default_count if count is None else count)))
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
-    """Every RunConfig field as a flag, grouped by the sections of learner/config.py, defaults shown;
-    returns the groups by name (what to run, learning, system)."""
-    docs = field_docs()
-    defaults = RunConfig()
+def add_run_options(parser: argparse.ArgumentParser, show_all: bool) -> dict[str, argparse._ArgumentGroup]:
+    """Every config key as a flag, grouped by section, defaults shown; with `show_all` False the help
+    lists only what to run and COMMON (the rest still parse). Returns the groups by heading."""
     groups: dict[str, argparse._ArgumentGroup] = {}
 
     def group(name: str) -> argparse._ArgumentGroup:
@@ -148,7 +180,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> dict[str, argparse._Argu
         return groups[name]
 
     run = group("what to run")
-    run.add_argument("--config", metavar="FILE", help="TOML file of config keys; flags override it")
+    run.add_argument("--config", metavar="FILE", help="TOML file of config sections; flags override it")
     add_seed_options(run, "at every grid point (default: 1 seed, 0)")
     run.add_argument(
         "--env.PARAM",
@@ -156,28 +188,40 @@ def add_run_options(parser: argparse.ArgumentParser) -> dict[str, argparse._Argu
         metavar="VALUE",
         help="an environment parameter, e.g. --env.grid_size 4 (repeatable; see the list below)",
     )
-    for f in dataclasses.fields(RunConfig):
-        if f.name in SPECIAL:
+    for name, (heading, text, default, kind) in field_docs().items():
+        if name in SPECIAL:
             continue
-        section, text = docs.get(f.name, ("system", ""))
-        flag = "--" + f.name.replace("_", "-")
-        shown = f"{text} (default: {default_text(getattr(defaults, f.name))})"
-        if str(f.type) == "bool":  # a bare --flag means true
-            group(section).add_argument(flag, dest=f.name, nargs="?", const="true", metavar="true|false", help=shown)
+        shown = show_all or (heading == "what to run" and name != "offline") or name in COMMON
+        where = group(heading if shown else "more options (--help-all)")
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{text} (default: {default_text(default)})" if shown else argparse.SUPPRESS
+        metavar = METAVARS.get(name, TYPE_METAVARS.get(kind, "V"))
+        if kind == "bool":  # a bare --flag means true
+            where.add_argument(flag, dest=name, nargs="?", const="true", metavar=metavar, help=help_text)
         else:
-            group(section).add_argument(flag, dest=f.name, metavar="V", default=None, help=shown)
+            where.add_argument(flag, dest=name, metavar=metavar, default=None, help=help_text)
     return groups
 
 
-def run_epilog() -> str:
-    """The agents and environments, with each environment's parameters and its score scale."""
-    from mbgen import envs
+def given_keys(args: argparse.Namespace) -> list[str]:
+    """The config keys set by flags (seeds and environment parameters have their own forms)."""
+    return [name for name in field_docs() if name not in SPECIAL and getattr(args, name, None) is not None]
+
+
+def run_epilog(show_all: bool) -> str:
+    """The agents and environments; with `show_all`, each environment's parameters and score scale."""
     from mbgen.envs.scores import reference_scores
-    from mbgen.learner.agents import AGENTS
+
+    from mbgen import envs
 
     lines = ["agents (--agent):"]
     lines += [f"  {name:<13} {spec.description}" for name, spec in AGENTS.items()]
     lines.append("")
+    if not show_all:
+        lines.append(f"environments (--env): {', '.join(envs.ENVIRONMENTS)}")
+        lines.append("")
+        lines.append("--help-all lists every option, each environment's parameters and its score scale.")
+        return "\n".join(lines)
     lines.append(
         "environments (--env), their parameters (--env.PARAM VALUE) with defaults, and scores at the defaults:"
     )
@@ -197,6 +241,10 @@ def run_epilog() -> str:
     lines.append(
         "budget: the default --steps is the paper's: 1,000,000 env steps per member in the high-data regime, "
         "100,000 in the low (hours on a laptop)."
+    )
+    lines.append(
+        "config files (--config) are TOML in sections: [run], [learning], [options] (the agent's own), [system], "
+        "[outputs]; a run's resolved config.toml is one."
     )
     return "\n".join(lines)
 
@@ -221,12 +269,8 @@ def env_params_from_extra(extra: list[str]) -> dict[str, Any]:
     return params
 
 
-_TYPES = {f.name: str(f.type) for f in dataclasses.fields(RunConfig)}
-
-
-def _coerce(key: str, value: Any) -> Any:
-    """Fit command-line spellings to a field's type: 3e4 for an int, a scalar for a list."""
-    kind = _TYPES.get(key, "")
+def _coerce(kind: str, value: Any) -> Any:
+    """Fit command-line spellings to a key's type: 3e4 for an int, a scalar for a list."""
     if kind.startswith("list") and not isinstance(value, list):
         return [value]
     if kind == "int" and isinstance(value, float) and value.is_integer():
@@ -235,26 +279,25 @@ def _coerce(key: str, value: Any) -> Any:
 
 
 def config_from_args(args: argparse.Namespace, extra: list[str], base: dict[str, Any] | None = None) -> RunConfig:
-    """Merge defaults < `base` (or the TOML file) < flags; the result is validated."""
-    values: dict[str, Any] = load_toml(args.config) if args.config else dict(base or {})
-    if "env" in values and isinstance(values["env"], dict):
-        raise ValueError('config file: put environment parameters under [env_params], and env = "name"')
-    env_params = dict(values.get("env_params", {}))
-    names = {f.name for f in dataclasses.fields(RunConfig)}
-    for f in dataclasses.fields(RunConfig):
-        raw = None if f.name in SPECIAL else getattr(args, f.name, None)
-        if raw is not None:
-            values[f.name] = parse_value(raw)
+    """Merge defaults < `base` (flat keys) or the TOML file (sections) < flags; the result is resolved."""
+    values: dict[str, Any] = load_toml(args.config) if args.config else place_keys(dict(base or {}))
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    docs = field_docs()
+    flat: dict[str, Any] = {}
+    for name in given_keys(args):
+        flat[name] = _coerce(docs[name][3], parse_value(getattr(args, name)))
+    for key in ("lr", "temperature"):
+        if isinstance(flat.get(key), list) and len(flat[key]) == 1:
+            flat[key] = flat[key][0]
     seeds = seeds_from_args(args, default_count=1)
     if seeds is not None:
-        values["seeds"] = seeds
-    env_params.update(env_params_from_extra(extra))
-    values["env_params"] = env_params
-    for key in ("lr", "temperature"):
-        if isinstance(values.get(key), list) and len(values[key]) == 1:
-            values[key] = values[key][0]
-    values = {k: _coerce(k, v) for k, v in values.items()}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"unknown config key {', '.join(unknown)}; see `mbgen run --help` for the keys")
+        flat["seeds"] = seeds
+    for section, table in place_keys(flat).items():
+        if section in values and not isinstance(values[section], dict):
+            raise ValueError(f"config section [{section}] must be a table")
+        values[section] = {**values.get(section, {}), **table}
+    env_params = env_params_from_extra(extra)
+    if env_params:
+        run = values.setdefault("run", {})
+        run["env_params"] = {**run.get("env_params", {}), **env_params}
     return RunConfig.from_dict(values).resolved()

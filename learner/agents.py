@@ -9,9 +9,9 @@ transitions come from (PAPER.md section 3). An `AgentSpec` says
   q_input   what the Q-network (and the behaviour policy) reads: observations or a latent
   tuned_as  whose tuned step size and temperature (PAPER.md section 4) the agent starts from
   cost      its time per update relative to ER's or the simple model's bench figure
-            (launch/estimate.py: a study's --dry-run)
-  options   configuration keys only this agent reads (learner/config.py); another agent's run
-            refuses them unless they are at their defaults
+            (launch/study/estimate.py: a study's --dry-run)
+  options   the agent's own options, a dataclass with validate(cfg) and resolve(): the [options]
+            section of its configuration (learner/config.py); another agent's run refuses them
 
 Adding an agent is one module (its model class) plus one entry in AGENTS. The
 model is named as an import path so that this package, which actors and the
@@ -20,15 +20,88 @@ learner import, does not import the model server's code.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from mbgen.learner.networks import MLPShape, mlp_shape
+from mbgen.learner.check import fail, integer, number, text
 from mbgen.learner.qinput import LatentInput, ObservationInput, QInput
 
-if TYPE_CHECKING:
-    from mbgen.learner.config import RunConfig
+
+# -- each agent's own options: its [options] section, refused for other agents ----------------------
+@dataclass
+class NoOptions:
+    """An agent without options of its own (ER)."""
+
+    def validate(self, cfg) -> None:
+        pass
+
+    def resolve(self) -> None:
+        pass
+
+
+@dataclass
+class ModelOptions(NoOptions):
+    model_lr: float = 2e-4  # model step size
+    model_batch: int = 32  # real transitions per model update; rollouts start from the same ones
+    frozen_model: str = ""  # a run's checkpoints/model-final.npz: roll out that model, never train it; empty = learn
+
+    def validate(self, cfg) -> None:
+        number("model_lr", self.model_lr, 0, strict=True)
+        integer("model_batch", self.model_batch, 1)
+        text("frozen_model", self.frozen_model)
+        if self.frozen_model and not os.path.isfile(self.frozen_model):
+            fail("frozen_model", "an existing model checkpoint (RUN/checkpoints/model-final.npz)", self.frozen_model)
+
+    def resolve(self) -> None:
+        self.frozen_model = os.path.abspath(self.frozen_model) if self.frozen_model else ""
+
+
+@dataclass
+class RolloutOptions(ModelOptions):
+    rollout_starts: int = 32  # states each update rolls out from (more than model_batch: extra ones sampled)
+    rollout_length: int = 10  # imagined steps per rollout (1 for the paper's ablation)
+
+    def validate(self, cfg) -> None:
+        super().validate(cfg)
+        integer("rollout_starts", self.rollout_starts, 1)
+        integer("rollout_length", self.rollout_length, 1)
+        rows = self.rollout_starts * self.rollout_length
+        if rows != cfg.learning.batch_size:
+            fail(
+                "batch_size",
+                f"rollout_starts x rollout_length = {rows} for agent {cfg.run.agent} (equal transitions per update)",
+                cfg.learning.batch_size,
+            )
+
+
+@dataclass
+class LatentOptions(RolloutOptions):
+    latent_features: int = 32  # latent agents: number of latent features
+    latent_classes: int = 32  # latent-cat: classes per categorical feature
+
+    def validate(self, cfg) -> None:
+        super().validate(cfg)
+        integer("latent_features", self.latent_features, 1)
+        integer("latent_classes", self.latent_classes, 1)
+
+
+@dataclass
+class EnsembleOptions(RolloutOptions):
+    ensemble_size: int = 5  # ensemble: K simple models per member, each trained on its own bootstrap draw of each batch
+    uncertainty_cutoff: float = 0.0  # ensemble: cut rollouts where the models' disagreement exceeds this; 0 = off
+
+    def validate(self, cfg) -> None:
+        super().validate(cfg)
+        integer("ensemble_size", self.ensemble_size, 1)
+        number("uncertainty_cutoff", self.uncertainty_cutoff, 0, strict=False)
+        if self.uncertainty_cutoff >= 0.5:
+            fail(
+                "uncertainty_cutoff",
+                "a number in [0, 0.5) (0 = off; a disagreement is at most 0.5)",
+                self.uncertainty_cutoff,
+            )
 
 
 @dataclass(frozen=True)
@@ -37,9 +110,9 @@ class AgentSpec:
     description: str  # one line for --help and the README
     model: str | None  # "module:Class" of the dynamics model; None: Q trains on replay samples
     q_input: QInput  # what the Q-network reads
+    options: type = NoOptions  # the agent's options: its [options] section
     tuned_as: str = ""  # agent whose tuned (step size, temperature) this one uses; "" = its own
     cost: float = 1.0  # wall time per update over its kind's bench figure (ER, or the simple model), measured
-    options: tuple[str, ...] = ()  # config keys only this agent reads
 
     @property
     def model_server(self) -> bool:
@@ -60,36 +133,44 @@ AGENTS: dict[str, AgentSpec] = {
             "32 replay states rolled out 10 steps in a learned model of independent Bernoulli features",
             "mbgen.modelserver.models:SimpleModel",
             ObservationInput(),
+            RolloutOptions,
         ),
         AgentSpec(
-            "perfect", "the same rollouts in the true dynamics", "mbgen.modelserver.models:PerfectModel", ObservationInput()
+            "perfect",
+            "the same rollouts in the true dynamics",
+            "mbgen.modelserver.models:PerfectModel",
+            ObservationInput(),
+            RolloutOptions,
         ),
         AgentSpec(
             "latent-cat",
             "rollouts in a Dreamer-style latent model of 32 categorical features of 32 classes",
             "mbgen.modelserver.models:LatentModel",
             LatentInput(categorical=True),
+            LatentOptions,
         ),
         AgentSpec(
             "latent-gauss",
             "rollouts in a Dreamer-style latent model of 32 Gaussian features",
             "mbgen.modelserver.models:LatentModel",
             LatentInput(categorical=False),
+            LatentOptions,
         ),
         AgentSpec(
             "ensemble",
             "MBPO: the simple model's rollouts in an ensemble of K bootstrapped simple models, a random one per step",
             "mbgen.modelserver.ensemble:EnsembleModel",
             ObservationInput(),
+            EnsembleOptions,
             tuned_as="simple",
             cost=3.7,  # K = 5: model step and Q update over the simple model's, ProcMaze(4), P = 4, 1 thread
-            options=("ensemble_size", "uncertainty_cutoff"),
         ),
         AgentSpec(
             "table",
             "Dyna with a tabular model: rollouts replay the outcomes seen for each (observation, action)",
             "mbgen.modelserver.table:TableModel",
             ObservationInput(),
+            RolloutOptions,
             tuned_as="simple",
             cost=0.5,  # model step and Q update over the simple model's, ProcMaze(4), P = 4, 1 thread
         ),
@@ -145,11 +226,15 @@ def tuned(agent: str, env: str, regime: str) -> tuple[float, float]:
     return TUNED[(spec.tuned_as or spec.name, TUNED_PROXY.get(env, env), regime)]
 
 
-def q_shape(cfg: "RunConfig", obs_dim: int, num_actions: int) -> MLPShape:
-    """The Q-network's layer sizes: what the agent's Q reads, the hidden layers, one value per action."""
-    return mlp_shape(agent_spec(cfg.agent).q_input.width(cfg, obs_dim), cfg.hidden, num_actions)
+# A model server trains and rolls out a model: its agent's options are ModelOptions (or more).
+assert all(issubclass(spec.options, ModelOptions) for spec in AGENTS.values() if spec.model_server)
 
 
-def encoder_shape(cfg: "RunConfig", obs_dim: int) -> MLPShape | None:
-    """The encoder actors must run before Q (latent agents), or None."""
-    return agent_spec(cfg.agent).q_input.encoder_shape(cfg, obs_dim)
+def option_names(agent: str) -> set[str]:
+    """The keys of an agent's own options."""
+    return {f.name for f in dataclasses.fields(agent_spec(agent).options)}
+
+
+def option_fields() -> list[str]:
+    """Every agent option's key, each once (flags and the [options] section)."""
+    return list(dict.fromkeys(f.name for spec in AGENTS.values() for f in dataclasses.fields(spec.options)))

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from mbgen.learner.losses import GAMMA, q_loss, td_targets
-from mbgen.learner.networks import MLP, MLPShape, ParamStore
+from mbgen.learner.networks import MLP, ParamStore
 from mbgen.learner.optim import AdamState, adam_init, adam_step, uniform
+from mbgen.learner.shapes import MLPShape
 from mbgen.learner.shards import ShardPool
 
 BATCH_FIELDS = ("obs", "action", "reward", "next_obs", "continuation", "weight")  # what one Q update reads

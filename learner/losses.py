@@ -13,7 +13,10 @@ member's gradient is that of its own loss.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # plain tensor arithmetic: the configuration imports GAMMA without loading torch
+    import torch
 
 GAMMA = 0.9
 

@@ -25,12 +25,11 @@ from derive_seed(seeds[p], t).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
 from mbgen.envs.seeding import derive_seed
+from mbgen.learner.shapes import MLPShape, mlp_shape
 
 LOG2E = 1.0 / math.log(2.0)
 FAST_ELU_MIN = 8192  # below this many elements one F.elu call beats five cheap ones
@@ -44,27 +43,6 @@ def elu(x: torch.Tensor) -> torch.Tensor:
         return F.elu(x)
     neg = torch.clamp(x, max=0.0).mul_(LOG2E).exp2_().sub_(1.0)
     return torch.maximum(x, neg, out=neg)
-
-
-@dataclass(frozen=True)
-class MLPShape:
-    sizes: tuple[int, ...]  # (in, hidden..., out)
-
-    @property
-    def layers(self) -> list[tuple[int, int]]:
-        return list(zip(self.sizes[:-1], self.sizes[1:]))
-
-    @property
-    def numel(self) -> int:
-        return sum(i * o + o for i, o in self.layers)
-
-    def flops(self, batch: int) -> int:
-        """Multiply-add FLOPs of one forward pass on `batch` inputs (one member)."""
-        return 2 * batch * sum(i * o for i, o in self.layers)
-
-
-def mlp_shape(inputs: int, hidden, outputs: int) -> MLPShape:
-    return MLPShape((int(inputs), *map(int, hidden), int(outputs)))
 
 
 class ParamStore:

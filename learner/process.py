@@ -25,27 +25,24 @@ import time
 import numpy as np
 import torch
 import zmq
-
-from mbgen import envs
 from mbgen.envs.seeding import rng_state, set_rng_state
-from mbgen.learner.agents import encoder_shape, q_shape
 from mbgen.learner.config import RunConfig
 from mbgen.learner.dqn import BATCH_FIELDS, DQN
-from mbgen.runtime.params import ParamBlock, ParamPublisher
 from mbgen.learner.step import ReplayStep
+from mbgen.replay.store import ReplayStore
+from mbgen.runtime import checkpoints
 from mbgen.runtime.counters import LIVE, RunCounters
 from mbgen.runtime.devices import choose_device, parallelism
-from mbgen.runtime.doorbell import wait_until
-from mbgen.runtime import checkpoints
-from mbgen.runtime.doorbell import ActorRinger, Doorbell, Ringer
+from mbgen.runtime.doorbell import ActorRinger, Doorbell, Ringer, wait_until
 from mbgen.runtime.lifecycle import StopSignal
 from mbgen.runtime.logs import get_logger
-from mbgen.runtime.roles import run_role
-from mbgen.runtime.timing import PhaseTimer
-from mbgen.runtime.wiring import LEARNER_SLOT, Wiring, actor_name
+from mbgen.runtime.params import ParamBlock, ParamPublisher
+from mbgen.runtime.roles import EVALUATOR, LEARNER, MODELSERVER, REPLAY, actor_name, process_slot
+from mbgen.runtime.runner import run_role
 from mbgen.runtime.security import ServerKeys
 from mbgen.runtime.slots import SlotQueue
-from mbgen.replay.store import ReplayStore
+from mbgen.runtime.timing import PhaseTimer
+from mbgen.runtime.wiring import Wiring
 
 PROGRESS_PERIOD_S = 10.0
 STOP_EVALUATIONS_S = 4.0  # a stop cut waits this long for pending evaluations, else it is skipped
@@ -64,18 +61,18 @@ class Learner:
     def __init__(self, cfg: RunConfig, wiring: Wiring, stop: StopSignal):
         self.cfg, self.wiring, self.stop = cfg, wiring, stop
         self.log = get_logger()
-        env = envs.make(cfg.env, 1, 0, **cfg.env_params)
-        self.device = choose_device(cfg.device)
+        env = cfg.env_spec
+        self.device = choose_device(cfg.system.device)
         self.model_agent = cfg.spec.model_server
         self.workers, self.threads = parallelism(
-            cfg.members, cfg.workers, cfg.learner_threads, 2 if cfg.spec.model_server else 1
+            cfg.members, cfg.system.workers, cfg.system.learner_threads, 2 if cfg.spec.model_server else 1
         )
         self.dqn = DQN(
-            q_shape(cfg, env.obs_dim, env.num_actions),
+            cfg.q_shape(),
             cfg.member_seeds,
             cfg.member_lr,
-            gamma=cfg.gamma,
-            target_period=cfg.target_period,
+            gamma=cfg.learning.gamma,
+            target_period=cfg.learning.target_period,
             device=self.device,
             workers=self.workers,
         )
@@ -85,26 +82,26 @@ class Learner:
         self.counters = RunCounters.attach(wiring.counters)
         self.params = ParamBlock.attach(wiring.q_params)
         self.eval_queue = SlotQueue.attach(wiring.eval_queue)
-        self.encoder = ParamBlock.attach(wiring.model_params) if encoder_shape(cfg, env.obs_dim) else None
+        self.encoder = ParamBlock.attach(wiring.model_params) if cfg.encoder_shape() else None
         self.ctx = zmq.Context()
-        self.bell = Doorbell(self.ctx, wiring.bell("learner"))
-        waiting_on_updates = [wiring.bell("replay")] + ([wiring.bell("modelserver")] if self.model_agent else [])
+        self.bell = Doorbell(self.ctx, wiring.bell(LEARNER))
+        waiting_on_updates = [wiring.bell(REPLAY)] + ([wiring.bell(MODELSERVER)] if self.model_agent else [])
         self.ring_updates = Ringer(self.ctx, waiting_on_updates)
-        self.ring_evaluator = Ringer(self.ctx, [wiring.bell("evaluator")])
+        self.ring_evaluator = Ringer(self.ctx, [wiring.bell(EVALUATOR)])
         self.ring_actors = ActorRinger(
             self.ctx, lambda slot: wiring.bell(actor_name(slot)), self.counters.slot_state, LIVE
         )
         self.publisher = None
-        if cfg.param_endpoint:
-            keys = ServerKeys.load(cfg.keys) if cfg.keys else None
-            self.publisher = ParamPublisher(self.ctx, cfg.param_endpoint, keys)
+        if cfg.system.param_endpoint:
+            keys = ServerKeys.load(cfg.system.keys) if cfg.system.keys else None
+            self.publisher = ParamPublisher(self.ctx, cfg.system.param_endpoint, keys)
         self.imagined = self.store = None  # the imagined-batch queue (model agents) or the replay store (ER)
         if self.model_agent:
             self.imagined = SlotQueue.attach(wiring.imagined)
         else:
             self.store = ReplayStore.attach(wiring.store)
             self.replay_step = ReplayStep(
-                self.store, self.dqn, cfg.member_seeds, cfg.batch_size, env.obs_dim, self.device, self.timer
+                self.store, self.dqn, cfg.member_seeds, cfg.learning.batch_size, env.obs_dim, self.device, self.timer
             )
         self.last_remote = 0.0
         self.eval_points = cfg.eval_points()
@@ -113,7 +110,7 @@ class Learner:
         self.longest_wait_s = 0.0
         self.stopped = False
         if wiring.resume_from:
-            self.load_part(checkpoints.read_part(wiring.resume_from, "learner"))
+            self.load_part(checkpoints.read_part(wiring.resume_from, LEARNER))
         self.losses: list[torch.Tensor] = []
 
     def close(self) -> None:
@@ -160,7 +157,7 @@ class Learner:
             if self.dqn.updates == 1:
                 self.counters.update_times[0] = time.time()
             self.counters.update_times[1] = time.time()
-            if self.dqn.updates % self.cfg.publish_period == 0:  # before the ring: a lock-step model server
+            if self.dqn.updates % self.cfg.system.publish_period == 0:  # before the ring: a lock-step model server
                 with timer.phase("publish"):  # waits for this version, and the ring is what wakes it
                     self.publish()
             with timer.phase("notify"):
@@ -190,7 +187,7 @@ class Learner:
 
     def await_next(self) -> None:
         u = self.dqn.updates
-        if self.cfg.offline:  # a fixed dataset: no ratio to keep
+        if self.cfg.run.offline:  # a fixed dataset: no ratio to keep
             allowed = lambda: True  # noqa: E731
         else:
             allowed = lambda: self.policy.may_update(self.counters.min_inserts(), u)  # noqa: E731
@@ -199,7 +196,7 @@ class Learner:
             lambda: ready() or self.counters.stop_requested,
             self.bell,
             heartbeat=self.tick,
-            stall_warning_s=self.cfg.stall_warning_s,
+            stall_warning_s=self.cfg.system.stall_warning_s,
             describe_stall=lambda: {
                 "side": "model server" if self.model_agent and allowed() else "actors",
                 "updates": u,
@@ -228,7 +225,7 @@ class Learner:
     # -- outputs --------------------------------------------------------------------------
     def tick(self) -> None:
         """Liveness: the heartbeat, and a periodic copy of the parameters for remote actors."""
-        self.counters.beat(LEARNER_SLOT)
+        self.counters.beat(LEARNER)
         if self.publisher is not None and time.monotonic() - self.last_remote > REMOTE_REPUBLISH_S:
             self.publish_remote()
 
@@ -236,7 +233,7 @@ class Learner:
         self.params.publish(self.dqn.flat, self.dqn.updates)
         if self.cfg.lockstep:  # lock-step actors wait for every version
             self.ring_actors.ring()
-        if self.publisher is not None and self.dqn.updates % self.cfg.remote_publish_period == 0:
+        if self.publisher is not None and self.dqn.updates % self.cfg.system.remote_publish_period == 0:
             self.publish_remote()
 
     def publish_remote(self) -> None:
@@ -258,8 +255,8 @@ class Learner:
                 lambda: self.eval_queue.has_room() or self.counters.stop_requested,
                 self.bell,
                 heartbeat=self.tick,
-                stall_warning_s=self.cfg.stall_warning_s,
-                describe_stall=lambda: {"side": "evaluator"},
+                stall_warning_s=self.cfg.system.stall_warning_s,
+                describe_stall=lambda: {"side": EVALUATOR},
             )
             if not self.eval_queue.has_room():
                 return  # stopping: this point is pushed by the resumed run (next_eval is in the cut)
@@ -292,13 +289,13 @@ class Learner:
 
     def cut(self, evaluations_timeout_s: float | None = None) -> None:
         u = self.dqn.updates
-        if self.cfg.offline:  # a fixed dataset, minutes long: policy snapshots (the budget study), no parts
+        if self.cfg.run.offline:  # a fixed dataset, minutes long: policy snapshots (the budget study), no parts
             self.export_policy(f"learner-{u:09d}.npz")
-            self.counters.cut_at = next_cut(u, self.cfg.checkpoint_period, self.total)
+            self.counters.cut_at = next_cut(u, self.cfg.system.checkpoint_period, self.total)
             return
         drained = lambda: self.eval_queue.pending() == 0  # noqa: E731  (every pushed evaluation written)
         if evaluations_timeout_s is None:
-            self.eval_queue.wait(drained, self.bell, heartbeat=self.tick, describe_stall=lambda: {"side": "evaluator"})
+            self.eval_queue.wait(drained, self.bell, heartbeat=self.tick, describe_stall=lambda: {"side": EVALUATOR})
         else:
             deadline = time.monotonic() + evaluations_timeout_s
             self.eval_queue.wait(lambda: drained() or time.monotonic() > deadline, self.bell, heartbeat=self.tick)
@@ -308,18 +305,18 @@ class Learner:
         with self.stop.deferred():
             info = checkpoints.write_part(
                 checkpoints.cut_dir(self.wiring.checkpoints, u),
-                "learner",
+                LEARNER,
                 self.part(),
                 {"updates": u, "config": self.cfg.digest()},
             )
-            self.counters.part_done[LEARNER_SLOT] = u
+            self.counters.part_done[process_slot(LEARNER)] = u
             self.counters.cut_id = u  # the announcement: actors and the replay service write theirs now
             if not self.stopped:
                 self.export_policy(f"learner-{u:09d}.npz")
-                self.counters.cut_at = next_cut(u, self.cfg.checkpoint_period, self.total)
+                self.counters.cut_at = next_cut(u, self.cfg.system.checkpoint_period, self.total)
         self.ring_actors.ring()
         self.ring_updates.ring()
-        self.log.info("checkpoint_part", part="learner", updates=u, bytes=info["bytes"], seconds=info["seconds"])
+        self.log.info("checkpoint_part", part=LEARNER, updates=u, bytes=info["bytes"], seconds=info["seconds"])
 
     def part(self) -> dict[str, np.ndarray]:
         out = {f"dqn.{k}": v for k, v in self.dqn.state().items()}
@@ -369,4 +366,5 @@ def next_cut(updates: int, period: int, total: int) -> int:
 
 def run_learner(config: dict, wiring: dict) -> None:
     """Process entry point."""
-    run_role("learner", wiring, lambda w, stop: Learner(RunConfig(**config), w, stop))
+    w = Wiring(**wiring)
+    run_role(LEARNER, w.events, lambda stop: Learner(RunConfig.from_dict(config), w, stop))

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from mbgen.envs.seeding import derive_seed
 from mbgen.learner.dqn import DQN
-from mbgen.runtime.timing import PhaseTimer
 from mbgen.replay.store import Batch, ReplayStore
+from mbgen.runtime.timing import PhaseTimer
 
 
 class ReplayStep:

@@ -17,6 +17,7 @@ mbgen.modelserver, mbgen.actors and mbgen.launch (the `mbgen` command).
 from __future__ import annotations
 
 from mbgen.envs import ENVIRONMENTS, make
+from mbgen.envs.gym_wrappers import register as _register_gymnasium_ids
 
 __all__ = ["ENVIRONMENTS", "make", "load_policy", "load_run", "Policy", "Run"]
 
@@ -26,6 +27,9 @@ _LAZY = {  # torch and matplotlib load only when these are asked for
     "load_run": "mbgen.launch.run.results",
     "Run": "mbgen.launch.run.results",
 }
+
+
+_register_gymnasium_ids()
 
 
 def __getattr__(name: str):

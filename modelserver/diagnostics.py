@@ -20,9 +20,9 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from mbgen.modelserver.interface import DynamicsModel
 
 from mbgen import envs
-from mbgen.modelserver.interface import DynamicsModel
 
 
 @torch.no_grad()

@@ -24,12 +24,10 @@ slots. Diagnostics report d on held-out real transitions and along rollouts.
 from __future__ import annotations
 
 import torch
-
 from mbgen.envs.seeding import derive_seed
-from mbgen.learner.config import RunConfig
 from mbgen.learner.networks import ParamStore, TripleHead
 from mbgen.learner.shards import ShardPool
-from mbgen.modelserver.interface import Prediction, Step
+from mbgen.modelserver.interface import ModelContext, Step
 from mbgen.modelserver.models import SimpleModel, with_action
 
 
@@ -65,21 +63,15 @@ def within_cutoff(d: torch.Tensor, cutoff: float) -> torch.Tensor | None:
 class EnsembleModel(SimpleModel):
     member_parallel = True  # member range m is network range [m.start K, m.stop K)
 
-    def __init__(
-        self,
-        cfg: RunConfig,
-        obs_dim: int,
-        num_actions: int,
-        device,
-        generator: torch.Generator | None,
-        shards: ShardPool | None = None,
-    ):
+    def __init__(self, ctx: ModelContext):
+        cfg, device, generator, shards = ctx.cfg, ctx.device, ctx.generator, ctx.shards
+        obs_dim, num_actions = ctx.obs_dim, ctx.num_actions
         self.num_actions, self.generator = num_actions, generator
-        self.k, self.cutoff = cfg.ensemble_size, float(cfg.uncertainty_cutoff)
+        self.k, self.cutoff = cfg.options.ensemble_size, float(cfg.options.uncertainty_cutoff)
         self.shards = shards or ShardPool(cfg.members, 1)
         seeds = [derive_seed(s, "ensemble", k) for s in cfg.member_seeds for k in range(self.k)]
         self.store = ParamStore(cfg.members * self.k, seeds, device)
-        self.net = TripleHead(self.store, "model", obs_dim + num_actions, cfg.hidden, obs_dim)
+        self.net = TripleHead(self.store, "model", obs_dim + num_actions, cfg.learning.hidden, obs_dim)
         self.store.build()
         self.init_optimiser(cfg)
         self.rollout_d = torch.zeros(cfg.members, dtype=torch.float64, device=self.store.device)

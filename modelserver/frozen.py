@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from mbgen.modelserver.interface import DynamicsModel
 
 
@@ -49,9 +48,7 @@ def freeze(model: DynamicsModel, path: str, members: int) -> None:
 
 def check_frozen(cfg) -> None:
     """Refuse, before a run starts, a frozen model that does not fit the run (raises ValueError)."""
-    from mbgen import envs
-    from mbgen.modelserver.interface import build_model
+    from mbgen.modelserver.interface import ModelContext, build_model
 
-    env = envs.make(cfg.env, 1, 0, **cfg.env_params)
-    model = build_model(cfg, env.obs_dim, env.num_actions, torch.device("cpu"), torch.Generator())
-    freeze(model, cfg.frozen_model, cfg.members)
+    model = build_model(ModelContext(cfg, torch.device("cpu"), torch.Generator()))
+    freeze(model, cfg.options.frozen_model, cfg.members)

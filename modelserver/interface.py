@@ -2,20 +2,21 @@
 
 A model is population-batched: every tensor has a leading member axis [P, ...]
 (or [p, ...] for a member range when `member_parallel` is set). Models are
-built as `Model(cfg, obs_dim, num_actions, device, generator, shards)` by
-`build_model`, from the agent's declaration (learner/agents.py).
+built as `Model(ctx)` from one ModelContext by `build_model`, from the agent's
+declaration (learner/agents.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import torch
-
 from mbgen.learner.shards import ShardPool
 
 if TYPE_CHECKING:
+    from mbgen.envs.base import EnvSpec
     from mbgen.learner.config import RunConfig
     from mbgen.learner.networks import ParamStore
 
@@ -72,13 +73,25 @@ class DynamicsModel(Protocol):
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None: ...
 
 
-def build_model(
-    cfg: "RunConfig",
-    obs_dim: int,
-    num_actions: int,
-    device,
-    generator: torch.Generator | None,
-    shards: ShardPool | None = None,
-) -> DynamicsModel:
+@dataclass(frozen=True)
+class ModelContext:
+    """What a model is built from: the run (its sections and env_spec), where it lives, its randomness."""
+
+    cfg: "RunConfig"  # sizes (learning.hidden, env_spec), the agent's options, the population's seeds
+    device: torch.device
+    generator: torch.Generator | None  # the model's own random stream (sampling, bootstraps)
+    shards: ShardPool | None = None  # member-parallel workers (learner/shards.py); None: one
+    env: "EnvSpec | None" = None  # the observations and actions modelled; None: the run's environment
+
+    @property
+    def obs_dim(self) -> int:
+        return (self.env or self.cfg.env_spec).obs_dim
+
+    @property
+    def num_actions(self) -> int:
+        return (self.env or self.cfg.env_spec).num_actions
+
+
+def build_model(ctx: ModelContext) -> DynamicsModel:
     """The dynamics model the run's agent declares."""
-    return cfg.spec.model_class()(cfg, obs_dim, num_actions, device, generator, shards)
+    return ctx.cfg.spec.model_class()(ctx)

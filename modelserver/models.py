@@ -17,16 +17,18 @@ from abc import ABC, abstractmethod
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from mbgen import envs
 from mbgen.envs.seeding import derive_seed, rng_state, set_rng_state
 from mbgen.learner.config import RunConfig
-from mbgen.learner.networks import MLP, ParamStore, TripleHead, mlp_shape
+from mbgen.learner.latents import MIN_STD, categorical_sample, gaussian_params, gaussian_sample, gumbel
+from mbgen.learner.networks import MLP, ParamStore, TripleHead
 from mbgen.learner.optim import adam_init, adam_step
-from mbgen.learner.qinput import MIN_STD, LatentInput, categorical_sample, gaussian_params, gaussian_sample, gumbel
+from mbgen.learner.qinput import LatentInput
+from mbgen.learner.shapes import mlp_shape
 from mbgen.learner.shards import ShardPool
-from mbgen.modelserver.interface import Prediction, Step
+from mbgen.modelserver.interface import ModelContext, Prediction, Step
 from mbgen.modelserver.losses import balanced_kl, categorical_kl, gaussian_kl, latent_model_loss, simple_model_loss
+
+from mbgen import envs
 
 
 def with_action(x: torch.Tensor, action: torch.Tensor, num_actions: int) -> torch.Tensor:
@@ -42,7 +44,7 @@ class GradientModel(ABC):
 
     def init_optimiser(self, cfg: RunConfig) -> None:
         self.opt = adam_init(self.store.flat)
-        self.model_lr = float(cfg.model_lr)  # one for every member: the fused optimiser step
+        self.model_lr = float(cfg.options.model_lr)  # one for every member: the fused optimiser step
 
     @abstractmethod
     def learn(self, obs, action, reward, next_obs, continuation) -> torch.Tensor:
@@ -87,19 +89,13 @@ class SimpleModel(GradientModel):
 
     member_parallel = True
 
-    def __init__(
-        self,
-        cfg: RunConfig,
-        obs_dim: int,
-        num_actions: int,
-        device,
-        generator: torch.Generator | None,
-        shards: ShardPool | None = None,
-    ):
+    def __init__(self, ctx: ModelContext):
+        cfg, device, generator, shards = ctx.cfg, ctx.device, ctx.generator, ctx.shards
+        obs_dim, num_actions = ctx.obs_dim, ctx.num_actions
         self.num_actions, self.generator = num_actions, generator
         self.shards = shards or ShardPool(cfg.members, 1)
         self.store = ParamStore(cfg.members, cfg.member_seeds, device)
-        self.net = TripleHead(self.store, "model", obs_dim + num_actions, cfg.hidden, obs_dim)
+        self.net = TripleHead(self.store, "model", obs_dim + num_actions, cfg.learning.hidden, obs_dim)
         self.store.build()
         self.init_optimiser(cfg)
 
@@ -165,25 +161,20 @@ class LatentModel(GradientModel):
 
     member_parallel = False
 
-    def __init__(
-        self,
-        cfg: RunConfig,
-        obs_dim: int,
-        num_actions: int,
-        device,
-        generator: torch.Generator | None,
-        shards: ShardPool | None = None,
-    ):
+    def __init__(self, ctx: ModelContext):
+        cfg, device, generator = ctx.cfg, ctx.device, ctx.generator
+        obs_dim, num_actions = ctx.obs_dim, ctx.num_actions
         latent = cfg.spec.q_input
         if not isinstance(latent, LatentInput):
-            raise ValueError(f"agent {cfg.agent}: a latent model needs a LatentInput q_input")
+            raise ValueError(f"agent {cfg.run.agent}: a latent model needs a LatentInput q_input")
         self.cfg, self.latent, self.num_actions, self.generator = cfg, latent, num_actions, generator
         self.categorical = latent.categorical
-        width = latent.width(cfg, obs_dim)
+        width = latent.width(cfg.options, obs_dim)
         self.store = ParamStore(cfg.members, cfg.member_seeds, device)
-        self.encoder = MLP(self.store, "encoder", latent.encoder_shape(cfg, obs_dim))  # first: a contiguous span
-        self.dynamics = TripleHead(self.store, "dynamics", width + num_actions, cfg.hidden, latent.head_width(cfg))
-        self.decoder = MLP(self.store, "decoder", mlp_shape(width, cfg.hidden, obs_dim))
+        self.encoder = MLP(self.store, "encoder", latent.encoder_shape(cfg.options, cfg.learning.hidden, obs_dim))  # first: a contiguous span
+        head_width = latent.head_width(cfg.options)
+        self.dynamics = TripleHead(self.store, "dynamics", width + num_actions, cfg.learning.hidden, head_width)
+        self.decoder = MLP(self.store, "decoder", mlp_shape(width, cfg.learning.hidden, obs_dim))
         self.store.build().enable_autograd()
         self.init_optimiser(cfg)
 
@@ -195,17 +186,17 @@ class LatentModel(GradientModel):
     # A latent distribution is (log_probs,) for categorical, (mean, std) for Gaussian.
     def dist_and_sample(self, head: torch.Tensor, min_std: float, noise: torch.Tensor | None = None):
         if self.categorical:
-            latent, _, log_probs = categorical_sample(head, self.cfg.latent_classes, self.generator, noise)
+            latent, _, log_probs = categorical_sample(head, self.cfg.options.latent_classes, self.generator, noise)
             return (log_probs,), latent
         mu, std = gaussian_params(head, min_std)
         return (mu, std), gaussian_sample(mu, std, self.generator, noise)
 
     def noise(self, length, members, starts, generator):
         """Gumbel noise (categorical) or standard normals (Gaussian) for every step's prior sample."""
-        c = self.cfg
+        F, C = self.cfg.options.latent_features, self.cfg.options.latent_classes
         if self.categorical:
-            return gumbel((length, members, starts, c.latent_features, c.latent_classes), generator, self.store.device)
-        return torch.randn((length, members, starts, c.latent_features), generator=generator, device=self.store.device)
+            return gumbel((length, members, starts, F, C), generator, self.store.device)
+        return torch.randn((length, members, starts, F), generator=generator, device=self.store.device)
 
     def kl(self, *args):
         return categorical_kl(*args) if self.categorical else gaussian_kl(*args)
@@ -251,18 +242,11 @@ class PerfectModel:
     learned = False
     store = None
 
-    def __init__(
-        self,
-        cfg: RunConfig,
-        obs_dim: int,
-        num_actions: int,
-        device,
-        generator: torch.Generator | None,
-        shards: ShardPool | None = None,
-    ):
-        self.env = envs.make(cfg.env, 1, 0, **cfg.env_params)
+    def __init__(self, ctx: ModelContext):
+        cfg = ctx.cfg
+        self.env = envs.make(cfg.run.env, 1, 0, **cfg.run.env_params)  # its true dynamics
         self.rngs = [np.random.default_rng(derive_seed(s, "perfect-model")) for s in cfg.member_seeds]
-        self.device = device
+        self.device = ctx.device
 
     def train_step(self, obs, action, reward, next_obs, continuation) -> None:
         return None

@@ -26,31 +26,28 @@ import os
 import numpy as np
 import torch
 import zmq
-
-from mbgen import envs
 from mbgen.envs.seeding import derive_seed, rng_state, set_rng_state
-from mbgen.learner.agents import encoder_shape, q_shape
 from mbgen.learner.config import RunConfig
 from mbgen.learner.dqn import q_network
-from mbgen.runtime.params import ParamBlock, ParamReader
-from mbgen.runtime.devices import choose_device, parallelism
 from mbgen.learner.shards import ShardPool
 from mbgen.modelserver import diagnostics
 from mbgen.modelserver.frozen import freeze
-from mbgen.modelserver.interface import build_model
+from mbgen.modelserver.interface import ModelContext, build_model
 from mbgen.modelserver.rollout import FIELDS, RolloutEngine
 from mbgen.modelserver.step import ModelStep
-from mbgen.runtime.counters import LIVE, RunCounters
-from mbgen.runtime.doorbell import wait_until
+from mbgen.replay.store import Batch, ReplayStore
 from mbgen.runtime import checkpoints
-from mbgen.runtime.doorbell import ActorRinger, Doorbell, Ringer
+from mbgen.runtime.counters import LIVE, RunCounters
+from mbgen.runtime.devices import choose_device, parallelism
+from mbgen.runtime.doorbell import ActorRinger, Doorbell, Ringer, wait_until
 from mbgen.runtime.lifecycle import StopSignal
 from mbgen.runtime.logs import get_logger
-from mbgen.runtime.roles import run_role
-from mbgen.runtime.timing import PhaseTimer
-from mbgen.runtime.wiring import MODELSERVER_SLOT, Wiring, actor_name
+from mbgen.runtime.params import ParamBlock, ParamReader
+from mbgen.runtime.roles import LEARNER, MODELSERVER, actor_name, process_slot
+from mbgen.runtime.runner import run_role
 from mbgen.runtime.slots import SlotQueue
-from mbgen.replay.store import Batch, ReplayStore
+from mbgen.runtime.timing import PhaseTimer
+from mbgen.runtime.wiring import Wiring
 
 DIAGNOSTIC_BATCH = 1024
 
@@ -59,18 +56,17 @@ class ModelServer:
     def __init__(self, cfg: RunConfig, wiring: Wiring, stop: StopSignal):
         self.cfg, self.wiring, self.stop = cfg, wiring, stop
         self.log = get_logger()
-        env = envs.make(cfg.env, 1, 0, **cfg.env_params)
-        self.env = env
-        self.device = choose_device(cfg.device)
-        self.workers, self.threads = parallelism(cfg.members, cfg.workers, cfg.model_threads, 2)
+        env = cfg.env_spec
+        self.device = choose_device(cfg.system.device)
+        self.workers, self.threads = parallelism(cfg.members, cfg.system.workers, cfg.system.model_threads, 2)
         self.shards = ShardPool(cfg.members, self.workers)
         self.generator = torch.Generator(device=self.device).manual_seed(
             derive_seed(cfg.member_seeds[0], "model-server")
         )
-        self.model = build_model(cfg, env.obs_dim, env.num_actions, self.device, self.generator, self.shards)
-        if cfg.frozen_model:
-            freeze(self.model, cfg.frozen_model, cfg.members)
-        shape = q_shape(cfg, env.obs_dim, env.num_actions)
+        self.model = build_model(ModelContext(cfg, self.device, self.generator, self.shards))
+        if cfg.options.frozen_model:
+            freeze(self.model, cfg.options.frozen_model, cfg.members)
+        shape = cfg.q_shape()
         self.q_host_store, q_host = q_network(shape, cfg.member_seeds)  # the published Q parameters, in host memory
         self.q_params = ParamReader(ParamBlock.attach(wiring.q_params), self.q_host_store.flat)
         if self.device.type == "cpu":
@@ -79,37 +75,38 @@ class ModelServer:
             self.q_store, self.q = q_network(shape, cfg.member_seeds, self.device)
         self.temperature = torch.tensor(cfg.member_temperature, dtype=torch.float32, device=self.device)
         self.policy = cfg.ratio_policy()
-        self.lag = 0 if cfg.lockstep else cfg.policy_lag
+        self.lag = 0 if cfg.lockstep else cfg.system.policy_lag
         self.counters = RunCounters.attach(wiring.counters)
         self.store = ReplayStore.attach(wiring.store)
         self.queue = SlotQueue.attach(wiring.imagined)
-        self.acting_block = ParamBlock.attach(wiring.model_params) if encoder_shape(cfg, env.obs_dim) else None
-        self.batch = Batch.allocate(cfg.members, max(cfg.model_batch, cfg.rollout_starts), env.obs_dim)
+        self.acting_block = ParamBlock.attach(wiring.model_params) if cfg.encoder_shape() else None
+        self.batch = Batch.allocate(cfg.members, max(cfg.options.model_batch, cfg.options.rollout_starts), env.obs_dim)
         self.batch_tensors = self.batch.tensors()
         self.rngs = [np.random.default_rng(derive_seed(s, "model-sample")) for s in cfg.member_seeds]
         self.ctx = zmq.Context()
-        self.bell = Doorbell(self.ctx, wiring.bell("modelserver"))
-        self.ring_learner = Ringer(self.ctx, [wiring.bell("learner")])
+        self.bell = Doorbell(self.ctx, wiring.bell(MODELSERVER))
+        self.ring_learner = Ringer(self.ctx, [wiring.bell(LEARNER)])
         self.ring_actors = ActorRinger(
             self.ctx, lambda slot: wiring.bell(actor_name(slot)), self.counters.slot_state, LIVE
         )
         self.engine = RolloutEngine(
-            self.model, self.q, cfg.rollout_length, self.temperature, env.episodic, self.generator, self.shards
+            self.model, self.q, cfg.options.rollout_length, self.temperature, env.episodic, self.generator, self.shards
         )
         self.timer = PhaseTimer()
+        options = cfg.options
         self.step = ModelStep(
-            self.model, self.engine, cfg.model_batch, cfg.rollout_starts, self.timer, train=not cfg.frozen_model
+            self.model, self.engine, options.model_batch, options.rollout_starts, self.timer, train=not options.frozen_model
         )
         self.done = 0
         self.parts: set[int] = set()  # cuts this process wrote its part for
         self.base = 0  # model updates before this session's first queue item
         self.wait_s = 0.0
         self.losses: list[torch.Tensor] = []
-        self.probe = diagnostics.panflute_probe(env.num_actions) if cfg.env == "panflute" else None
+        self.probe = diagnostics.panflute_probe(env.num_actions) if cfg.run.env == "panflute" else None
         self.diagnostic_batch = Batch.allocate(cfg.members, DIAGNOSTIC_BATCH, env.obs_dim)
         self.diagnostic_rngs = [np.random.default_rng(derive_seed(s, "model-diagnostics")) for s in cfg.member_seeds]
         if wiring.resume_from:
-            self.load_part(checkpoints.read_part(wiring.resume_from, "modelserver"))
+            self.load_part(checkpoints.read_part(wiring.resume_from, MODELSERVER))
 
     def close(self) -> None:
         for closable in (self.bell, self.ring_learner, self.ring_actors):
@@ -125,7 +122,7 @@ class ModelServer:
         self.publish_acting_params(self.done)
         self.log.info(
             "modelserver_started",
-            agent=self.cfg.agent,
+            agent=self.cfg.run.agent,
             device=str(self.device),
             workers=self.workers,
             threads=self.threads,
@@ -140,8 +137,8 @@ class ModelServer:
             self.timer.tick()
             self.counters.model_updates = self.done
             self.ring_learner.ring()
-            self.counters.beat(MODELSERVER_SLOT)
-            if self.done % self.cfg.diagnostics_period == 0:
+            self.counters.beat(MODELSERVER)
+            if self.done % self.cfg.system.diagnostics_period == 0:
                 self.report()
         self.report()
         self.export_model()
@@ -159,7 +156,7 @@ class ModelServer:
 
     def idle(self) -> None:
         """Inside every wait: heartbeat, and this process's part of a stop cut it has passed."""
-        self.counters.beat(MODELSERVER_SLOT)
+        self.counters.beat(MODELSERVER)
         cut = self.counters.cut_at
         if self.counters.stop_requested and cut <= self.done and cut not in self.parts:
             self.write_part(cut)
@@ -182,10 +179,10 @@ class ModelServer:
                 out[f"pending{j - cut - 1}.{k}"] = v
         out["pending"] = np.array(len(pending))
         with self.stop.deferred():
-            info = checkpoints.write_part(checkpoints.cut_dir(self.wiring.checkpoints, cut), "modelserver", out)
+            info = checkpoints.write_part(checkpoints.cut_dir(self.wiring.checkpoints, cut), MODELSERVER, out)
             self.parts.add(cut)
-            self.counters.part_done[MODELSERVER_SLOT] = cut
-        self.log.info("checkpoint_part", part="modelserver", updates=cut, bytes=info["bytes"], pending=len(pending))
+            self.counters.part_done[process_slot(MODELSERVER)] = cut
+        self.log.info("checkpoint_part", part=MODELSERVER, updates=cut, bytes=info["bytes"], pending=len(pending))
 
     def load_part(self, part: dict[str, np.ndarray]) -> None:
         self.model.load_state_dict({k[len("model.") :]: v for k, v in part.items() if k.startswith("model.")})
@@ -223,7 +220,7 @@ class ModelServer:
         self.log.info("model_exported", path=path, updates=self.done)
 
     def ready(self) -> bool:
-        allowed = self.cfg.offline or self.policy.may_update(self.counters.min_inserts(), self.done)
+        allowed = self.cfg.run.offline or self.policy.may_update(self.counters.min_inserts(), self.done)
         return allowed and self.queue.has_room() and self.q_params.block.version >= self.done - self.lag
 
     def await_turn(self) -> None:
@@ -240,7 +237,7 @@ class ModelServer:
             self.ready,
             self.bell,
             heartbeat=self.idle,
-            stall_warning_s=self.cfg.stall_warning_s,
+            stall_warning_s=self.cfg.system.stall_warning_s,
             describe_stall=stall,
         )
 
@@ -258,7 +255,7 @@ class ModelServer:
         if loss is not None:
             self.losses.append(loss)
         self.done += 1
-        if self.done == self.counters.cut_at and self.done not in self.parts and not self.cfg.offline:
+        if self.done == self.counters.cut_at and self.done not in self.parts and not self.cfg.run.offline:
             self.write_part(self.done)  # before the commit: the learner cannot have consumed batch `done`
         self.queue.commit()
 
@@ -303,4 +300,5 @@ class ModelServer:
 
 def run_modelserver(config: dict, wiring: dict) -> None:
     """Process entry point."""
-    run_role("modelserver", wiring, lambda w, stop: ModelServer(RunConfig(**config), w, stop))
+    w = Wiring(**wiring)
+    run_role(MODELSERVER, w.events, lambda stop: ModelServer(RunConfig.from_dict(config), w, stop))

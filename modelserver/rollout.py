@@ -24,9 +24,8 @@ only network calls, which is what makes small-batch rollouts cheap.
 from __future__ import annotations
 
 import torch
-
 from mbgen.learner.dqn import BATCH_FIELDS
-from mbgen.learner.qinput import gumbel
+from mbgen.learner.latents import gumbel
 from mbgen.learner.shards import ShardPool
 from mbgen.modelserver.interface import DynamicsModel
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-
 from mbgen.modelserver.interface import DynamicsModel
 from mbgen.modelserver.rollout import RolloutEngine
 from mbgen.runtime.timing import PhaseTimer

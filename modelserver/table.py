@@ -32,10 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from mbgen.learner.config import RunConfig
-from mbgen.learner.shards import ShardPool
-from mbgen.modelserver.interface import Prediction, Step
+from mbgen.modelserver.interface import ModelContext, Prediction, Step
 
 HASH_SEED = 0x7AB1E  # the hash words are fixed: checkpoints stay valid across runs
 FIELDS = ("member", "key", "entry", "count", "reward", "continuation", "next_obs")
@@ -90,16 +87,10 @@ class TableModel:
     learned = True  # built from data: diagnostics compare it with held-out transitions
     store = None
 
-    def __init__(
-        self,
-        cfg: RunConfig,
-        obs_dim: int,
-        num_actions: int,
-        device,
-        generator: torch.Generator | None,
-        shards: ShardPool | None = None,
-    ):
-        self.members, self.capacity, self.obs_dim = cfg.members, cfg.capacity, obs_dim
+    def __init__(self, ctx: ModelContext):
+        cfg, device = ctx.cfg, ctx.device
+        obs_dim, num_actions = ctx.obs_dim, ctx.num_actions
+        self.members, self.capacity, self.obs_dim = cfg.members, cfg.learning.capacity, obs_dim
         self.device = torch.device(device)
         words = torch.Generator().manual_seed(HASH_SEED)
         draw = lambda n: torch.randint(-(2**63), 2**63 - 1, (n,), generator=words, dtype=torch.int64)  # noqa: E731

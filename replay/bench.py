@@ -19,16 +19,16 @@ import signal
 import time
 
 import numpy as np
-
-from mbgen import envs
 from mbgen.envs.base import TRANSITION_FIELDS
 from mbgen.replay.client import ReplayClient
-from mbgen.runtime.counters import RunCounters
-from mbgen.runtime.wiring import actor_name
-from mbgen.runtime.security import LocalCredentials, private_directory
 from mbgen.replay.service import ServiceConfig, start
-from mbgen.runtime.shm import new_run_id, segment_name
 from mbgen.replay.store import Batch, ReplayStore, bytes_per_transition
+from mbgen.runtime.counters import RunCounters
+from mbgen.runtime.roles import actor_name
+from mbgen.runtime.security import LocalCredentials, private_directory
+from mbgen.runtime.shm import new_run_id, segment_name
+
+from mbgen import envs
 
 GRID = 10
 MESSAGE = 256

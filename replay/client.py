@@ -18,12 +18,11 @@ from collections import OrderedDict
 import msgpack
 import numpy as np
 import zmq
-from zmq.utils.monitor import recv_monitor_message
-
 from mbgen.envs.base import TRANSITION_FIELDS
 from mbgen.replay.protocol import ProtocolError, decode_reply, encode_insert, pack
 from mbgen.runtime.logs import get_logger
 from mbgen.runtime.security import ClientKeys, apply_local_login
+from zmq.utils.monitor import recv_monitor_message
 
 
 class ReplayRejected(RuntimeError):

@@ -26,7 +26,6 @@ from typing import Any, Sequence
 
 import msgpack
 import numpy as np
-
 from mbgen.envs.base import TRANSITION_FIELDS
 
 PROTOCOL_VERSION = 2

@@ -39,8 +39,6 @@ every message an actor's part no longer holds (runtime/checkpoints.py).
 from __future__ import annotations
 
 import re
-import signal
-import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -48,8 +46,6 @@ from typing import Any
 
 import numpy as np
 import zmq
-
-from mbgen.runtime.counters import ACTOR_SLOTS, FREE, LIVE, REMOTE, SEQ_WINDOW, RunCounters
 from mbgen.replay.limiter import RatioPolicy
 from mbgen.replay.protocol import (
     INT64_MAX,
@@ -61,11 +57,14 @@ from mbgen.replay.protocol import (
     max_frame_bytes,
     pack,
 )
+from mbgen.replay.store import DEFAULT_CAPACITY, ReplayStore
 from mbgen.runtime import checkpoints
+from mbgen.runtime.counters import FREE, LIVE, REMOTE, SEQ_WINDOW, RunCounters
 from mbgen.runtime.doorbell import Doorbell, Ringer
-from mbgen.runtime.lifecycle import StopRequested, StopSignal, die_with_parent
-from mbgen.runtime.logs import configure_logging, get_logger
-from mbgen.runtime.wiring import COUNTERS_SEGMENT, LOCAL_ACTOR_SLOTS, REPLAY_SLOT, STORE_SEGMENT, actor_name
+from mbgen.runtime.lifecycle import StopSignal
+from mbgen.runtime.logs import get_logger
+from mbgen.runtime.roles import ACTOR_SLOTS, LEARNER, LOCAL_ACTOR_SLOTS, REPLAY, actor_name, actor_slot, process_slot
+from mbgen.runtime.runner import run_role
 from mbgen.runtime.security import (
     LOCAL_DOMAIN,
     REMOTE_DOMAIN,
@@ -76,7 +75,7 @@ from mbgen.runtime.security import (
     check_private_endpoint,
 )
 from mbgen.runtime.shm import segment_name
-from mbgen.replay.store import DEFAULT_CAPACITY, ReplayStore
+from mbgen.runtime.wiring import COUNTERS_SEGMENT, STORE_SEGMENT
 
 RCVHWM = 64  # messages queued per peer before ZeroMQ stops reading its connection
 MAX_SLOTS_PER_KEY = 8  # remote actor slots one authorised key may hold
@@ -185,7 +184,7 @@ class ReplayService:
         self.rejections = RejectionLog(self.log)
         self.remote_peers: dict[bytes, zmq.Socket] = {}  # routing identity -> socket, for the goodbye
         self.slots = counters.identities()  # identity -> actor slot (survives a restart)
-        self.last_part = counters.part_done[REPLAY_SLOT]
+        self.last_part = counters.part_done[process_slot(REPLAY)]
         check_private_endpoint(cfg.endpoint)
         self.ctx = zmq.Context()
         keys = None
@@ -244,7 +243,7 @@ class ReplayService:
         next_accounting = time.monotonic() + self.cfg.accounting_period_s
         next_stall_warning = None
         while True:
-            self.counters.beat(REPLAY_SLOT)
+            self.counters.beat(REPLAY)
             self.maybe_write_part()
             now = time.monotonic()
             if now >= next_accounting:
@@ -258,7 +257,7 @@ class ReplayService:
                 elif now >= next_stall_warning:
                     self.log.warning(
                         "stalled",
-                        side="learner",
+                        side=LEARNER,
                         detail="inserts paused: the learner lags the ratio",
                         paused_s=round(time.time() - self.counters.inserts_paused_since, 1),
                         updates=self.counters.updates,
@@ -322,9 +321,8 @@ class ReplayService:
             return slot
         if peer != f"local/{actor}":
             raise ProtocolError(f"actor field {actor!r} is not this connection's login ({peer})")
-        name = actor[len("actor") :]
-        slot = int(name) if name.isdigit() and actor == actor_name(int(name)) else -1
-        if not 0 <= slot < LOCAL_ACTOR_SLOTS:
+        slot = actor_slot(actor)
+        if slot is None or actor != actor_name(slot) or not 0 <= slot < LOCAL_ACTOR_SLOTS:
             raise ProtocolError(f"{actor!r} is not a local actor of this run")
         if slot not in self.slots.values():
             self.counters.set_slot_identity(slot, f"local/{actor}")
@@ -421,11 +419,11 @@ class ReplayService:
             arrays.update({f"counters.{k}": v for k, v in c.segment.arrays.items()})
             live_actors = np.flatnonzero(live).tolist()  # their parts belong to this cut
             info = checkpoints.write_part(
-                checkpoints.cut_dir(self.cfg.checkpoints, cut), "replay", arrays, {"live_actors": live_actors}
+                checkpoints.cut_dir(self.cfg.checkpoints, cut), REPLAY, arrays, {"live_actors": live_actors}
             )
             self.last_part = cut
-            c.part_done[REPLAY_SLOT] = cut
-        self.log.info("checkpoint_part", part="replay", updates=cut, bytes=info["bytes"], seconds=info["seconds"])
+            c.part_done[process_slot(REPLAY)] = cut
+        self.log.info("checkpoint_part", part=REPLAY, updates=cut, bytes=info["bytes"], seconds=info["seconds"])
 
 
 def commit(c: RunCounters, store: ReplayStore) -> None:
@@ -462,25 +460,31 @@ def authenticated_peer(frames: list) -> str:
         raise ProtocolError("unauthenticated connection") from None
 
 
-def serve(config: dict, ready=None) -> None:
-    """Process entry point: create or attach to the store and counters, serve until stopped, clean up."""
-    die_with_parent()
-    cfg = ServiceConfig(**config)
-    stop = StopSignal().install()
-    if cfg.managed:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    configure_logging("replay", cfg.log_path)
-    log = get_logger()
-    store = counters = service = None
-    try:
-        if cfg.owns_memory:
-            store = ReplayStore.create(cfg.store_name, cfg.members, cfg.obs_dim, cfg.num_actions, cfg.capacity)
-            counters = RunCounters.create(cfg.counters_name, cfg.members)
-        else:
-            store, counters = ReplayStore.attach(cfg.store_name), RunCounters.attach(cfg.counters_name)
-            recover(counters, store, log)
-        service = ReplayService(cfg, store, counters, stop)
-        log.info(
+class ReplayRole:
+    """The replay service as a process role (runtime/runner.py): its memory, created (owns_memory) or
+    attached (a supervised run, where a restarted service completes or rolls back the insert its
+    predecessor was committing), then the service until stopped."""
+
+    def __init__(self, cfg: ServiceConfig, stop: StopSignal, ready=None):
+        self.cfg, self.ready, self.log = cfg, ready, get_logger()
+        self.store = self.counters = self.service = None
+        try:
+            if cfg.owns_memory:
+                self.store = ReplayStore.create(
+                    cfg.store_name, cfg.members, cfg.obs_dim, cfg.num_actions, cfg.capacity
+                )
+                self.counters = RunCounters.create(cfg.counters_name, cfg.members)
+            else:
+                self.store, self.counters = ReplayStore.attach(cfg.store_name), RunCounters.attach(cfg.counters_name)
+                recover(self.counters, self.store, self.log)
+            self.service = ReplayService(cfg, self.store, self.counters, stop)
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self) -> None:
+        cfg, store = self.cfg, self.store
+        self.log.info(
             "replay_started",
             endpoint=cfg.endpoint,
             remote_endpoint=cfg.remote_endpoint,
@@ -489,26 +493,29 @@ def serve(config: dict, ready=None) -> None:
             store_bytes=store.segment.nbytes,
             curve=bool(cfg.keys_dir),
             attached=not cfg.owns_memory,
-            stored=int(counters.stored.sum()),
+            stored=int(self.counters.stored.sum()),
         )
-        if ready is not None:
-            ready.set()
-        service.run()
-    except StopRequested:
-        pass
-    except Exception:
-        log.exception("replay_failed")
-        raise
-    finally:
-        if service is not None:
-            service.log_accounting("final_accounting")
-            service.close()
-        for segment in (store, counters):
+        if self.ready is not None:
+            self.ready.set()
+        self.service.run()
+
+    def on_stop(self) -> None:
+        pass  # the store and counters outlive the service in a supervised run; a checkpoint is the learner's call
+
+    def close(self) -> None:
+        if self.service is not None:
+            self.service.log_accounting("final_accounting")
+            self.service.close()
+        for segment in (self.store, self.counters):
             if segment is not None:
                 segment.close()
-        log.info("replay_stopped")
-    if stop.exit_code:
-        sys.exit(stop.exit_code)
+        self.log.info("replay_stopped")
+
+
+def serve(config: dict, ready=None) -> None:
+    """Process entry point: the replay service through the role runner every process uses."""
+    cfg = ServiceConfig(**config)
+    run_role(REPLAY, cfg.log_path, lambda stop: ReplayRole(cfg, stop, ready), supervised=cfg.managed)
 
 
 def start(cfg: ServiceConfig, timeout_s: float = 60.0):

@@ -19,10 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from mbgen.runtime.shm import Segment
 
 DEFAULT_CAPACITY = 100_000
+
+STORE_KIND = "replay-store"  # the segment meta kind of a replay store (attach refuses other segments)
 
 
 def packed_width(obs_dim: int) -> int:
@@ -106,7 +107,7 @@ class ReplayStore:
             "terminal": (np.uint8, (members, capacity)),
         }
         meta = {
-            "kind": "replay",
+            "kind": STORE_KIND,
             "members": members,
             "capacity": capacity,
             "obs_dim": obs_dim,
@@ -117,7 +118,7 @@ class ReplayStore:
     @classmethod
     def attach(cls, name: str) -> "ReplayStore":
         segment = Segment.attach(name)
-        if segment.meta.get("kind") != "replay":
+        if segment.meta.get("kind") != STORE_KIND:
             segment.close()
             raise ValueError(f"shared-memory segment {name} is not a replay store")
         return cls(segment)

@@ -31,11 +31,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
+from mbgen.runtime.roles import ACTOR_SLOTS, PROCESS_SLOTS, process_slot
 from mbgen.runtime.shm import Segment
 
-ACTOR_SLOTS = 64
-PROCESS_SLOTS = 80
 SEQ_WINDOW = 512  # messages an actor may have stored out of order beyond its oldest unstored one
 IDENTITY_BYTES = 160
 JOURNAL = 8  # active, slot, member, seq, count, written_before, stored_before, stored_by_before
@@ -138,8 +136,12 @@ class RunCounters:
     def min_inserts(self) -> int:
         return int(self.stored[: self.members].min())
 
-    def beat(self, slot: int) -> None:
-        self.heartbeat[slot] = time.time()
+    def beat(self, name: str) -> None:
+        """Process `name` (runtime/roles.py) is alive now."""
+        self.heartbeat[process_slot(name)] = time.time()
+
+    def last_beat(self, name: str) -> float:
+        return float(self.heartbeat[process_slot(name)])
 
     # -- identities of actor slots --------------------------------------------------
     def slot_identity(self, slot: int) -> str:

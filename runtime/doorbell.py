@@ -15,7 +15,6 @@ import time
 from typing import Callable
 
 import zmq
-
 from mbgen.runtime.logs import get_logger
 
 

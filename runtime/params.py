@@ -15,7 +15,6 @@ import msgpack
 import numpy as np
 import torch
 import zmq
-
 from mbgen.runtime.security import REMOTE_DOMAIN, ClientKeys, ServerKeys, ZapHandler, check_bind
 from mbgen.runtime.shm import Segment
 

@@ -1,60 +1,42 @@
-"""The one runner every process of a run goes through: learner, model server, actors, evaluator.
+"""The process roles of a run: their names and their slots in the run's shared counters.
 
-It makes the process exit with its parent, tunes the allocator, turns SIGINT/SIGTERM into a clean
-stop, routes the process's logs to the run's events.jsonl, and guarantees `close()` on every exit
-path. The role itself is built by a factory, so this module knows nothing of run configurations.
+Every role name is written here once; logs, doorbells, checkpoint parts and heartbeats all
+name a process by these constants. Local actors are `actor0`, `actor1`, ... after their slot.
+
+Slot layout of RunCounters' per-process arrays (heartbeat, part_done):
+    0 replay, 1 learner, 2 model server, 3 evaluator, then one slot per actor slot
+Actor slots 0..LOCAL_ACTOR_SLOTS-1 are the supervisor's (local actors and their replacements);
+the replay service hands out the rest to remote actors.
 """
 
 from __future__ import annotations
 
-import signal
-import sys
-from typing import Callable, Protocol
+SUPERVISOR = "supervisor"
+REPLAY = "replay"
+LEARNER = "learner"
+MODELSERVER = "modelserver"
+EVALUATOR = "evaluator"
+ACTOR = "actor"  # the role of every actor process; each one's own name is actor_name(slot)
 
-from mbgen.runtime.lifecycle import StopRequested, StopSignal, die_with_parent, tune_allocator
-from mbgen.runtime.logs import configure_logging, get_logger
-from mbgen.runtime.wiring import Wiring
-
-
-class Role(Protocol):
-    def run(self) -> None:
-        """Do the role's work until it is finished."""
-
-    def on_stop(self) -> None:
-        """Asked to stop by a signal: save what must survive (checkpoints)."""
-
-    def close(self) -> None:
-        """Release sockets and shared memory; called on every exit path."""
+FIXED_ROLES = (REPLAY, LEARNER, MODELSERVER, EVALUATOR)  # in slot order
+ACTOR_SLOTS = 64  # local and remote actor slots together
+LOCAL_ACTOR_SLOTS = 32
+FIRST_ACTOR_SLOT = len(FIXED_ROLES)
+PROCESS_SLOTS = FIRST_ACTOR_SLOT + ACTOR_SLOTS
 
 
-def run_role(name: str, wiring: dict, make: Callable[[Wiring, StopSignal], Role], **context) -> None:
-    """Run one process of a run as `name`: `make(wiring, stop)` builds the role, `run()` does the work.
+def actor_name(slot: int) -> str:
+    """A local actor's name: its credentials, its part of a checkpoint, its doorbell, its log field."""
+    return f"{ACTOR}{slot}"
 
-    SIGTERM stops the role (its `on_stop` runs first); SIGINT is ignored. A process stopped by a signal exits with 128 + the signal number, so the supervisor can tell a
-    finished role from a stopped one.
-    """
-    die_with_parent()
-    tune_allocator()
-    stop = StopSignal().install()
-    # Ctrl-C reaches the whole process group; only the supervisor acts on it, and it stops the
-    # roles in order (a checkpoint cut, the actors' last acknowledgements, then the rest).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    w = Wiring(**wiring)
-    configure_logging(name, w.events, **context)
-    log = get_logger()
-    role = None
-    try:
-        role = make(w, stop)
-        role.run()
-    except StopRequested:
-        log.info(f"{name}_stopping")
-        if role is not None:
-            role.on_stop()
-    except Exception:
-        log.exception(f"{name}_failed")
-        raise
-    finally:
-        if role is not None:
-            role.close()
-    if stop.exit_code:
-        sys.exit(stop.exit_code)
+
+def actor_slot(name: str) -> int | None:
+    """The slot of a local actor's name, or None when `name` is not one."""
+    digits = name[len(ACTOR) :]
+    return int(digits) if name.startswith(ACTOR) and digits.isdigit() else None
+
+
+def process_slot(name: str) -> int:
+    """Where a process's heartbeat and checkpoint progress live in RunCounters."""
+    slot = actor_slot(name)
+    return FIRST_ACTOR_SLOT + slot if slot is not None else FIXED_ROLES.index(name)

@@ -118,16 +118,6 @@ class ClientKeys:
         sock.curve_serverkey = self.server_public
 
 
-def start_authenticator(ctx: zmq.Context, keys: ServerKeys):
-    """A ZAP handler thread that admits only clients whose public key is in `authorized/`."""
-    from zmq.auth.thread import ThreadAuthenticator
-
-    auth = ThreadAuthenticator(ctx)
-    auth.start()
-    auth.configure_curve(domain="*", location=keys.authorized_dir)
-    return auth
-
-
 def check_bind(endpoint: str, keys: ServerKeys | None) -> None:
     if not endpoint_is_local(endpoint) and keys is None:
         raise ValueError(

@@ -12,9 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
-
-from mbgen.runtime.doorbell import wait_until
-from mbgen.runtime.doorbell import Doorbell
+from mbgen.runtime.doorbell import Doorbell, wait_until
 from mbgen.runtime.shm import Segment
 
 

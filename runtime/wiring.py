@@ -18,14 +18,6 @@ from mbgen.runtime.shm import segment_name
 
 STORE_SEGMENT, COUNTERS_SEGMENT = "replay", "counters"  # segment roles the replay service creates
 
-# Process slots in RunCounters (heartbeats, checkpoint parts): fixed roles first, then one per actor slot.
-REPLAY_SLOT, LEARNER_SLOT, MODELSERVER_SLOT, EVALUATOR_SLOT, FIRST_ACTOR_SLOT = range(5)
-LOCAL_ACTOR_SLOTS = 32  # actor slots 0..31 are the supervisor's (local actors and their replacements)
-
-
-def actor_name(slot: int) -> str:
-    """A local actor's id: its credentials, its part of a checkpoint, its log field."""
-    return f"actor{slot}"
 
 
 @dataclass(frozen=True)
@@ -77,9 +69,6 @@ class Wiring:
 
     def bell(self, owner: str) -> str:
         return f"ipc://{self.socket_dir}/bell-{owner}"
-
-    def actor_bells(self, slots) -> list[str]:
-        return [self.bell(actor_name(s)) for s in slots]
 
     @property
     def events(self) -> str:

@@ -133,14 +133,12 @@ def consumer(
     Saves (min inserts seen, update index) per update to `out_path`.
     """
     import zmq
-
-    from mbgen.runtime.counters import RunCounters
     from mbgen.replay.limiter import RatioPolicy
-    from mbgen.runtime.doorbell import wait_until
-    from mbgen.runtime.doorbell import Doorbell, Ringer
+    from mbgen.replay.store import Batch, ReplayStore
+    from mbgen.runtime.counters import RunCounters
+    from mbgen.runtime.doorbell import Doorbell, Ringer, wait_until
     from mbgen.runtime.lifecycle import StopRequested, StopSignal
     from mbgen.runtime.logs import configure_logging
-    from mbgen.replay.store import Batch, ReplayStore
 
     StopSignal().install()
     configure_logging("consumer", log_path)

@@ -5,9 +5,8 @@ MKL reads its reproducibility mode once (tests/test_learner.py)."""
 import hashlib
 
 import torch
-
 from mbgen.learner.dqn import DQN
-from mbgen.learner.networks import mlp_shape
+from mbgen.learner.shapes import mlp_shape
 from mbgen.learner.shards import ShardPool
 
 

@@ -4,9 +4,16 @@ import json
 
 import pytest
 from helpers import mbgen
-
-from mbgen.launch.bench.throughput import BENCH_ENV, REFERENCE, arithmetic, load_reference, ratios, table, update_flops, update_products
-from mbgen.learner.config import RunConfig
+from mbgen.launch.bench.throughput import (
+    REFERENCE,
+    arithmetic,
+    bench_config,
+    load_reference,
+    ratios,
+    table,
+    update_flops,
+    update_products,
+)
 
 
 def test_ratios_and_the_table_put_like_beside_like(tmp_path):
@@ -50,18 +57,17 @@ def test_the_products_of_one_update_by_hand():
     """ProcMaze(4): 64 observation bits, 5 actions, Q 64-200-200-200-5, batch 320. Forward: 2*320*(64*200 +
     2*200*200 + 200*5) = 60,032,000 FLOPs; ER = forward + weight gradients (the same) + input gradients (the
     same less layer 1: 640*64*200 = 8,192,000) + the target's forward = 231,936,000."""
-    cfg = RunConfig(agent="simple", seeds=[0], **BENCH_ENV).resolved()
-    er = update_products(cfg)["er"]
+    er = update_products(bench_config("er"))
     forward = [(320, 64, 200), (320, 200, 200), (320, 200, 200), (320, 200, 5)]
     weights = [(64, 320, 200), (200, 320, 200), (200, 320, 200), (200, 320, 5)]
     inputs = [(320, 200, 200), (320, 200, 200), (320, 5, 200)]
     assert er == forward + weights + inputs + forward
-    assert update_flops(cfg)["er"] == 231_936_000
+    assert update_flops(bench_config("er")) == 231_936_000
     # simple: + the 3 heads (69 inputs: 64 bits and 5 actions) trained on 32, + 10 rollout steps on 32 starts
     heads = [2 * 32 * (69 * 200 + 2 * 200 * 200 + 200 * out) for out in (64, 1, 1)]
     q32 = 2 * 32 * (64 * 200 + 2 * 200 * 200 + 200 * 5)
     train = sum(3 * h - 2 * 32 * 69 * 200 for h in heads)
-    assert update_flops(cfg)["simple"] == 231_936_000 + train + 10 * (q32 + sum(heads))
+    assert update_flops(bench_config("simple")) == 231_936_000 + train + 10 * (q32 + sum(heads))
 
 
 def test_a_reference_file_from_the_authors_timer(tmp_path):

@@ -6,12 +6,12 @@ import gymnasium
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
-
-from mbgen import envs
 from mbgen.envs import buttongrid as bg
 from mbgen.envs import procmaze as pm
 from mbgen.envs import wallgrid as wg
 from mbgen.envs.grid import DOWN, LEFT, RIGHT, STAY, UP
+
+from mbgen import envs
 
 ALL = [
     ("panflute", {"num_pipes": 4}),

@@ -15,7 +15,6 @@ import time
 import psutil
 import pytest
 from helpers import assert_all_gone, descendants, events, mbgen, metrics, start, summary, tiny_run, wait_for
-
 from mbgen.runtime.lifecycle import REPRODUCIBLE_MATH_ENV
 from mbgen.runtime.shm import leftover_segments
 

@@ -6,12 +6,11 @@ import os
 import pytest
 import torch
 from helpers import mbgen, metrics, tiny_run
-
 from mbgen.learner.config import RunConfig
 from mbgen.learner.dqn import DQN
 from mbgen.learner.losses import q_loss, td_targets
-from mbgen.learner.networks import mlp_shape
-from mbgen.modelserver.interface import build_model
+from mbgen.learner.shapes import mlp_shape
+from mbgen.modelserver.interface import ModelContext, build_model
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 TOLERANCE = dict(rtol=1e-4, atol=1e-5)
@@ -52,9 +51,10 @@ def test_dqn_updates_agree():
 
 @pytest.mark.parametrize("agent", ["simple", "latent-cat", "latent-gauss"])
 def test_model_updates_and_predictions_agree(agent):
-    cfg = RunConfig(agent=agent, env="procmaze", env_params={"grid_size": 4}, seeds=[0, 1]).resolved()
+    cfg = RunConfig.build(agent=agent, env="procmaze", env_params={"grid_size": 4}, seeds=[0, 1]).resolved()
     models = {
-        dev: build_model(cfg, 64, 5, torch.device(dev), torch.Generator(dev).manual_seed(0)) for dev in ("cpu", "cuda")
+        dev: build_model(ModelContext(cfg, torch.device(dev), torch.Generator(dev).manual_seed(0)))
+        for dev in ("cpu", "cuda")
     }
     torch.testing.assert_close(models["cuda"].store.flat.cpu(), models["cpu"].store.flat)
     for dev, model in models.items():

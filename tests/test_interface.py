@@ -8,8 +8,6 @@ import gymnasium
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
-
-from mbgen import envs
 from mbgen.actors.episodes import EpisodeReturns
 from mbgen.envs import buttongrid as bg
 from mbgen.envs import procmaze as pm
@@ -22,22 +20,22 @@ from mbgen.envs.scores import (
     panflute_random,
     play,
     reference_scores,
-    score_range,
 )
 from mbgen.launch.options import dump_toml
 from mbgen.launch.run.progress import scores_text
 from mbgen.launch.run.results import MetricsTail, point_finals, point_names, run_final
-from mbgen.launch.stats import bootstrap_ci
 from mbgen.launch.run.rundir import prepare_run_dir
-from mbgen.learner.agents import q_shape
+from mbgen.launch.stats import bootstrap_ci
 from mbgen.learner.config import RunConfig
 from mbgen.learner.dqn import DQN
+
+from mbgen import envs
 
 
 # ---------------------------------------------------------------- grids
 def grid(**kw) -> RunConfig:
     base = dict(agent="er", env="panflute", env_params={"num_pipes": 2}, seeds=[3, 7], steps=2000)
-    return RunConfig(**{**base, **kw}).resolved()
+    return RunConfig.build(**{**base, **kw}).resolved()
 
 
 def test_a_grid_is_the_cross_product_point_major():
@@ -54,11 +52,11 @@ def test_a_grid_is_the_cross_product_point_major():
 
 def test_one_point_and_tuned_values():
     cfg = grid()  # lr, temperature 0: the paper's tuned values for ER on PanFlute, high data
-    assert (cfg.lr, cfg.temperature, cfg.members) == (1e-4, 0.1, 2)
+    assert (cfg.learning.lr, cfg.learning.temperature, cfg.members) == (1e-4, 0.1, 2)
     assert point_names(cfg.point_labels()) == ["lr=0.0001 T=0.1"]
     mixed = grid(lr=[0, 3e-4])  # 0 in a grid: the tuned value
-    assert mixed.lr == [1e-4, 3e-4] and mixed.member_lr == [1e-4, 1e-4, 3e-4, 3e-4]
-    assert grid(lr=[2e-4]).lr == 2e-4  # a one-value grid is a number
+    assert mixed.learning.lr == [1e-4, 3e-4] and mixed.member_lr == [1e-4, 1e-4, 3e-4, 3e-4]
+    assert grid(lr=[2e-4]).learning.lr == 2e-4  # a one-value grid is a number
 
 
 @pytest.mark.parametrize(
@@ -78,7 +76,7 @@ def test_bad_grids_are_refused(kw, message):
 
 def test_same_seed_under_two_step_sizes_starts_from_the_same_q():
     cfg = grid(lr=[1e-4, 4e-4], seeds=[0, 1])
-    dqn = DQN(q_shape(cfg, 3, 2), cfg.member_seeds, cfg.member_lr)
+    dqn = DQN(cfg.q_shape(), cfg.member_seeds, cfg.member_lr)
     assert dqn.store.member(0).equal(dqn.store.member(2)) and dqn.store.member(1).equal(dqn.store.member(3))
     assert not dqn.store.member(0).equal(dqn.store.member(1))
     assert dqn.lr.tolist() == pytest.approx([1e-4, 1e-4, 4e-4, 4e-4])
@@ -219,7 +217,7 @@ def test_reference_scores_cache_matches_a_recomputation():
     assert cached[key] == json.loads(json.dumps(compute_reference("opengrid", {"grid_size": 3, "spontaneous": True})))
     scale = reference_scores("buttongrid")  # the paper's ButtonGrid(5, 4): from the cache, instantly
     assert scale["random"]["score"] < 0.01 < scale["optimal"]["score"] and scale["unit"] == "reward per step"
-    assert score_range("procmaze", {}) == (-100.0, 0.0) and score_range("panflute", {}, 50) == (0.0, 1.0)
+    assert envs.spec("procmaze").score_range(100) == (-100.0, 0.0) and envs.spec("panflute").score_range(50) == (0.0, 1.0)
 
 
 def test_play_matches_the_evaluator_definition():
@@ -297,7 +295,7 @@ def test_plot_draws_each_point_members_or_band_and_warns_across_environments(tmp
     assert not report["warnings"]
     many = grid(seeds=list(range(BAND_MIN_MEMBERS)))
     b = fake_run(tmp_path / "b", many, {m: [0.1, 0.3 + 0.01 * m] for m in range(BAND_MIN_MEMBERS)})
-    other = RunConfig(agent="er", env="opengrid", seeds=[0], steps=2000).resolved()
+    other = RunConfig.build(agent="er", env="opengrid", seeds=[0], steps=2000).resolved()
     c = fake_run(tmp_path / "c", other, {0: [-30.0, -10.0]})
     report = plot_runs([b, c], str(tmp_path / "bc.png"))
     assert [x["style"] for x in report["curves"]] == ["band", "members"]
@@ -307,16 +305,23 @@ def test_plot_draws_each_point_members_or_band_and_warns_across_environments(tmp
 
 
 def test_help_groups_flags_shows_defaults_and_lists_environment_parameters(capsys, monkeypatch):
-    from mbgen.launch.cli import build_parser
+    from mbgen.launch.cli import build_parser, main
 
     monkeypatch.setenv("COLUMNS", "250")  # no wrapping inside a help line
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--help"])
+    short = capsys.readouterr().out
+    for group in ("what to run:", "learning:", "outputs:"):
+        assert group in short
+    assert "system:" not in short and "--tolerance" not in short and "--help-all" in short
+    assert "--lr LR[,LR...]" in short and "--out DIR" in short and "--seeds S" in short
+    assert "env steps per member (offline: updates); 0 = auto: the regime's budget (1,000,000 or 100,000) (default: 0)" in short
+    with pytest.raises(SystemExit):
+        main(["run", "--help-all"])
     text = capsys.readouterr().out
-    for group in ("what to run:", "learning:", "system:"):
+    for group in ("what to run:", "learning:", "agent options:", "system:", "outputs:"):
         assert group in text
-    assert "env steps per member (offline: updates); 0 = auto: the regime's budget (1,000,000 or 100,000) (default: 0)" in text
-    assert "--tensorboard [true|false]" in text
+    assert "--tensorboard [true|false]" in text and "--tolerance X" in text and "--keys DIR" in text
     assert "panflute     num_pipes=7, spontaneous=true" in text
     assert "buttongrid   grid_size=5, num_buttons=4, spontaneous=true" in text
     assert "1,000,000 env steps per member" in text

@@ -10,14 +10,14 @@ import pytest
 import torch
 import zmq
 from helpers import run_in_process, socket_directory, stop_process
-
 from mbgen.learner.dqn import DQN, q_network
 from mbgen.learner.losses import q_loss, td_targets
-from mbgen.learner.networks import MLP, ParamStore, TripleHead, mlp_shape
+from mbgen.learner.networks import MLP, ParamStore, TripleHead
 from mbgen.learner.optim import adam_init, adam_step
-from mbgen.runtime.params import ParamBlock, ParamReader
+from mbgen.learner.shapes import mlp_shape
 from mbgen.runtime.doorbell import Doorbell, Ringer
 from mbgen.runtime.lifecycle import REPRODUCIBLE_MATH_ENV
+from mbgen.runtime.params import ParamBlock, ParamReader
 from mbgen.runtime.shm import new_run_id, segment_name
 from mbgen.runtime.slots import SlotQueue
 

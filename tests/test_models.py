@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 from helpers import mbgen, tiny_run
-
-from mbgen import envs
 from mbgen.learner.config import RunConfig
 from mbgen.learner.dqn import q_network
-from mbgen.learner.networks import mlp_shape
 from mbgen.learner.optim import adam_init, adam_step
+from mbgen.learner.shapes import mlp_shape
 from mbgen.modelserver.diagnostics import accuracy, panflute_probe, smoothing
-from mbgen.modelserver.interface import Prediction, Step
+from mbgen.envs.base import EnvSpec
+from mbgen.learner.agents import agent_spec
+from mbgen.modelserver.interface import ModelContext, Prediction, Step
 from mbgen.modelserver.losses import (
     balanced_kl,
     bernoulli_nll,
@@ -24,6 +24,8 @@ from mbgen.modelserver.losses import (
 )
 from mbgen.modelserver.models import LatentModel, PerfectModel, SimpleModel
 from mbgen.modelserver.rollout import RolloutEngine, rollout, softmax_sample
+
+from mbgen import envs
 
 LOG2 = math.log(2.0)
 
@@ -82,8 +84,9 @@ def test_latent_model_loss_by_hand():
 
 
 def cfg(agent, env="procmaze", **kw):
-    base = dict(seeds=[0, 1], hidden=[16, 16], latent_features=4, latent_classes=3)
-    return RunConfig(agent=agent, env=env, **{**base, **kw}).resolved()
+    latent = dict(latent_features=4, latent_classes=3) if hasattr(agent_spec(agent).options, "latent_features") else {}
+    base = dict(seeds=[0, 1], hidden=[16, 16], **latent)
+    return RunConfig.build(agent=agent, env=env, **{**base, **kw}).resolved()
 
 
 def real_batch(env_name="procmaze", n=32, members=2, seed=0, **params):
@@ -104,7 +107,7 @@ def real_batch(env_name="procmaze", n=32, members=2, seed=0, **params):
 def test_learned_models_train(agent):
     c = cfg(agent)
     gen = torch.Generator().manual_seed(0)
-    model = (SimpleModel if agent == "simple" else LatentModel)(c, 64, 5, "cpu", gen)
+    model = (SimpleModel if agent == "simple" else LatentModel)(ModelContext(c, torch.device("cpu"), gen))
     batch = real_batch()
     opt, lr = adam_init(model.store.flat), model.store.per_element(torch.full((2,), 1e-3))
     first = model.loss(*batch).detach()
@@ -122,7 +125,7 @@ def test_learned_models_train(agent):
 
 def test_simple_model_analytic_gradient_equals_autograd():
     c = cfg("simple")
-    model = SimpleModel(c, 64, 5, "cpu", torch.Generator().manual_seed(0))
+    model = SimpleModel(ModelContext(c, torch.device("cpu"), torch.Generator().manual_seed(0)))
     batch = real_batch()
     loss = model.learn(*batch)
     manual = model.store.grad.clone()
@@ -194,7 +197,7 @@ def test_softmax_sampling_follows_the_temperature():
 
 def test_perfect_model_rollouts_equal_environment_steps():
     c = cfg("perfect", env_params={"grid_size": 4, "spontaneous": False})
-    model = PerfectModel(c, 64, 5, "cpu", None)
+    model = PerfectModel(ModelContext(c, torch.device("cpu"), None))
     env = envs.make("procmaze", 1, 0, grid_size=4, spontaneous=False)
     start = real_batch(grid_size=4, spontaneous=False)[0]
     q = q_network(mlp_shape(64, [16], 5), [3, 4])[1]
@@ -232,16 +235,16 @@ def test_simple_model_learns_buttongrid_dynamics():
         f = lambda x, dt: torch.from_numpy(x[idx]).to(dt)[None]  # noqa: E731
         return f(O, torch.float32), f(A, torch.int64), f(R, torch.float32), f(N, torch.float32), f(C, torch.float32)
 
-    c = RunConfig(agent="simple", env="buttongrid", env_params={"num_buttons": 2}, seeds=[0]).resolved()
-    model = SimpleModel(c, 75, 5, "cpu", torch.Generator().manual_seed(0))
-    opt, lr = adam_init(model.store.flat), torch.tensor([c.model_lr])
+    c = RunConfig.build(agent="simple", env="buttongrid", env_params={"num_buttons": 2}, seeds=[0]).resolved()
+    model = SimpleModel(ModelContext(c, torch.device("cpu"), torch.Generator().manual_seed(0)))
+    opt, lr = adam_init(model.store.flat), torch.tensor([c.options.model_lr])
     held_out = batch(rng.integers(0, len(A), 4096))
     assert accuracy(model, *held_out)["next_obs_error"][0] > 0.05
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 32-row products: a second thread only waits, and on a busy machine spins
     try:
         for _ in range(8000):
-            model.learn(*batch(rng.integers(0, len(A), c.rollout_starts)))
+            model.learn(*batch(rng.integers(0, len(A), c.options.rollout_starts)))
             adam_step(model.store.flat, model.store.grad, opt, lr)
     finally:
         torch.set_num_threads(threads)
@@ -298,10 +301,10 @@ def test_each_model_agent_runs_as_a_multi_process_system(tmp_path, agent):
 def test_member_shards_train_the_simple_model_identically():
     from mbgen.learner.shards import ShardPool
 
-    c = RunConfig(agent="simple", env="procmaze", seeds=[0, 1, 2], hidden=[16, 16]).resolved()
+    c = RunConfig.build(agent="simple", env="procmaze", seeds=[0, 1, 2], hidden=[16, 16]).resolved()
     batch = real_batch(members=3)
-    one = SimpleModel(c, 64, 5, "cpu", torch.Generator().manual_seed(0))
-    two = SimpleModel(c, 64, 5, "cpu", torch.Generator().manual_seed(0), ShardPool(3, 2))
+    one = SimpleModel(ModelContext(c, torch.device("cpu"), torch.Generator().manual_seed(0)))
+    two = SimpleModel(ModelContext(c, torch.device("cpu"), torch.Generator().manual_seed(0), ShardPool(3, 2)))
     assert torch.allclose(one.learn(*batch), two.learn(*batch), atol=1e-6)
     assert torch.allclose(one.store.grad, two.store.grad, atol=1e-6)
     q = q_network(mlp_shape(64, [16], 5), [3, 4, 5])[1]
@@ -324,7 +327,7 @@ def test_every_declared_model_implements_the_interface():
         if not spec.model_server:
             continue
         c = cfg(spec.name)
-        model = build_model(c, 64, 5, "cpu", torch.Generator().manual_seed(0))
+        model = build_model(ModelContext(c, torch.device("cpu"), torch.Generator().manual_seed(0)))
         for name in members:
             assert hasattr(model, name), f"{spec.name}: {type(model).__name__} lacks {name}"
         obs, action, reward, next_obs, cont = real_batch()
@@ -335,14 +338,14 @@ def test_every_declared_model_implements_the_interface():
         noise = model.noise(2, 2, 32, torch.Generator().manual_seed(1))
         step = model.step(state, action, noise[0])
         assert step.reward.shape == (2, 32) and step.continuation.shape == (2, 32)
-        restored = build_model(c, 64, 5, "cpu", torch.Generator().manual_seed(0))
+        restored = build_model(ModelContext(c, torch.device("cpu"), torch.Generator().manual_seed(0)))
         restored.load_state_dict(model.state_dict())
         for k, v in model.state_dict().items():
             assert np.array_equal(v, restored.state_dict()[k]), (spec.name, k)
 
 
 def test_no_process_compares_agent_names():
-    """Processes ask the agent's declaration (learner/agents.py), never `cfg.agent == ...`."""
+    """Processes ask the agent's declaration (learner/agents.py), never `cfg.run.agent == ...`."""
     import pathlib
     import re
 
@@ -361,12 +364,13 @@ def test_no_process_compares_agent_names():
 
 # ------------------------------------------------------------------ the tabular model (table)
 O1, O2, O3 = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
+TOY = EnvSpec("toy", {}, obs_dim=3, num_actions=2, episodic=True, reward_range=(-1.0, 1.0))  # 3 bits, 2 actions
 
 
 def table_model(**kw):
     from mbgen.modelserver.table import TableModel
 
-    return TableModel(cfg("table", seeds=[0], **kw), 3, 2, "cpu", None)
+    return TableModel(ModelContext(cfg("table", seeds=[0], **kw), torch.device("cpu"), None, env=TOY))
 
 
 def transitions(*rows):
@@ -452,7 +456,7 @@ def test_table_keeps_each_members_newest_entries_within_the_capacity():
 def test_table_members_keep_their_own_transitions():
     from mbgen.modelserver.table import TableModel
 
-    model = TableModel(cfg("table"), 3, 2, "cpu", None)  # two members
+    model = TableModel(ModelContext(cfg("table"), torch.device("cpu"), None, env=TOY))  # two members
     a, c = transitions(A), transitions(C)
     model.train_step(*(torch.cat([x, y]) for x, y in zip(a, c)))  # member 0 sees A, member 1 sees C
     step = model.step(torch.tensor([[O1, O2], [O1, O2]]), torch.tensor([[0, 1], [0, 1]]), torch.zeros(2, 2))
@@ -529,7 +533,8 @@ def build_ensemble(**kw):
     from mbgen.modelserver.ensemble import EnsembleModel
 
     c = cfg("ensemble", seeds=[0], ensemble_size=3, **kw)
-    return EnsembleModel(c, 3, 5, "cpu", torch.Generator().manual_seed(0))
+    three = EnvSpec("toy", {}, obs_dim=3, num_actions=5, episodic=True, reward_range=(0, 2))
+    return EnsembleModel(ModelContext(c, torch.device("cpu"), torch.Generator().manual_seed(0), env=three))
 
 
 def test_ensemble_models_start_apart_pick_uniformly_and_train_on_bootstrap_draws():
@@ -537,7 +542,7 @@ def test_ensemble_models_start_apart_pick_uniformly_and_train_on_bootstrap_draws
 
     c = cfg("ensemble", ensemble_size=3, model_lr=1e-3)
 
-    model = EnsembleModel(c, 64, 5, "cpu", torch.Generator().manual_seed(0))
+    model = EnsembleModel(ModelContext(c, torch.device("cpu"), torch.Generator().manual_seed(0)))
     assert model.store.members == 2 * 3 and not model.store.member(0).equal(model.store.member(1))
     choice, _ = model.noise(1, 2, 30_000, torch.Generator().manual_seed(1))[0]
     assert torch.bincount(choice.flatten(), minlength=3).div(60_000).tolist() == pytest.approx([1 / 3] * 3, abs=0.01)
@@ -554,8 +559,8 @@ def test_ensemble_models_start_apart_pick_uniformly_and_train_on_bootstrap_draws
 @pytest.mark.parametrize(
     "kw,message",
     [
-        ({"agent": "simple", "uncertainty_cutoff": 0.1}, "uncertainty_cutoff must be left at its default 0.0 for"),
-        ({"agent": "table", "ensemble_size": 3}, r"ensemble_size must be left at its default 5 for agent table \(read"),
+        ({"agent": "simple", "uncertainty_cutoff": 0.1}, r"uncertainty_cutoff is an option of agent ensemble, not of simple \(the"),
+        ({"agent": "table", "ensemble_size": 3}, r"ensemble_size is an option of agent ensemble, not of table \(the"),
         ({"agent": "ensemble", "uncertainty_cutoff": 0.5}, r"uncertainty_cutoff must be a number in \[0, 0.5\)"),
         ({"agent": "ensemble", "uncertainty_cutoff": -1.0}, "uncertainty_cutoff must be a number >= 0"),
         ({"agent": "ensemble", "ensemble_size": 0}, "ensemble_size must be an integer >= 1"),
@@ -563,4 +568,4 @@ def test_ensemble_models_start_apart_pick_uniformly_and_train_on_bootstrap_draws
 )
 def test_new_agent_options_are_validated(kw, message):
     with pytest.raises(ValueError, match=message):
-        RunConfig(env="procmaze", seeds=[0], **kw).resolved()
+        RunConfig.build(env="procmaze", seeds=[0], **kw).resolved()

@@ -6,10 +6,17 @@ import json
 import numpy as np
 import pytest
 from helpers import mbgen, mbgen_refusal
-
 from mbgen.envs import wallgrid as wg
 from mbgen.envs.grid import LEFT, RIGHT, STAY, UP
-from mbgen.launch.offline.experiment import cell_statistics, coverage_levels, entry, evaluation_cells, load_dataset, remaining, verdict
+from mbgen.launch.offline.experiment import (
+    cell_statistics,
+    coverage_levels,
+    entry,
+    evaluation_cells,
+    load_dataset,
+    remaining,
+    verdict,
+)
 
 
 def test_evaluation_cells_are_the_open_cells_of_both_layouts():
@@ -301,7 +308,8 @@ def test_the_table_agents_are_checked_against_theorem_1s_prediction():
 
 
 def test_a_protocol_names_network_sizes_and_budget_and_options_override_it():
-    from mbgen.launch.offline.experiment import PROTOCOLS, add_offline_options, apply_protocol
+    from mbgen.launch.offline.experiment import apply_protocol
+    from mbgen.launch.offline.options import PROTOCOLS, add_offline_options
 
     parser = argparse.ArgumentParser()
     add_offline_options(parser)

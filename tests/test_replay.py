@@ -23,15 +23,14 @@ from helpers import (
     stop_process,
     wait_for,
 )
-
 from mbgen.replay.client import ReplayClient, ReplayRejected
-from mbgen.runtime.counters import RunCounters
 from mbgen.replay.limiter import RatioPolicy
 from mbgen.replay.protocol import encode_insert, pack
-from mbgen.runtime.security import check_bind, make_keys
 from mbgen.replay.service import ServiceConfig, start
-from mbgen.runtime.shm import leftover_segments, new_run_id, unlink_segment
 from mbgen.replay.store import Batch, ReplayStore, bytes_per_transition
+from mbgen.runtime.counters import RunCounters
+from mbgen.runtime.security import check_bind, make_keys
+from mbgen.runtime.shm import leftover_segments, new_run_id, unlink_segment
 
 D, A = 64, 5
 

@@ -13,11 +13,11 @@ import time
 import numpy as np
 import pytest
 from helpers import ROOT, mbgen, tiny_run
-
-from mbgen import envs
 from mbgen.envs.scores import play
 from mbgen.envs.seeding import derive_seed
 from mbgen.launch.run.results import load_run
+
+from mbgen import envs
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def test_a_grid_of_two_step_sizes_and_two_seeds_is_four_members_reported_per_poi
     run_dir, _, stderr = grid_run
     run = load_run(run_dir)
     cfg, rows = run.config, run.rows
-    assert cfg.members == 4 and cfg.lr == [1e-4, 4e-4] and cfg.seeds == [0, 1]
+    assert cfg.members == 4 and cfg.learning.lr == [1e-4, 4e-4] and cfg.run.seeds == [0, 1]
     assert len(rows) == 4 * 7  # evaluations at 0, 250, ..., 1500
     labels = {(r["member"], r["group"], r["lr"], r["temperature"], r["seed"]) for r in rows}
     assert labels == {(0, 0, 1e-4, 0.1, 0), (1, 0, 1e-4, 0.1, 1), (2, 1, 4e-4, 0.1, 0), (3, 1, 4e-4, 0.1, 1)}
@@ -146,14 +146,14 @@ def test_a_loaded_policy_reproduces_the_evaluators_scores(grid_run):
     run_dir, _, _ = grid_run
     run = load_run(run_dir)
     cfg, rows = run.config, run.rows
-    recorded = {r["member"]: r["eval_return"] for r in rows if r["env_steps"] == cfg.steps}
+    recorded = {r["member"]: r["eval_return"] for r in rows if r["env_steps"] == cfg.run.steps}
     for member, label in enumerate(cfg.member_labels()):
         policy = load_policy(run_dir, member=member)
-        env = envs.make(cfg.env, cfg.eval_episodes, derive_seed(label["seed"], "eval", cfg.steps), **cfg.env_params)
-        scores = play([env], lambda obs: policy.act(obs[0])[None], cfg.eval_steps)
+        env = envs.make(cfg.run.env, cfg.learning.eval_episodes, derive_seed(label["seed"], "eval", cfg.run.steps), **cfg.run.env_params)
+        scores = play([env], lambda obs: policy.act(obs[0])[None], cfg.learning.eval_steps)
         assert scores.mean() == recorded[member], member
     everyone = load_policy(run_dir, member=None)
-    obs = envs.make(cfg.env, 5, 0, **cfg.env_params).reset()
+    obs = envs.make(cfg.run.env, 5, 0, **cfg.run.env_params).reset()
     assert everyone.act(obs).shape == (4, 5) and isinstance(load_policy(run_dir, member=1).act(obs[0]), int)
 
     done = mbgen("eval", run_dir)
@@ -190,7 +190,7 @@ def test_seed_options_name_the_seeds_the_same_way_in_run_and_offline():
 
     def seeds(*argv):
         args, extra = parser.parse_known_args(["run", *argv])
-        return config_from_args(args, extra).seeds
+        return config_from_args(args, extra).run.seeds
 
     assert seeds("--seeds", "3") == [0, 1, 2]
     assert seeds("--first-seed", "30", "--seeds", "3") == [30, 31, 32]  # a disjoint set of the same size

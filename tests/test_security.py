@@ -18,14 +18,19 @@ import zmq
 from helpers import local_token, message, private_endpoint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from mbgen.replay.client import ReplayClient
-from mbgen.runtime.counters import REMOTE, RunCounters
-from mbgen.replay.protocol import INSERT_ARRAYS, MAX_TRANSITIONS_PER_MESSAGE, PROTOCOL_VERSION, encode_insert, max_frame_bytes
-from mbgen.runtime.security import ClientKeys, apply_local_login, make_keys
+from mbgen.replay.protocol import (
+    INSERT_ARRAYS,
+    MAX_TRANSITIONS_PER_MESSAGE,
+    PROTOCOL_VERSION,
+    encode_insert,
+    max_frame_bytes,
+)
 from mbgen.replay.service import MAX_SLOTS_PER_KEY, RCVHWM, ServiceConfig, start
-from mbgen.runtime.shm import new_run_id
 from mbgen.replay.store import ReplayStore
+from mbgen.runtime.counters import REMOTE, RunCounters
+from mbgen.runtime.security import ClientKeys, apply_local_login, make_keys
+from mbgen.runtime.shm import new_run_id
 
 D, A, MEMBERS = 16, 5, 2
 MEMORY_BOUND_MB = 400  # the service's resident memory, whatever its peers send (README: Security model)

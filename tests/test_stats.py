@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from mbgen.launch.stats import (
     iqm,
     iqm_ci95,

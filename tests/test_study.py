@@ -11,9 +11,8 @@ import time
 
 import pytest
 from helpers import ROOT, mbgen, wait_for
-
-from mbgen.launch.study.estimate import required_keys, run_seconds, update_seconds
 from mbgen.launch.run.progress import clock
+from mbgen.launch.study.estimate import required_keys, run_seconds, update_seconds
 from mbgen.launch.study.spec import check_directory, load_study, plan, write_plan
 
 TINY_STUDY = """
@@ -52,21 +51,21 @@ def test_a_study_is_the_cross_product_of_agents_regimes_and_levels():
     assert study.levels == {"procmaze": ["grid_size"], "buttongrid": ["num_buttons"]}
     cell = next(c for c in study.cells if c.name == "simple-buttongrid-grid_size5-num_buttons3-low")
     cfg = cell.run_config("/tmp/x")
-    assert (cfg.seeds, cfg.steps, cfg.hidden, cfg.regime) == ([0, 1, 2], 2000, [32], "low")
-    assert cfg.env_params["num_buttons"] == 3 and cfg.updates_per_step == 10
-    assert (cfg.lr, cfg.temperature) == (5e-5, 0.4)  # PAPER.md section 4: simple, ButtonGrid, low data
+    assert (cfg.run.seeds, cfg.run.steps, cfg.learning.hidden, cfg.run.regime) == ([0, 1, 2], 2000, [32], "low")
+    assert cfg.run.env_params["num_buttons"] == 3 and cfg.learning.updates_per_step == 10
+    assert (cfg.learning.lr, cfg.learning.temperature) == (5e-5, 0.4)  # PAPER.md section 4: simple, ButtonGrid, low data
     high = next(c for c in study.cells if c.name == "er-procmaze-grid_size4-high").run_config("/tmp/x")
-    assert high.steps == 20000 and (high.lr, high.temperature) == (5e-5, 0.1)
+    assert high.run.steps == 20000 and (high.learning.lr, high.learning.temperature) == (5e-5, 0.1)
 
 
 def test_a_grid_and_default_budgets():
     study = plan({"agents": ["er"], "lr": [1e-4, 2e-4], "temperature": [0.2, 0], "envs": {"opengrid": {}}}, "g")
     (cell,) = study.cells
     cfg = cell.run_config("/tmp/x")
-    assert cell.grid and cfg.members == 4 and cfg.steps == 1_000_000  # the high regime's budget
-    assert cfg.lr == [1e-4, 2e-4] and cfg.temperature == [0.2, 0.1]  # 0: ER's tuned temperature
+    assert cell.grid and cfg.members == 4 and cfg.run.steps == 1_000_000  # the high regime's budget
+    assert cfg.learning.lr == [1e-4, 2e-4] and cfg.learning.temperature == [0.2, 0.1]  # 0: ER's tuned temperature
     low = plan({"agents": ["er"], "regimes": ["low"], "seeds": [4, 7], "envs": {"opengrid": {}}}, "l").cells[0]
-    assert low.run_config("/tmp/x").steps == 100_000 and low.run_config("/tmp/x").seeds == [4, 7]
+    assert low.run_config("/tmp/x").run.steps == 100_000 and low.run_config("/tmp/x").run.seeds == [4, 7]
 
 
 @pytest.mark.parametrize(
@@ -93,7 +92,7 @@ def test_bad_study_files_are_refused_naming_the_key(spec, message):
 
 def test_presets_load_and_the_paper_figure_has_150_cells():
     full = load_study(os.path.join(ROOT, "launch", "study", "presets", "figure3.toml"))
-    assert len(full.cells) == 150 and {c.config["steps"] for c in full.cells} == {1_000_000, 100_000}
+    assert len(full.cells) == 150 and {c.config["run"]["steps"] for c in full.cells} == {1_000_000, 100_000}
     small = load_study(os.path.join(ROOT, "launch", "study", "presets", "figure3-small.toml"))
     assert 0 < len(small.cells) < 150
 

@@ -44,6 +44,7 @@ import time
 
 import numpy as np
 import torch
+from mbgen.launch.bench.options import SECTIONS
 
 # The authors' JAX code on the 2-core CI machine, 2026-11-21 (PAPER.md section 6), member-updates/s.
 REFERENCE = {
@@ -61,7 +62,6 @@ RATIO_GOALS = {  # mbgen / reference, end to end (issue 13)
 PEAK_SHAPE = (2048, 2048, 2048)  # a product large enough to run at the machine's top float32 rate
 PEAK_NAME = "[{0},{1}]x[{1},{2}]".format(*PEAK_SHAPE)
 EFFICIENCY_GOAL = 0.60  # simple model, 30 members: share of the machine's matmul rate
-SECTIONS = ("matmul", "envs", "replay", "floor", "single", "e2e")
 PLAN = (("er", 1), ("simple", 1), ("er", 30), ("simple", 30))  # the end-to-end figures: agent, members
 BENCH_ENV = {"env": "procmaze", "env_params": {"grid_size": 4}}
 BUSY_CORES = 0.25  # other processes using more than this many cores on average: a busy machine
@@ -115,18 +115,6 @@ def load_warning(load: dict, when: str) -> str | None:
     )
 
 
-def add_bench_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="short measurements (under 2 minutes)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--only", default="", help=f"comma-separated sections: {','.join(SECTIONS)}")
-    parser.add_argument("--device", default="auto", help="learner and model server device: auto, cpu or cuda")
-    parser.add_argument(
-        "--reference",
-        metavar="FILE.json",
-        help="reference figures from ../shared/reference/run --json on this machine (default: PAPER.md section 6)",
-    )
-
-
 def best_rate(work, seconds: float, slices: int = 5) -> float:
     """Calls of `work` per second: the best of `slices` slices of `seconds`, after one call that warms up."""
     work()
@@ -157,29 +145,35 @@ def mlp_products(shape, batch: int, backward: bool = False) -> list[tuple[int, i
     return out
 
 
-def update_products(cfg) -> dict[str, list[tuple[int, int, int]]]:
-    """Per agent, the matrix products of one update of one member. ER: the Q-network forward and
-    backward on the batch and the target network's forward on the next observations. Simple model:
-    that, plus the three heads' training step on `model_batch` transitions, plus `rollout_length`
-    steps of the Q-network and the three heads on `rollout_starts` states."""
-    from mbgen import envs
-    from mbgen.learner.agents import q_shape
+def update_products(cfg) -> list[tuple[int, int, int]]:
+    """The matrix products of one update of one member. ER: the Q-network forward and backward on the
+    batch and the target network's forward on the next observations. A model agent counts as the
+    simple model: that, plus the three heads' training step on `model_batch` transitions, plus
+    `rollout_length` steps of the Q-network and the three heads on `rollout_starts` states."""
     from mbgen.learner.networks import TripleHead
 
-    env = envs.make(cfg.env, 1, 0, **cfg.env_params)
-    q = q_shape(cfg, env.obs_dim, env.num_actions)
-    dqn = mlp_products(q, cfg.batch_size, backward=True) + mlp_products(q, cfg.batch_size)
-    heads = TripleHead.head_shapes(env.obs_dim + env.num_actions, cfg.hidden, env.obs_dim)  # modelserver/models.py
-    train = [p for h in heads for p in mlp_products(h, cfg.model_batch, backward=True)]
-    step = mlp_products(q, cfg.rollout_starts) + [p for h in heads for p in mlp_products(h, cfg.rollout_starts)]
-    return {"er": dqn, "simple": dqn + train + cfg.rollout_length * step}
+    env, options = cfg.env_spec, cfg.options
+    q, batch = cfg.q_shape(), cfg.learning.batch_size
+    dqn = mlp_products(q, batch, backward=True) + mlp_products(q, batch)
+    if not cfg.spec.model_server:
+        return dqn
+    heads = TripleHead.head_shapes(env.obs_dim + env.num_actions, cfg.learning.hidden, env.obs_dim)  # models.py
+    train = [p for h in heads for p in mlp_products(h, options.model_batch, backward=True)]
+    starts = options.rollout_starts
+    step = mlp_products(q, starts) + [p for h in heads for p in mlp_products(h, starts)]
+    return dqn + train + options.rollout_length * step
 
 
-def update_flops(cfg) -> dict[str, float]:
+def update_flops(cfg) -> float:
     """Network FLOPs of one update per member: 2*M*K*N per matrix product (update_products)."""
-    return {
-        agent: float(sum(2 * m * k * n for m, k, n in products)) for agent, products in update_products(cfg).items()
-    }
+    return float(sum(2 * m * k * n for m, k, n in update_products(cfg)))
+
+
+def bench_config(agent: str, members: int = 1, **flat):
+    """The setting every figure of the bench measures (ProcMaze(4), the paper's networks), resolved."""
+    from mbgen.learner.config import RunConfig
+
+    return RunConfig.build(agent=agent, seeds=list(range(members)), **BENCH_ENV, **flat).resolved()
 
 
 def gemm_floor(agent: str, members: int, seconds: float) -> float:
@@ -187,9 +181,7 @@ def gemm_floor(agent: str, members: int, seconds: float) -> float:
     members, [P,M,K]x[P,K,N]), run back to back in float32: the faster of every core inside each product,
     and one core's rate times the cores (the work split between the cores with no cost at all). For a
     population, `run` also takes one member's figure (one member's products after another's)."""
-    from mbgen.learner.config import RunConfig
-
-    products = update_products(RunConfig(agent=agent, seeds=[0], **BENCH_ENV).resolved())[agent]
+    products = update_products(bench_config(agent))
     pairs = [(torch.randn(members, m, k), torch.randn(members, k, n)) for m, k, n in products]
     if members == 1:
         pairs = [(a[0], b[0]) for a, b in pairs]
@@ -215,40 +207,37 @@ def gemm_floor(agent: str, members: int, seconds: float) -> float:
 def single_process(agent: str, members: int, seconds: float) -> float:
     """Member-updates/s of the processes' own update steps (learner/step.py, modelserver/step.py) in one
     process, no sockets and no other processes."""
-    from mbgen import envs
     from mbgen.envs.seeding import derive_seed
-    from mbgen.learner.agents import q_shape
-    from mbgen.learner.config import RunConfig
     from mbgen.learner.dqn import DQN
     from mbgen.learner.step import ReplayStep
-    from mbgen.modelserver.interface import build_model
+    from mbgen.modelserver.interface import ModelContext, build_model
     from mbgen.modelserver.rollout import RolloutEngine
     from mbgen.modelserver.step import ModelStep
+    from mbgen.replay.store import Batch, ReplayStore
     from mbgen.runtime.lifecycle import tune_allocator
     from mbgen.runtime.shm import new_run_id, segment_name
-    from mbgen.replay.store import Batch, ReplayStore
 
     tune_allocator()
     torch.set_num_threads(os.cpu_count() or 1)
-    cfg = RunConfig(agent=agent, seeds=list(range(members)), **BENCH_ENV).resolved()
-    env = envs.make(cfg.env, 1, 0, **cfg.env_params)
+    cfg = bench_config(agent, members)
+    env = cfg.env_spec
     store = ReplayStore.create(segment_name(new_run_id(), "bench"), members, env.obs_dim, env.num_actions, 20_000)
     try:
         pool = {k: v for k, v in procmaze_single(cfg).items()}
         for m in range(members):
             store.add(m, **pool)
-        dqn = DQN(q_shape(cfg, env.obs_dim, env.num_actions), cfg.member_seeds, cfg.member_lr)
+        dqn = DQN(cfg.q_shape(), cfg.member_seeds, cfg.member_lr)
         rngs = [np.random.default_rng(derive_seed(s, "bench")) for s in cfg.member_seeds]
         if agent == "er":
-            one = ReplayStep(store, dqn, cfg.member_seeds, cfg.batch_size, env.obs_dim, torch.device("cpu"))
+            one = ReplayStep(store, dqn, cfg.member_seeds, cfg.learning.batch_size, env.obs_dim, torch.device("cpu"))
         else:
             gen = torch.Generator().manual_seed(0)
-            model = build_model(cfg, env.obs_dim, env.num_actions, "cpu", gen)
+            model = build_model(ModelContext(cfg, torch.device("cpu"), gen))
             engine = RolloutEngine(
-                model, dqn.q, cfg.rollout_length, torch.tensor(cfg.member_temperature), env.episodic, gen
+                model, dqn.q, cfg.options.rollout_length, torch.tensor(cfg.member_temperature), env.episodic, gen
             )
-            step = ModelStep(model, engine, cfg.model_batch, cfg.rollout_starts)
-            batch = Batch.allocate(members, max(cfg.model_batch, cfg.rollout_starts), env.obs_dim)
+            step = ModelStep(model, engine, cfg.options.model_batch, cfg.options.rollout_starts)
+            batch = Batch.allocate(members, max(cfg.options.model_batch, cfg.options.rollout_starts), env.obs_dim)
             t = batch.tensors()
 
             def one():
@@ -270,7 +259,7 @@ def single_process(agent: str, members: int, seconds: float) -> float:
 def procmaze_single(cfg) -> dict:
     from mbgen import envs
 
-    env = envs.make(cfg.env, 256, 0, **cfg.env_params)
+    env = envs.make(cfg.run.env, 256, 0, **cfg.run.env_params)
     obs, rng, parts = env.reset(), np.random.default_rng(0), []
     for _ in range(40):
         a = rng.integers(0, env.num_actions, 256)
@@ -286,18 +275,11 @@ def procmaze_single(cfg) -> dict:
 def end_to_end(agent: str, members: int, updates: int, device: str) -> dict:
     """A real run; returns update-phase updates/s (first update to last) and wall time."""
     from mbgen.launch.run.supervisor import Supervisor
-    from mbgen.learner.config import RunConfig
 
     steps = 500 * (1 + (updates + 499) // 500)  # a whole number of evaluation periods, after >= 500 steps
-    cfg = RunConfig(
-        agent=agent,
-        seeds=list(range(members)),
-        steps=steps,
-        learning_starts=steps - updates,
-        device=device,
-        checkpoint_period=10**9,
-        **BENCH_ENV,
-    ).resolved()
+    cfg = bench_config(
+        agent, members, steps=steps, learning_starts=steps - updates, device=device, checkpoint_period=10**9
+    )
     with tempfile.TemporaryDirectory(prefix="mbgen-bench-") as run_dir:
         supervisor = Supervisor(cfg, run_dir, progress=False)
         code = supervisor.run()
@@ -348,9 +330,7 @@ def run(quick: bool, sections: set[str], device: str, log=print) -> dict:
                 f"end to end {agent} P={members}: {results[key]:.1f} member-updates/s "
                 f"({r['updates']} updates, {r['wall_s']:.0f} s with start-up)"
             )
-        from mbgen.learner.config import RunConfig
-
-        flops = update_flops(RunConfig(agent="simple", seeds=[0], **BENCH_ENV).resolved())
+        flops = {agent: update_flops(bench_config(agent)) for agent in ("er", "simple")}
         results["er_update_gflop"] = flops["er"] / 1e9
         results["simple_update_gflop"] = flops["simple"] / 1e9
     results["device"] = device

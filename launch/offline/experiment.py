@@ -49,96 +49,28 @@ import time
 
 import numpy as np
 import torch
-
-from mbgen import envs
 from mbgen.envs import wallgrid as wg
 from mbgen.envs.base import TRANSITION_FIELDS, Transitions
-from mbgen.launch.options import add_seed_options, seeds_from_args
+from mbgen.launch.offline.options import (
+    AGENTS,
+    DEFAULT_SEEDS,
+    EXPECTED,
+    LABELS,
+    LEARNING,
+    MARGIN,
+    PREDICTED,
+    PROTOCOLS,
+    RELATIVE_COST,
+    SEED_STRIDE,
+    STUDY_POINTS,
+)
+from mbgen.launch.options import seeds_from_args
 from mbgen.launch.stats import wilson_ci95
-from mbgen.learner.agents import q_shape
-from mbgen.learner.config import RunConfig
+from mbgen.learner.agents import agent_spec
+from mbgen.learner.config import RunConfig, SystemSection
 from mbgen.learner.dqn import q_network
 
-AGENTS = {
-    "er": {"agent": "er"},
-    "model1": {"agent": "simple", "rollout_starts": 320, "rollout_length": 1},
-    "model10": {"agent": "simple", "rollout_starts": 32, "rollout_length": 10},
-    "table1": {"agent": "table", "rollout_starts": 320, "rollout_length": 1},
-    "table10": {"agent": "table", "rollout_starts": 32, "rollout_length": 10},
-    "ens10": {"agent": "ensemble", "rollout_starts": 32, "rollout_length": 10},
-}
-LABELS = {
-    "er": "DQN + ER",
-    "model1": "model, 1-step",
-    "model10": "model, 10-step",
-    "table1": "table, 1-step",
-    "table10": "table, 10-step",
-    "ens10": "ensemble, 10-step",
-}
-# Wall time per update over ER's, measured (30 seeds, 2 cores). table10: measured beside ER (30 seeds, 2 shared
-# cores, 709 s against 405 s); table1: assumed equal to table10; ens10: not measured, model10's times the ensemble's
-# cost over the simple model (learner/agents.py, 3.7).
-RELATIVE_COST = {"er": 1.0, "model1": 2.9, "model10": 2.7, "table1": 1.75, "table10": 1.75, "ens10": 10.0}
-EXPECTED = {  # PAPER.md section 5.1
-    "er": {"all": "succeeds", "path": "fails", "single": "fails", "none": "fails"},
-    "model1": {"all": "succeeds", "path": "succeeds", "single": "fails", "none": "fails"},
-    "model10": {"all": "succeeds", "path": "succeeds", "single": "succeeds", "none": "fails"},
-}
-PREDICTED = {"table1": EXPECTED["er"], "table10": EXPECTED["er"]}  # Theorem 1 (part 3): a table behaves like ER
-# The paper trains 1M updates of 200-unit networks at its online step sizes. To finish 30 seeds x
-# 4 datasets x 3 agents in minutes on 2 cores we train smaller networks with larger step sizes and
-# a faster target refresh; with 200 units at 1000s of updates the cells next to the centre wall had
-# not converged (README: the offline experiment). Every value can be overridden on the command line.
-LEARNING = {"lr": 3e-3, "temperature": 1.0, "model_lr": 1e-3, "target_period": 10}
-# A run's network sizes and budget, by name (--protocol); --hidden and --updates override them. Both reproduce
-# the paper's table; README (the offline experiment) has their margins for three disjoint seed sets.
-#   fast   64-unit networks, the first budget at which the table reproduces: about half an hour on 2 cores,
-#          but the Path-to-Goal entries of both model agents sit near their line.
-#   paper  128-unit networks (nearer the paper's 200): every entry with the margin, about three times as long.
-PROTOCOLS = {
-    "fast": {"hidden": "64,64,64", "updates": 3000},
-    "paper": {"hidden": "128,128,128", "updates": 3000},
-}
-DEFAULT_SEEDS = 30  # the paper's seeds per agent and coverage level
-SEED_STRIDE = 1000  # member seed = (coverage's index in this run) * SEED_STRIDE + seed, so seeds are below it
-MARGIN = (2 / 3, 1 / 3)  # weakest-cell fraction optimal an entry needs: >= 2/3 to succeed, <= 1/3 to fail
-STUDY_POINTS = 8  # budgets the table is also evaluated at: every updates/8
-
-
-def add_offline_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--coverage", default="ALL", help="comma-separated levels of all, path, single, none; or ALL (every level)"
-    )
-    parser.add_argument("--agents", default="er,model1,model10", help="comma-separated: " + ", ".join(AGENTS))
-    add_seed_options(parser, f"per agent and coverage level (default: {DEFAULT_SEEDS}, from 0)")
-    parser.add_argument(
-        "--lockstep",
-        choices=("on", "off"),
-        default="on",
-        help="on: model and Q updates alternate, the same seeds give the same offline.json (default); "
-        "off: they run freely (faster on more cores, not reproducible)",
-    )
-    parser.add_argument(
-        "--protocol",
-        choices=tuple(PROTOCOLS),
-        default="fast",
-        help="network sizes and budget: "
-        + "; ".join(f"{name}: {p['hidden']} units, {p['updates']} updates" for name, p in PROTOCOLS.items())
-        + " (default fast; README: the offline experiment)",
-    )
-    parser.add_argument("--updates", type=int, default=None, help="Q updates per agent (default: the protocol's)")
-    parser.add_argument("--out", default=None, help="output directory (default runs/<time>-offline)")
-    parser.add_argument(
-        "--dataset",
-        default=None,
-        metavar="FILE.npz",
-        help="train on this dataset (arrays obs, action, reward, next_obs, terminal) instead",
-    )
-    parser.add_argument("--env", default="wallgrid3x3", help="environment the dataset comes from (evaluation)")
-    for key, value in LEARNING.items():
-        parser.add_argument("--" + key.replace("_", "-"), type=type(value), default=value, help=f"(default {value})")
-    parser.add_argument("--hidden", default=None, help="hidden layer sizes of every network (default: the protocol's)")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+from mbgen import envs
 
 
 def load_dataset(path: str, obs_dim: int, num_actions: int) -> Transitions:
@@ -183,7 +115,7 @@ def evaluation_cells() -> list[tuple[int, wg.Cell]]:
 @torch.no_grad()
 def greedy_on_cells(cfg: RunConfig, q_flat: np.ndarray) -> np.ndarray:
     """Greedy action of every member in every evaluation cell: int [P, cells]."""
-    store, net = q_network(q_shape(cfg, wg.OBS_DIM, wg.NUM_GRID_ACTIONS), cfg.member_seeds)
+    store, net = q_network(cfg.q_shape(), cfg.member_seeds)
     store.flat.copy_(torch.from_numpy(q_flat))
     obs = np.concatenate([wg.layout_obs(wg.EVALUATION_LAYOUTS[i], [cell]) for i, cell in evaluation_cells()])
     x = torch.from_numpy(obs).float().expand(cfg.members, -1, -1).contiguous()
@@ -244,9 +176,9 @@ def q_digest(q_flat: np.ndarray) -> str:
 def model_accuracy(cfg: RunConfig, model_state: dict[str, np.ndarray]) -> dict[str, float]:
     """The trained models on every transition of the evaluation layouts: agent-position accuracy
     (the paper's check) and next-observation feature error, mean over members."""
-    from mbgen.modelserver.interface import build_model
+    from mbgen.modelserver.interface import ModelContext, build_model
 
-    model = build_model(cfg, wg.OBS_DIM, wg.NUM_GRID_ACTIONS, "cpu", torch.Generator().manual_seed(0))
+    model = build_model(ModelContext(cfg, torch.device("cpu"), torch.Generator().manual_seed(0)))
     model.load_state_dict(model_state)
     data = Transitions.concat([wg.layout_transitions(walls) for walls in wg.EVALUATION_LAYOUTS])
     expand = lambda a, dt: torch.from_numpy(a).to(dt).expand(cfg.members, *a.shape).contiguous()  # noqa: E731
@@ -311,23 +243,25 @@ def train(
     """One population run of `agent`: members are (group, seed) pairs. Returns (config, summary, exit code)."""
     from mbgen.launch.run.supervisor import Supervisor
 
-    cfg = RunConfig(
+    declared = AGENTS[agent]
+    model = {"model_lr": args.model_lr} if agent_spec(declared["agent"]).model_server else {}
+    cfg = RunConfig.build(
         env=env_name,
         env_params=env_params,
         seeds=[g * SEED_STRIDE + s for g in range(len(groups)) for s in seeds],
         steps=args.updates,
         offline=True,
-        tolerance=0.0 if args.lockstep == "on" else RunConfig.tolerance,
+        tolerance=0.0 if args.lockstep == "on" else SystemSection.tolerance,
         lr=args.lr,
         temperature=args.temperature,
-        model_lr=args.model_lr,
         learning_starts=0,
         target_period=args.target_period,
         hidden=hidden,
         eval_period=1,
         checkpoint_period=max(1, args.updates // STUDY_POINTS),
         diagnostics_period=max(100, args.updates // 10),
-        **AGENTS[agent],
+        **model,
+        **declared,
     ).resolved()
     members = [datasets[g] for g in range(len(groups)) for _ in seeds]
     supervisor = Supervisor(cfg, run_dir, progress=not args.quiet, dataset=members)
@@ -353,7 +287,7 @@ def main(args: argparse.Namespace) -> int:
     agents = agent_names(args.agents)
     out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + "-offline")
     env_params = dict(getattr(args, "env_params", {}) or {})
-    env = envs.make(args.env, 1, 0, **env_params)
+    env = envs.spec(args.env, **env_params)
     if args.dataset:
         groups, datasets = ["custom"], [load_dataset(args.dataset, env.obs_dim, env.num_actions)]
     else:
@@ -408,9 +342,9 @@ def main(args: argparse.Namespace) -> int:
         else:
             from mbgen.actors.acting import ActingPolicy
             from mbgen.actors.evaluator import evaluate
-            from mbgen.launch.run.results import mean_ci95
+            from mbgen.launch.stats import mean_ci95
 
-            policy = ActingPolicy(cfg, env.obs_dim, env.num_actions, torch.Generator().manual_seed(0))
+            policy = ActingPolicy(cfg, torch.Generator().manual_seed(0))
             policy.q_store.flat.copy_(torch.from_numpy(q_flat))
             mean, lo, hi = mean_ci95(evaluate(cfg, policy, 0))
             table[agent] = {"custom": {"mean": mean, "ci95": [lo, hi]}}
@@ -450,7 +384,7 @@ def main(args: argparse.Namespace) -> int:
             }
             for budget in sorted(study, key=int)
         }
-        from mbgen.launch.run.plots import plot_offline
+        from mbgen.launch.offline.figure import plot_offline
 
         detail = f"{len(seeds)} seeds, {args.updates} updates"
         plot_offline(results, agents, groups, os.path.join(out, "offline.png"), detail)

@@ -13,7 +13,6 @@ import json
 import os
 
 import numpy as np
-
 from mbgen.envs.scores import reference_scores
 from mbgen.launch.run.policy import evaluate_run, load_policy, render_episode
 from mbgen.launch.run.results import point_names
@@ -25,15 +24,15 @@ def main(args: argparse.Namespace, env_params: dict) -> int:
         raise ValueError(f"--episodes must be an integer >= 1, got {args.episodes}")
     result = evaluate_run(args.run, args.checkpoint, args.episodes, env_params)
     cfg, scores = result["config"], result["scores"]
-    scale = reference_scores(cfg.env, cfg.env_params, cfg.eval_steps)
+    scale = reference_scores(cfg.run.env, cfg.run.env_params, cfg.learning.eval_steps)
     points = cfg.point_labels()
     report = {
         "run": args.run,
         "checkpoint": os.path.basename(result["checkpoint"].path),
         "updates": result["checkpoint"].updates,
-        "env": cfg.env,
-        "env_params": cfg.env_params,
-        "episodes": cfg.eval_episodes,
+        "env": cfg.run.env,
+        "env_params": cfg.run.env_params,
+        "episodes": cfg.learning.eval_episodes,
         "episode_seeds_of_env_step": result["env_steps"],
         "scale": {k: scale[k]["score"] for k in ("random", "optimal")} | {"unit": scale["unit"]},
         "points": [],

@@ -27,10 +27,10 @@ from collections import deque
 from typing import Any
 
 import numpy as np
-
 from mbgen.launch.run.progress import Progress
 from mbgen.launch.run.results import MetricsTail, point_names, scale_of
 from mbgen.learner.config import RunConfig
+from mbgen.runtime.roles import ACTOR, LEARNER, MODELSERVER, actor_name
 
 STATUS_FILE = "status.json"  # in the run directory, rewritten about once a second
 TENSORBOARD_DIR = "tensorboard"  # in the run directory
@@ -41,9 +41,9 @@ RECENT_WARNINGS = 5
 
 def check_sinks(cfg: RunConfig) -> None:
     """Refuse, before anything starts, a sink whose package is missing."""
-    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+    if cfg.outputs.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ValueError("tensorboard: the tensorboard package is not installed (pip install 'mbgen[tensorboard]')")
-    if cfg.wandb and importlib.util.find_spec("wandb") is None:
+    if cfg.outputs.wandb and importlib.util.find_spec("wandb") is None:
         raise ValueError("wandb: the wandb package is not installed (pip install wandb), or leave wandb empty")
 
 
@@ -75,15 +75,15 @@ class Scalars:
 
     def __init__(self, cfg: RunConfig, run_dir: str):
         self.tensorboard = self.wandb = None
-        if cfg.tensorboard:
+        if cfg.outputs.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tensorboard = SummaryWriter(os.path.join(run_dir, TENSORBOARD_DIR))
-        if cfg.wandb:
+        if cfg.outputs.wandb:
             import wandb
 
             self.wandb = wandb.init(
-                project=cfg.wandb, dir=run_dir, name=os.path.basename(run_dir), config=cfg.to_dict(), reinit=True
+                project=cfg.outputs.wandb, dir=run_dir, name=os.path.basename(run_dir), config=cfg.to_dict(), reinit=True
             )
 
     def add(self, values: dict[str, float], step: int) -> None:
@@ -112,8 +112,8 @@ class RunMonitor:
         self.scale = scale_of(cfg)
         self.metrics = MetricsTail(os.path.join(run_dir, "metrics.jsonl"), self.groups.tolist())
         self.events = EventsTail(os.path.join(run_dir, "events.jsonl"))
-        self.progress = Progress(cfg.steps, cfg.total_updates, progress, names=self.names, scale=self.scale)
-        self.scalars = Scalars(cfg, run_dir) if cfg.tensorboard or cfg.wandb else None
+        self.progress = Progress(cfg.run.steps, cfg.total_updates, progress, names=self.names, scale=self.scale)
+        self.scalars = Scalars(cfg, run_dir) if cfg.outputs.tensorboard or cfg.outputs.wandb else None
         self.started = time.time()
         self.last_status = self.last_scalars = 0.0
         self.latest_eval: dict | None = None
@@ -185,7 +185,7 @@ class RunMonitor:
 
     def on_event(self, event: dict) -> None:
         role, name = event.get("role", "?"), event.get("event", "")
-        key = role if role != "actor" else f"actor{event.get('actor', '')}"
+        key = actor_name(event.get("actor", "")) if role == ACTOR else role
         self.last_event[key] = (name, float(event.get("t", 0.0)))
         if event.get("level") in ("warning", "error", "critical"):
             detail = {k: v for k, v in event.items() if k not in ("t", "level", "role", "pid", "event")}
@@ -195,11 +195,11 @@ class RunMonitor:
             self.last_train = self.by_point(event.get("returns", []))
             values.update({self.tag("train", g, "episode_score"): v for g, v in enumerate(self.last_train)})
         elif name in ("learner_progress", "model_diagnostics"):
-            process = "learner" if name == "learner_progress" else "modelserver"
+            process = LEARNER if name == "learner_progress" else MODELSERVER
             loss = event.get("loss")
             if isinstance(loss, list) and loss:
                 per_member = [float(np.mean(x)) if isinstance(x, list) else x for x in loss]
-                kind = "q" if process == "learner" else "model"
+                kind = "q" if process == LEARNER else "model"
                 values.update({self.tag("loss", g, kind): v for g, v in enumerate(self.by_point(per_member))})
             for k, v in event.items():
                 if k.endswith("_ms") and isinstance(v, (int, float)):
@@ -225,14 +225,14 @@ class RunMonitor:
             "supervisor_pid": os.getpid(),
             "updated": now,
             "started": self.started,
-            "agent": self.cfg.agent,
-            "env": self.cfg.env,
-            "env_params": self.cfg.env_params,
-            "regime": self.cfg.regime,
+            "agent": self.cfg.run.agent,
+            "env": self.cfg.run.env,
+            "env_params": self.cfg.run.env_params,
+            "regime": self.cfg.run.regime,
             "members": self.cfg.members,
             "points": [{**p, "name": n} for p, n in zip(self.points, self.names)],
             "steps": self.steps,
-            "total_steps": self.cfg.steps,
+            "total_steps": self.cfg.run.steps,
             "updates": self.updates,
             "total_updates": self.cfg.total_updates,
             "updates_per_s": update_rate,

@@ -20,8 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
-from mbgen.envs.scores import reference_scores, score_range  # noqa: E402
+from mbgen.envs.scores import reference_scores  # noqa: E402
 from mbgen.launch.run.results import curves, load_run, point_names  # noqa: E402
 from mbgen.launch.stats import bootstrap_ci  # noqa: E402
 from mbgen.learner.config import RunConfig  # noqa: E402
@@ -30,24 +29,23 @@ BAND_MIN_MEMBERS = 5  # fewer members per point: one thin line each instead of a
 
 
 def env_text(cfg: RunConfig) -> str:
-    params = ", ".join(f"{k}={v}" for k, v in cfg.env_params.items() if k != "spontaneous")
-    events = "" if cfg.env_params.get("spontaneous", True) else ", no spontaneous events"
-    return f"{cfg.env}({params}{events})"
+    params = ", ".join(f"{k}={v}" for k, v in cfg.run.env_params.items() if k != "spontaneous")
+    events = "" if cfg.run.env_params.get("spontaneous", True) else ", no spontaneous events"
+    return f"{cfg.run.env}({params}{events})"
 
 
 def y_label(cfg: RunConfig) -> str:
-    episodic = score_range(cfg.env, cfg.env_params, cfg.eval_steps)[1] <= 0
-    if episodic:
-        return f"return per episode (greedy, episodes of at most {cfg.eval_steps} steps)"
-    return f"reward per step (greedy, {cfg.eval_steps}-step episodes)"
+    if cfg.env_spec.episodic:
+        return f"return per episode (greedy, episodes of at most {cfg.learning.eval_steps} steps)"
+    return f"reward per step (greedy, {cfg.learning.eval_steps}-step episodes)"
 
 
 def title_of(cfgs: list[RunConfig]) -> str:
     """What the figure shows: agent(s), environment and parameters, regime, the step size and
     temperature where all runs share one, and the seeds per point."""
-    agents = sorted({c.agent for c in cfgs})
+    agents = sorted({c.run.agent for c in cfgs})
     environments = sorted({env_text(c) for c in cfgs})
-    regimes = sorted({c.regime for c in cfgs})
+    regimes = sorted({c.run.regime for c in cfgs})
     parts = [
         " vs ".join(agents) + " on " + (environments[0] if len(environments) == 1 else "several environments"),
         " and ".join(regimes) + "-data regime",
@@ -58,7 +56,7 @@ def title_of(cfgs: list[RunConfig]) -> str:
         parts.append(f"lr {next(iter(lrs)):g}")
     if len(temperatures) == 1:
         parts.append(f"temperature {next(iter(temperatures)):g}")
-    seeds = {len(c.seeds) for c in cfgs}
+    seeds = {len(c.run.seeds) for c in cfgs}
     if len(seeds) == 1:
         n = next(iter(seeds))
         parts.append(f"{n} seed{'s' if n != 1 else ''} per point")
@@ -80,7 +78,7 @@ def draw_points(ax, run_dir: str, cfg: RunConfig, rows: list[dict], label: str, 
     lowest and highest values)."""
     if not rows:
         raise ValueError(f"{run_dir} has no evaluations in metrics.jsonl")
-    bounds = score_range(cfg.env, cfg.env_params, cfg.eval_steps)
+    bounds = cfg.env_spec.score_range(cfg.learning.eval_steps)
     steps, per_member = curves(rows)
     drawn, low_high = [], []
     points = cfg.point_labels()
@@ -107,7 +105,7 @@ def draw_points(ax, run_dir: str, cfg: RunConfig, rows: list[dict], label: str, 
 
 def draw_scale(ax, cfg: RunConfig, low_high: list[float]) -> None:
     """The environment's random and optimal scores as dashed lines; y limits within the score's range."""
-    scale = reference_scores(cfg.env, cfg.env_params, cfg.eval_steps)
+    scale = reference_scores(cfg.run.env, cfg.run.env_params, cfg.learning.eval_steps)
     for level, style in (("optimal", "--"), ("random", ":")):
         value = scale[level]["score"]
         if value is None:
@@ -124,7 +122,7 @@ def draw_scale(ax, cfg: RunConfig, low_high: list[float]) -> None:
             color="0.3",
         )
         low_high = low_high + [value]
-    bounds = score_range(cfg.env, cfg.env_params, cfg.eval_steps)
+    bounds = cfg.env_spec.score_range(cfg.learning.eval_steps)
     lo, hi = min(low_high), max(low_high)
     margin = 0.06 * (hi - lo or 1.0)
     ax.set_ylim(max(lo - margin, bounds[0]), min(hi + margin, bounds[1]))
@@ -147,7 +145,7 @@ def plot_runs(run_dirs: list[str], out_path: str, title: str | None = None) -> d
     low_high: list[float] = []
     for run_dir, run in zip(run_dirs, loaded):
         cfg, rows = run.config, run.rows
-        label = "" if len(run_dirs) == 1 else f"{cfg.agent} {env_text(cfg)}"
+        label = "" if len(run_dirs) == 1 else f"{cfg.run.agent} {env_text(cfg)}"
         run_drawn, run_low_high = draw_points(ax, run_dir, cfg, rows, label, colors)
         drawn += run_drawn
         low_high += run_low_high
@@ -163,78 +161,6 @@ def plot_runs(run_dirs: list[str], out_path: str, title: str | None = None) -> d
     fig.savefig(out_path, dpi=120)
     plt.close(fig)
     return {"warnings": warnings, "curves": drawn, "title": title}
-
-
-def plot_offline(results: list[dict], agents: list[str], coverages: list[str], out_path: str, detail: str = "") -> str:
-    """Figure 1 of the paper: per agent and coverage level, the two evaluation layouts with, in each
-    cell, arrows whose length is the fraction of seeds whose greedy action it is (green: optimal).
-    `detail` (e.g. "30 seeds, 3000 updates") goes into the title."""
-    from matplotlib.patches import Circle, Rectangle
-
-    from mbgen.envs import wallgrid as wg
-    from mbgen.envs.grid import MOVES
-
-    from mbgen.launch.offline.experiment import LABELS as names
-    by_key = {(r["agent"], r["coverage"], r["layout"], tuple(r["cell"])): r for r in results}
-    fig, axes = plt.subplots(
-        len(agents), len(coverages), figsize=(3.2 * len(coverages), 2.1 * len(agents) + 0.5), squeeze=False
-    )
-    for i, agent in enumerate(agents):
-        for j, coverage in enumerate(coverages):
-            ax = axes[i][j]
-            rows = [r for k, r in by_key.items() if k[0] == agent and k[1] == coverage]
-            failed = any(1.0 - r["optimal_fraction"] > 0.5 for r in rows)
-            for layout, walls in enumerate(wg.EVALUATION_LAYOUTS):
-                x0 = layout * 3.6
-                best = wg.optimal_actions(walls)
-                for r in range(3):
-                    for c in range(3):
-                        y = 2 - r
-                        face = "0.25" if (r, c) in walls else ("#ffe9a8" if (r, c) == wg.GOAL_CELL else "white")
-                        ax.add_patch(Rectangle((x0 + c, y), 1, 1, facecolor=face, edgecolor="0.6", lw=0.8))
-                        if (r, c) == wg.GOAL_CELL:
-                            ax.text(x0 + c + 0.5, y + 0.5, "G", ha="center", va="center", fontsize=8)
-                        row = by_key.get((agent, coverage, layout, (r, c)))
-                        if row is None:
-                            continue
-                        for a, frac in enumerate(row["action_fractions"]):
-                            if frac <= 0:
-                                continue
-                            color = "tab:green" if best[r, c, a] else "tab:red"
-                            cx, cy = x0 + c + 0.5, y + 0.5
-                            if a == 0:
-                                ax.add_patch(Circle((cx, cy), 0.08 + 0.25 * frac, fill=False, color=color, lw=1.2))
-                            else:
-                                dr, dc = MOVES[a]
-                                ax.arrow(
-                                    cx,
-                                    cy,
-                                    0.45 * frac * dc,
-                                    -0.45 * frac * dr,
-                                    width=0.04,
-                                    head_width=0.12,
-                                    length_includes_head=True,
-                                    color=color,
-                                )
-            ax.set_xlim(-0.1, 6.7)
-            ax.set_ylim(-0.1, 3.1)
-            ax.set_aspect("equal")
-            ax.axis("off")
-            ax.set_title(
-                f"{names.get(agent, agent)} / {wg.COVERAGE_NAMES[coverage]}: {'fails' if failed else 'succeeds'}",
-                fontsize=8,
-                color="tab:red" if failed else "black",
-            )
-    fig.suptitle(
-        "WallGrid3x3 offline (paper section 2): each seed's greedy action in every cell of the two evaluation "
-        "layouts" + (f", {detail}" if detail else ""),
-        fontsize=10,
-    )
-    caption = (
-        "arrow length: fraction of seeds choosing that move (circle: stay); green: an optimal action, red: not. "
-        "A panel fails when, in some cell, most seeds choose a wrong action."
-    )
-    return save_with_caption(fig, out_path, caption, top=0.96, dpi=130)
 
 
 def save_with_caption(fig, out_path: str, caption: str, top: float, dpi: int) -> str:

@@ -19,20 +19,18 @@ final checkpoint with the run's seeds reproduces the run's last evaluation.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from mbgen import envs
 from mbgen.actors.acting import ActingPolicy
 from mbgen.actors.evaluator import evaluate
 from mbgen.envs.seeding import derive_seed
 from mbgen.launch.run.results import load_run
-from mbgen.learner.agents import encoder_shape
 from mbgen.learner.config import RunConfig
+
+from mbgen import envs
 
 FINAL_CHECKPOINT = "learner-final.npz"
 MODEL_CHECKPOINT = "model-final.npz"
@@ -70,15 +68,14 @@ def read_checkpoint(run_dir: str, cfg: RunConfig, checkpoint: str | None = None)
     path = checkpoint_path(run_dir, checkpoint)
     with np.load(path) as f:
         q, updates = f["q"].astype(np.float32), int(f["updates"])
-    env = envs.make(cfg.env, 1, 0, **cfg.env_params)
     encoder = None
-    if encoder_shape(cfg, env.obs_dim) is not None:
-        from mbgen.modelserver.interface import build_model
+    if cfg.encoder_shape() is not None:
+        from mbgen.modelserver.interface import ModelContext, build_model
 
         model_path = os.path.join(run_dir, "checkpoints", MODEL_CHECKPOINT)
         if not os.path.exists(model_path):
-            raise ValueError(f"{cfg.agent} acts through its model's encoder, and {model_path} does not exist")
-        layout = build_model(cfg, env.obs_dim, env.num_actions, "cpu", None).store
+            raise ValueError(f"{cfg.run.agent} acts through its model's encoder, and {model_path} does not exist")
+        layout = build_model(ModelContext(cfg, torch.device("cpu"), None)).store
         a, b = layout.range_of("encoder")
         with np.load(model_path) as f:
             encoder = f["model.params"][a:b].astype(np.float32)
@@ -87,9 +84,8 @@ def read_checkpoint(run_dir: str, cfg: RunConfig, checkpoint: str | None = None)
 
 def acting_policy(cfg: RunConfig, ckpt: Checkpoint) -> ActingPolicy:
     """The evaluator's policy object for every member, holding the checkpoint's parameters."""
-    env = envs.make(cfg.env, 1, 0, **cfg.env_params)
     generator = torch.Generator().manual_seed(derive_seed(cfg.member_seeds[0], "eval-latent"))
-    policy = ActingPolicy(cfg, env.obs_dim, env.num_actions, generator)
+    policy = ActingPolicy(cfg, generator)
     if policy.q_store.flat.numel() != ckpt.q.size:
         raise ValueError(f"{ckpt.path} holds {ckpt.q.size} Q parameters; this run's network has {policy.q_store.total}")
     policy.q_store.flat.copy_(torch.from_numpy(ckpt.q))
@@ -101,7 +97,7 @@ def acting_policy(cfg: RunConfig, ckpt: Checkpoint) -> ActingPolicy:
 def member_config(cfg: RunConfig, member: int) -> RunConfig:
     """A one-member configuration running member `member`'s seed, step size and temperature."""
     label = cfg.member_labels()[member]
-    return dataclasses.replace(cfg, seeds=[label["seed"]], lr=label["lr"], temperature=label["temperature"])
+    return cfg.replace(seeds=[label["seed"]], lr=label["lr"], temperature=label["temperature"])
 
 
 def member_checkpoint(full: ActingPolicy, ckpt: Checkpoint, member: int) -> Checkpoint:
@@ -127,8 +123,7 @@ class Policy:
             cfg = member_config(cfg, member)
             policy = acting_policy(cfg, member_checkpoint(policy, self.checkpoint, member))
         self._policy, self._cfg = policy, cfg
-        env = envs.make(cfg.env, 1, 0, **cfg.env_params)
-        self.obs_dim, self.num_actions = env.obs_dim, env.num_actions
+        self.obs_dim, self.num_actions = cfg.env_spec.obs_dim, cfg.env_spec.num_actions
 
     def _batch(self, obs) -> tuple[np.ndarray, tuple]:
         """obs as bool [P, B, D] for the acting policy, and the shape of the answer."""
@@ -168,7 +163,7 @@ def evaluation_tag(cfg: RunConfig, updates: int) -> int:
     """The evaluation point whose episodes a checkpoint of `updates` updates replays: the last point
     the learner had reached exactly that many updates at (the final point when none matches)."""
     matching = [t for t in cfg.eval_points() if cfg.target_updates(t) == updates]
-    return matching[-1] if matching else cfg.steps
+    return matching[-1] if matching else cfg.run.steps
 
 
 def evaluate_run(
@@ -180,29 +175,24 @@ def evaluate_run(
     cfg, rows = run.config, run.rows
     ckpt = read_checkpoint(run_dir, cfg, checkpoint)
     policy = acting_policy(cfg, ckpt)
-    trained = envs.make(cfg.env, 1, 0, **cfg.env_params)
-    target = dataclasses.replace(
-        cfg,
-        env_params={**cfg.env_params, **(env_params or {})},
-        eval_episodes=episodes or cfg.eval_episodes,
-    )
+    trained = cfg.env_spec
     try:
-        other = envs.make(target.env, 1, 0, **target.env_params)
+        other = envs.spec(cfg.run.env, **{**cfg.run.env_params, **(env_params or {})})
     except ValueError as error:
         raise ValueError(f"--env.*: {error}") from None
-    target.env_params = other.params
+    target = cfg.replace(env_params=other.params, eval_episodes=episodes or cfg.learning.eval_episodes)
     if (other.obs_dim, other.num_actions) != (trained.obs_dim, trained.num_actions):
         raise ValueError(
-            f"the policy was trained on {cfg.env} observations of {trained.obs_dim} features and "
-            f"{trained.num_actions} actions; {cfg.env}("
-            + ", ".join(f"{k}={v}" for k, v in target.env_params.items())
+            f"the policy was trained on {cfg.run.env} observations of {trained.obs_dim} features and "
+            f"{trained.num_actions} actions; {cfg.run.env}("
+            + ", ".join(f"{k}={v}" for k, v in other.params.items())
             + f") has {other.obs_dim} and "
             f"{other.num_actions}: choose parameters that keep both"
         )
     tag = evaluation_tag(cfg, ckpt.updates)
     scores = evaluate(target, policy, tag)
     recorded = {int(r["member"]): float(r["eval_return"]) for r in rows if int(r["env_steps"]) == tag}
-    same_protocol = target.env_params == cfg.env_params and target.eval_episodes == cfg.eval_episodes
+    same_protocol = target.run.env_params == cfg.run.env_params and target.learning.eval_episodes == cfg.learning.eval_episodes
     return {
         "config": target,
         "checkpoint": ckpt,
@@ -216,10 +206,10 @@ def render_episode(policy: Policy, seed: int, env_params: dict | None = None, st
     """One greedy episode of a one-member policy, as text frames: yields (step, frame, the action taken
     there or None after the last step, return so far)."""
     cfg = policy.config
-    env = envs.make(cfg.env, 1, seed, **{**cfg.env_params, **(env_params or {})})
+    env = envs.make(cfg.run.env, 1, seed, **{**cfg.run.env_params, **(env_params or {})})
     obs = env.reset()
     total = 0.0
-    for t in range(steps or cfg.eval_steps):
+    for t in range(steps or cfg.learning.eval_steps):
         action = policy.act(obs[0])
         yield t, env.render_text(obs[0]), action, total
         obs, reward, terminal = env.transition(obs, np.array([action]), env.rng)
@@ -227,4 +217,4 @@ def render_episode(policy: Policy, seed: int, env_params: dict | None = None, st
         if env.episodic and terminal[0]:
             yield t + 1, env.render_text(obs[0]), None, total
             return
-    yield steps or cfg.eval_steps, env.render_text(obs[0]), None, total
+    yield steps or cfg.learning.eval_steps, env.render_text(obs[0]), None, total

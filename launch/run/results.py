@@ -13,12 +13,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-
 from mbgen.launch.options import load_toml
 from mbgen.launch.stats import clip_interval, mean_ci95
 from mbgen.learner.config import RunConfig
@@ -140,7 +138,7 @@ def scale_of(cfg: RunConfig) -> dict:
     """The environment's random and optimal scores on this run's protocol (envs/scores.py)."""
     from mbgen.envs.scores import reference_scores
 
-    return reference_scores(cfg.env, cfg.env_params, cfg.eval_steps)
+    return reference_scores(cfg.run.env, cfg.run.env_params, cfg.learning.eval_steps)
 
 
 class MetricsTail:
@@ -212,76 +210,3 @@ def session_wall_s(events_path: str) -> float:
 def learned_rows(rows: list[dict], learning_starts: int) -> list[dict]:
     """Evaluations of a policy that had started learning (env_steps past learning_starts)."""
     return [r for r in rows if int(r["env_steps"]) > learning_starts]
-
-
-def write_summary(
-    run_dir: str, cfg: RunConfig, counters, started: float, outcome: str, reason: str = "", restarts=()
-) -> dict:
-    rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
-    # A run that did not complete reports its score as partial, from evaluations after learning began.
-    scored = rows if outcome == "completed" else learned_rows(rows, cfg.learning_starts)
-    scale = scale_of(cfg)
-    points = point_finals(cfg, scored, tuple(scale["range"]))
-    evaluated = sorted({int(r["env_steps"]) for r in scored})
-    span = [evaluated[-max(1, int(math.ceil(0.1 * len(evaluated))))], evaluated[-1]] if evaluated else None
-    for p in points:
-        p["final"].update(partial=outcome != "completed", from_env_steps=span)
-    final = run_final(points)
-    final.update(partial=outcome != "completed", from_env_steps=span)
-    wall = session_wall_s(os.path.join(run_dir, "events.jsonl")) or time.time() - started
-    accounting = counters.accounting() if counters is not None else {}
-    reconciled, problems = counters.reconciles() if counters is not None and not cfg.offline else (False, "")
-    updates = counters.updates if counters is not None else 0
-    steps = int(counters.inserts().sum()) if counters is not None else 0
-    first, last = counters.update_times.tolist() if counters is not None else (0.0, 0.0)
-    update_phase = last - first if first and last > first else 0.0
-    summary = {
-        "outcome": outcome,
-        "reason": reason,
-        "agent": cfg.agent,
-        "env": cfg.env,
-        "env_params": cfg.env_params,
-        "regime": cfg.regime,
-        "seeds": cfg.seeds,
-        "final": final,
-        "points": points,
-        "scale": scale,
-        "throughput": {
-            "env_steps_per_s": steps / wall if wall > 0 else 0.0,
-            "updates_per_s": updates / wall if wall > 0 else 0.0,
-            "member_updates_per_s": updates * cfg.members / wall if wall > 0 else 0.0,
-            "update_phase_updates_per_s": (updates - 1) / update_phase if update_phase > 0 else 0.0,
-            "wall_s": wall,
-            "env_steps": steps,
-            "updates": updates,
-        },
-        "transitions": {
-            k: accounting.get(k, 0)
-            for k in ("sent", "stored", "rejected", "rejected_messages", "duplicates", "lost_in_flight")
-        },
-        "reconciled": reconciled,
-        "reconciliation": problems,
-        "restarts": len(restarts),
-    }
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    if rows:
-        from mbgen.launch.run.plots import plot_runs
-
-        plot_runs([run_dir], os.path.join(run_dir, "curve.png"))
-    draw_smoothing(run_dir, cfg)
-    return summary
-
-
-def draw_smoothing(run_dir: str, cfg: RunConfig) -> None:
-    """PanFlute runs of a model agent: smoothing.png, the model's reward and dynamics smoothing
-    (the paper's Figure 4, left) at its last diagnostics."""
-    from mbgen.launch.run.plots import last_smoothing, plot_smoothing
-
-    found = last_smoothing(run_dir) if cfg.env == "panflute" else None
-    if found is not None:
-        title = (
-            f"{cfg.agent} model on PanFlute({cfg.env_params['num_pipes']}) after {found['model_updates']:,} "
-            f"model updates, mean over {cfg.members} members"
-        )
-        plot_smoothing({cfg.agent: found}, cfg.env_params["num_pipes"], os.path.join(run_dir, "smoothing.png"), title)

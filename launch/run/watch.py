@@ -16,7 +16,6 @@ import sys
 import time
 
 import psutil
-
 from mbgen.launch.run.monitor import STATUS_FILE
 from mbgen.launch.run.progress import clock
 

@@ -25,7 +25,6 @@ import json
 
 from mbgen.learner.config import RunConfig
 
-BENCH_CFG = {"env": "procmaze", "env_params": {"grid_size": 4}}  # the setting the bench measures
 START_S = 8.0  # starting and stopping a run's processes, evaluation at the end (measured, 2 cores)
 DEFAULT_FIGURES = "bench-cpu-2core.json"  # in launch/presets: `mbgen bench --json` on the 2-core CI machine
 
@@ -56,15 +55,14 @@ def required_keys(kind: str) -> tuple[str, str]:
 
 def update_seconds(cfg: RunConfig, figures: dict) -> float:
     """Modelled wall seconds of one population update of `cfg` (see the module docstring)."""
-    from mbgen.launch.bench.throughput import update_flops
+    from mbgen.launch.bench.throughput import bench_config, update_flops
 
     kind = "simple" if cfg.spec.model_server else "er"
     p1, p30 = required_keys(kind)
     t1, t30 = 1.0 / figures[p1], 30.0 / figures[p30]
     b = max((t30 - t1) / 29.0, 0.0)
     a = max(t1 - b, 0.0)
-    bench_cfg = RunConfig(agent=cfg.agent if kind == "er" else "simple", **BENCH_CFG).resolved()
-    f = update_flops(cfg)[kind] / update_flops(bench_cfg)[kind]
+    f = update_flops(cfg) / update_flops(bench_config(cfg.run.agent if kind == "er" else "simple"))
     return cfg.spec.cost * (a + b * cfg.members * f)
 
 

@@ -17,9 +17,8 @@ import os
 import textwrap
 
 from mbgen.launch.run.plots import colour_cycle, draw_points, draw_scale, last_smoothing, plot_smoothing, plt, y_label
-from mbgen.launch.study.report import level_text
 from mbgen.launch.run.results import load_run, read_metrics, scale_of
-from mbgen.launch.study.spec import Study, cell_name
+from mbgen.launch.study.spec import Study, cell_name, level_text
 
 AGENT_ORDER = ("er", "simple", "perfect", "latent-cat", "latent-gauss")
 
@@ -93,7 +92,7 @@ def figure3(study: Study, out: str, data: dict) -> str:
             ax.set_title(f"{env}, {regime}-data regime", fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    seeds = {len(c.config["seeds"]) for c in study.cells}
+    seeds = {len(c.config["run"]["seeds"]) for c in study.cells}
     title = (
         f"{study.title}: final greedy performance against complexity (mean of each member's last 10% of "
         f"evaluations; {'/'.join(map(str, sorted(seeds)))} seeds per cell; error bars: 95% CI)"
@@ -192,7 +191,7 @@ def smoothing(study: Study, out: str, data: dict) -> list[str]:
             if not series:
                 continue
             cell = next(c for c in study.cells if c.env == "panflute" and json.dumps(c.params) == level)
-            pipes = cell.config["env_params"]["num_pipes"]
+            pipes = cell.config["run"]["env_params"]["num_pipes"]
             name = f"smoothing-{cell_name('', 'panflute', cell.params, regime)}.png"
             title = f"{study.title}: model smoothing on PanFlute({pipes}), {regime}-data regime (Figure 4, left)"
             plot_smoothing(series, pipes, os.path.join(out, name), title)

@@ -25,7 +25,7 @@ import os
 
 from mbgen.launch.run.results import final_scores, learned_rows, load_run, point_names, scale_of
 from mbgen.launch.stats import probability_of_improvement, probability_of_improvement_ci95, score_summary
-from mbgen.launch.study.spec import CELLS_DIR, Study
+from mbgen.launch.study.spec import CELLS_DIR, Study, level_text
 
 STUDY_JSON = "study.json"
 REPORT_MD = "report.md"
@@ -71,7 +71,7 @@ def cell_final(cell_dir: str, completed: bool) -> dict | None:
     run = load_run(cell_dir)
     cfg, rows = run.config, run.rows
     if not completed:
-        rows = learned_rows(rows, cfg.learning_starts)
+        rows = learned_rows(rows, cfg.learning.learning_starts)
     if not rows:
         return None
     bounds = tuple(scale_of(cfg)["range"])
@@ -144,11 +144,6 @@ def interval(final: dict | None, key: str = "mean", ci: str = "ci95") -> str:
     lo, hi = final[ci]
     text = f"{final[key]:.3g} [{lo:.3g}, {hi:.3g}]"
     return text + ("*" if final.get("partial") else "")
-
-
-def level_text(params: dict, varied: list[str]) -> str:
-    shown = {k: v for k, v in params.items() if k in varied} or params
-    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "default"
 
 
 def markdown(study: Study, data: dict, figures: list[str]) -> str:

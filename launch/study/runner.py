@@ -38,8 +38,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from mbgen.launch.study.estimate import run_seconds
 from mbgen.launch.run.progress import clock
+from mbgen.launch.study.estimate import run_seconds
 from mbgen.launch.study.spec import CELLS_DIR, Cell, Study
 
 LOCK_FILE = ".study.lock"
@@ -173,7 +173,7 @@ class RayEngine:
         self.cell_cpus, self.cell_gpus = cell_cpus, cell_gpus
 
     def start(self, cell: Cell, cell_dir: str, cfg) -> object:
-        gpus = self.cell_gpus if cfg.device == "cuda" else 0
+        gpus = self.cell_gpus if cfg.system.device == "cuda" else 0
         return self.task.options(num_cpus=self.cell_cpus, num_gpus=gpus, max_retries=0).remote(cell_dir)
 
     def poll(self, handle) -> int | None:

@@ -24,7 +24,6 @@ anything starts; launch/studyrun.py runs them, launch/report.py reports them.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.resources
 import itertools
 import json
@@ -32,9 +31,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from mbgen import envs
 from mbgen.launch.options import dump_toml, load_toml
-from mbgen.learner.config import REGIMES, RunConfig
+from mbgen.learner.agents import AGENTS, option_names
+from mbgen.learner.config import REGIMES, RunConfig, section_of_key
+
+from mbgen import envs
 
 STUDY_FILE = "study.toml"  # in the study directory: the study as planned, what a re-run must match
 CELLS_DIR = "cells"  # the study directory's run directories, one per cell
@@ -61,10 +62,10 @@ class Cell:
     env: str
     params: dict[str, Any]  # the environment parameters the study file gives (levels and fixed values)
     regime: str
-    config: dict[str, Any]  # the cell's resolved run configuration, without `out`
+    config: dict[str, Any]  # the cell's resolved run configuration (sections), without `out`
 
     def run_config(self, out: str) -> RunConfig:
-        return RunConfig.from_dict({**self.config, "out": out})
+        return RunConfig.from_dict(self.config).replace(out=out)
 
     @property
     def level(self) -> tuple:
@@ -74,7 +75,8 @@ class Cell:
     @property
     def grid(self) -> bool:
         """Whether the cell is a step size x temperature grid (several points)."""
-        return isinstance(self.config["lr"], list) or isinstance(self.config["temperature"], list)
+        learning = self.config["learning"]
+        return isinstance(learning["lr"], list) or isinstance(learning["temperature"], list)
 
 
 @dataclass
@@ -131,7 +133,7 @@ def _steps(value: Any, regime: str) -> int:
 
 def plan(spec: dict[str, Any], title: str) -> Study:
     """Every cell of a study file's cross product, each a validated run configuration."""
-    run_keys = {f.name for f in dataclasses.fields(RunConfig)}
+    run_keys = set(section_of_key())
     for key in spec:
         if key in PER_CELL_KEYS:
             raise ValueError(
@@ -156,6 +158,9 @@ def plan(spec: dict[str, Any], title: str) -> Study:
     if not isinstance(spec["envs"], dict) or not spec["envs"]:
         raise ValueError("study: envs must hold a table per environment, e.g. [envs.procmaze] grid_size = [2, 3]")
     common = {k: v for k, v in spec.items() if k in run_keys and k not in ("steps", "lr", "temperature", "seeds")}
+    for key in common:  # an agent option applies to the study's agents that have it; one of them must
+        if section_of_key()[key] == "options" and not any(key in option_names(a) for a in agents if a in AGENTS):
+            raise ValueError(f"study: {key} is an option of none of the study's agents ({', '.join(agents)})")
     cells, levels = [], {}
     for env, table in spec["envs"].items():
         if env not in envs.ENVIRONMENTS:
@@ -186,8 +191,10 @@ def cell_name(agent: str, env: str, params: dict[str, Any], regime: str) -> str:
 
 def _cell(agent, env, params, regime, seeds, spec, common) -> Cell:
     name = cell_name(agent, env, params, regime)
+    own = option_names(agent) if agent in AGENTS else set()
+    where = section_of_key()
     values = {
-        **common,
+        **{k: v for k, v in common.items() if where[k] != "options" or k in own},
         "agent": agent,
         "env": env,
         "env_params": dict(params),
@@ -199,12 +206,10 @@ def _cell(agent, env, params, regime, seeds, spec, common) -> Cell:
         if key in spec:
             values[key] = spec[key][0] if isinstance(spec[key], list) and len(spec[key]) == 1 else spec[key]
     try:
-        cfg = RunConfig.from_dict(values).resolved()
+        cfg = RunConfig.build(**values).resolved()
     except (ValueError, TypeError) as error:
         raise ValueError(f"study: cell {name}: {error}") from None
-    config = cfg.to_dict()
-    config.pop("out")
-    return Cell(name=name, agent=agent, env=env, params=dict(params), regime=regime, config=config)
+    return Cell(name=name, agent=agent, env=env, params=dict(params), regime=regime, config=without_out(cfg))
 
 
 # -- the study directory ------------------------------------------------------------------
@@ -243,10 +248,10 @@ def check_directory(study: Study, out: str) -> None:
     for cell in study.cells:
         config_path = os.path.join(study.cell_dir(out, cell), "config.toml")
         if os.path.exists(config_path):
-            ran = RunConfig.from_dict(load_toml(config_path)).to_dict()  # keys added since: their defaults
-            ran.pop("out")
-            if ran != cell.config:
-                changed = sorted(k for k in set(ran) | set(cell.config) if ran.get(k) != cell.config.get(k))
+            ran = flat(without_out(RunConfig.from_dict(load_toml(config_path))))  # keys added since: their defaults
+            planned = flat(cell.config)
+            if ran != planned:
+                changed = sorted(k for k in set(ran) | set(planned) if ran.get(k) != planned.get(k))
                 raise ValueError(
                     f"out: cell {cell.name} in {out} ran with another configuration ({', '.join(changed)}); "
                     "choose another --out"
@@ -260,3 +265,21 @@ def load_directory(out: str) -> Study:
         raise ValueError(f"{out} holds no study (no {STUDY_FILE})")
     spec = load_toml(path)
     return plan(spec, spec.pop("title", os.path.basename(out)))
+
+
+def level_text(params: dict, varied: list[str]) -> str:
+    """An environment level as a reader names it: the parameters the study varies (or all of them)."""
+    shown = {k: v for k, v in params.items() if k in varied} or params
+    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "default"
+
+
+def without_out(cfg: RunConfig) -> dict[str, Any]:
+    """A configuration's sections without `out` (where a cell runs is the study's business)."""
+    values = cfg.to_dict()
+    values["outputs"].pop("out")
+    return values
+
+
+def flat(values: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Sections flattened to their keys (every key lives in one section)."""
+    return {k: v for section in values.values() for k, v in section.items()}
