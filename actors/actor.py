@@ -163,23 +163,25 @@ class LocalParams:
 
     def __init__(self, cfg: RunConfig, wiring: Wiring, policy: ActingPolicy):
         self.q = ParamReader(ParamBlock.attach(wiring.q_params), policy.q_store.flat)
-        self.encoder = (
-            ParamReader(ParamBlock.attach(wiring.model_params), policy.encoder_store.flat)
-            if policy.encoder_store is not None
+        self.model = (
+            ParamReader(ParamBlock.attach(wiring.model_params), policy.model_store.flat)
+            if policy.model_store is not None
             else None
         )
 
     def refresh(self) -> None:
         self.q.refresh()
-        if self.encoder is not None:
-            self.encoder.refresh()
+        if self.model is not None:
+            self.model.refresh()
 
-    def versions(self) -> list[int]:
-        """Versions currently published (not necessarily read yet)."""
-        return [r.block.version for r in (self.q, self.encoder) if r is not None]
+    def published(self, updates: int) -> bool:
+        """Whether the parameters of `updates` Q updates are published: Q version `updates`, and the model
+        version one behind (the model server publishes model j when it starts model update j + 1)."""
+        model = self.model is None or self.model.block.version >= max(0, updates - 1)
+        return self.q.block.version >= updates and model
 
     def close(self) -> None:
-        for r in (self.q, self.encoder):
+        for r in (self.q, self.model):
             if r is not None:
                 r.block.close()
 
@@ -252,7 +254,7 @@ class LocalActor:
 
     def await_version(self, version: int) -> None:
         wait_until(
-            lambda: min(self.params.versions()) >= version,
+            lambda: self.params.published(version),
             self.bell,
             heartbeat=self.idle,
             stall_warning_s=self.cfg.system.stall_warning_s,

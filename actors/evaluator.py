@@ -109,8 +109,8 @@ class Evaluator:
             )
             env_steps, updates = int(slot["env_steps"]), int(slot["updates"])
             self.policy.q_store.flat.copy_(torch.from_numpy(slot["q"]))
-            if self.policy.encoder is not None:
-                self.policy.encoder_store.flat.copy_(torch.from_numpy(slot["encoder"]))
+            if self.policy.model_store is not None:
+                self.policy.model_store.flat.copy_(torch.from_numpy(slot["model"]))
             self.counters.beat(EVALUATOR)
             missing = [m for m in range(self.cfg.members) if m not in self.written.get(env_steps, ())]
             if missing:

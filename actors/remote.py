@@ -43,7 +43,7 @@ class RemoteParams:
 
     def refresh(self, timeout_ms: int = 0) -> None:
         self.sub.poll(timeout_ms)
-        for name, store in (("q", self.policy.q_store), ("encoder", self.policy.encoder_store)):
+        for name, store in (("q", self.policy.q_store), ("model", self.policy.model_store)):
             if store is None or name not in self.sub.newest:
                 continue
             version, array = self.sub.newest[name]
@@ -52,7 +52,7 @@ class RemoteParams:
                 self.versions[name] = version
 
     def ready(self) -> bool:
-        needed = ["q"] + (["encoder"] if self.policy.encoder is not None else [])
+        needed = ["q"] + (["model"] if self.policy.model_store is not None else [])
         return all(n in self.versions for n in needed)
 
     def close(self) -> None:

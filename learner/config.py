@@ -338,6 +338,12 @@ class RunConfig:
         """The encoder actors must run before Q (latent agents), or None."""
         return self.spec.q_input.encoder_shape(self.options, self.learning.hidden, self.env_spec.obs_dim)
 
+    def actor_model_numel(self) -> int:
+        """Parameters per member of the model network actors run besides Q (a latent agent's encoder, a
+        planner's model; 0: none): the model server publishes them as the learner publishes Q."""
+        encoder = self.encoder_shape()
+        return (encoder.numel if encoder is not None else 0) + self.spec.acting.model_numel(self)
+
     @property
     def lockstep(self) -> bool:
         return self.system.lockstep

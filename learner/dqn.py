@@ -86,13 +86,31 @@ class DQN:
 
     @torch.no_grad()
     def update(self, obs, action, reward, next_obs, continuation, weight=None) -> torch.Tensor:
-        """One optimiser step on every member; refreshes the target every `target_period` updates."""
+        """One optimiser step on every member toward 1-step TD targets; refreshes the target every
+        `target_period` updates."""
 
         def gradients(m: slice) -> torch.Tensor:
-            return self._gradients(
-                m, obs[m], action[m], reward[m], next_obs[m], continuation[m], None if weight is None else weight[m]
-            )
+            target = td_targets(self.target_q(next_obs[m], m), reward[m], continuation[m], self.gamma)
+            return self._gradients(m, obs[m], action[m], target, None if weight is None else weight[m])
 
+        return self._step(gradients)
+
+    @torch.no_grad()
+    def update_toward(self, obs, action, target, weight=None) -> torch.Tensor:
+        """One optimiser step on every member toward given targets [P, B] (value expansion)."""
+
+        def gradients(m: slice) -> torch.Tensor:
+            return self._gradients(m, obs[m], action[m], target[m], None if weight is None else weight[m])
+
+        return self._step(gradients)
+
+    def bootstrap(self, states: torch.Tensor) -> torch.Tensor:
+        """max_a Q_target(s, a) of states [P, ..., W] (the value a target bootstraps from)."""
+        shape = states.shape
+        flat = states.reshape(shape[0], -1, shape[-1])
+        return self.target_q(flat).max(-1).values.view(shape[:-1])
+
+    def _step(self, gradients) -> torch.Tensor:
         losses = torch.cat(self.shards.map(gradients))
         adam_step(self.store.flat, self.store.grad, self.opt, self.step_size)
         self.updates += 1
@@ -100,9 +118,8 @@ class DQN:
             self.target_flat.copy_(self.store.flat)
         return losses
 
-    def _gradients(self, members, obs, action, reward, next_obs, continuation, weight) -> torch.Tensor:
-        """Loss of members [members] and its gradient, written into the store's gradient buffer."""
-        target = td_targets(self.target_q(next_obs, members), reward, continuation, self.gamma)
+    def _gradients(self, members, obs, action, target, weight) -> torch.Tensor:
+        """Loss of members [members] toward `target` and its gradient, written into the store's gradient buffer."""
         q, inputs = self.q.forward_cached(obs, members)
         chosen = q.gather(-1, action.unsqueeze(-1)).squeeze(-1)
         err = chosen - target

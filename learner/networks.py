@@ -29,7 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 from mbgen.envs.seeding import derive_seed
-from mbgen.learner.shapes import MLPShape, mlp_shape
+from mbgen.learner.shapes import MLPShape
 
 LOG2E = 1.0 / math.log(2.0)
 FAST_ELU_MIN = 8192  # below this many elements one F.elu call beats five cheap ones
@@ -283,12 +283,6 @@ class TripleHead:
     def depth(self) -> int:
         return len(self.sizes) - 1
 
-    @classmethod
-    def head_shapes(cls, inputs: int, hidden, main_out: int) -> list[MLPShape]:
-        """The three MLPs a TripleHead(store, prefix, inputs, hidden, main_out) stands for: main, then the
-        two scalar heads."""
-        return [mlp_shape(inputs, hidden, out) for out in (main_out, *[1] * (cls.HEADS - 1))]
-
     def _views(self, members: slice | None, grads: bool):
         def build():
             get = self.store.grad_view if grads else self.store.view
@@ -364,3 +358,14 @@ class TripleHead:
             torch.sum(g, dim=1, keepdim=True, out=grads[k][1])
             if k > 0:
                 g = elu_grad_(_matmul(g, trunk[k][0].transpose(1, 2)), inputs[k])
+
+
+def with_action(x: torch.Tensor, action: torch.Tensor, num_actions: int) -> torch.Tensor:
+    """[P, B, W] and [P, B] -> [P, B, W + A]: the input of every (state, action) network."""
+    return torch.cat([x, F.one_hot(action, num_actions).to(x.dtype)], dim=-1)
+
+
+def simple_model_net(store: ParamStore, obs_dim: int, num_actions: int, hidden) -> TripleHead:
+    """The simple model's network (next-observation logits, reward, continuation logit on [obs, one-hot
+    action]): one layout for the model server's SimpleModel and a planner's copy in the actors."""
+    return TripleHead(store, "model", obs_dim + num_actions, hidden, obs_dim)

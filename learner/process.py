@@ -25,10 +25,9 @@ import time
 import numpy as np
 import torch
 import zmq
-from mbgen.envs.seeding import rng_state, set_rng_state
 from mbgen.learner.config import RunConfig
-from mbgen.learner.dqn import BATCH_FIELDS, DQN
-from mbgen.learner.step import ReplayStep
+from mbgen.learner.dqn import DQN
+from mbgen.learner.training import LearnerContext
 from mbgen.replay.store import ReplayStore
 from mbgen.runtime import checkpoints
 from mbgen.runtime.counters import LIVE, RunCounters
@@ -49,11 +48,11 @@ STOP_EVALUATIONS_S = 4.0  # a stop cut waits this long for pending evaluations, 
 REMOTE_REPUBLISH_S = 1.0  # remote actors also get the current version this often while nothing changes
 
 
-def eval_snapshot_spec(q_numel: int, encoder_numel: int) -> dict:
-    """An evaluation point's policy: Q (and encoder) parameter buffers, all members."""
+def eval_snapshot_spec(q_numel: int, model_numel: int) -> dict:
+    """An evaluation point's policy: Q (and the actors' model network) parameter buffers, all members."""
     spec = {"env_steps": (np.int64, ()), "updates": (np.int64, ()), "q": (np.float32, (q_numel,))}
-    if encoder_numel:
-        spec["encoder"] = (np.float32, (encoder_numel,))
+    if model_numel:
+        spec["model"] = (np.float32, (model_numel,))
     return spec
 
 
@@ -61,7 +60,6 @@ class Learner:
     def __init__(self, cfg: RunConfig, wiring: Wiring, stop: StopSignal):
         self.cfg, self.wiring, self.stop = cfg, wiring, stop
         self.log = get_logger()
-        env = cfg.env_spec
         self.device = choose_device(cfg.system.device)
         self.model_agent = cfg.spec.model_server
         self.workers, self.threads = parallelism(
@@ -82,7 +80,7 @@ class Learner:
         self.counters = RunCounters.attach(wiring.counters)
         self.params = ParamBlock.attach(wiring.q_params)
         self.eval_queue = SlotQueue.attach(wiring.eval_queue)
-        self.encoder = ParamBlock.attach(wiring.model_params) if cfg.encoder_shape() else None
+        self.model_block = ParamBlock.attach(wiring.model_params) if cfg.actor_model_numel() else None
         self.ctx = zmq.Context()
         self.bell = Doorbell(self.ctx, wiring.bell(LEARNER))
         waiting_on_updates = [wiring.bell(REPLAY)] + ([wiring.bell(MODELSERVER)] if self.model_agent else [])
@@ -95,14 +93,13 @@ class Learner:
         if cfg.system.param_endpoint:
             keys = ServerKeys.load(cfg.system.keys) if cfg.system.keys else None
             self.publisher = ParamPublisher(self.ctx, cfg.system.param_endpoint, keys)
-        self.imagined = self.store = None  # the imagined-batch queue (model agents) or the replay store (ER)
-        if self.model_agent:
-            self.imagined = SlotQueue.attach(wiring.imagined)
-        else:
-            self.store = ReplayStore.attach(wiring.store)
-            self.replay_step = ReplayStep(
-                self.store, self.dqn, cfg.member_seeds, cfg.learning.batch_size, env.obs_dim, self.device, self.timer
-            )
+        # The model server's batches (its work per update: learner/training.py), and the replay store when
+        # the agent's Q trains on replay samples.
+        training = cfg.spec.trains_on
+        self.batches = SlotQueue.attach(wiring.model_batches) if self.model_agent else None
+        self.fields = list(training.batch_spec(cfg))
+        self.store = ReplayStore.attach(wiring.store) if training.samples_replay else None
+        self.update = training.learner_step(LearnerContext(cfg, self.dqn, self.store, self.device, self.timer))
         self.last_remote = 0.0
         self.eval_points = cfg.eval_points()
         self.next_eval = 0
@@ -123,8 +120,8 @@ class Learner:
             self.counters,
             self.params,
             self.eval_queue,
-            self.encoder,
-            self.imagined,
+            self.model_block,
+            self.batches,
             self.store,
         ]
         for segment in segments:
@@ -191,7 +188,7 @@ class Learner:
             allowed = lambda: True  # noqa: E731
         else:
             allowed = lambda: self.policy.may_update(self.counters.min_inserts(), u)  # noqa: E731
-        ready = (lambda: allowed() and self.imagined.has_item()) if self.model_agent else allowed
+        ready = (lambda: allowed() and self.batches.has_item()) if self.model_agent else allowed
         waited = wait_until(
             lambda: ready() or self.counters.stop_requested,
             self.bell,
@@ -209,17 +206,13 @@ class Learner:
             self.longest_wait_s = max(self.longest_wait_s, waited)
 
     def update_once(self) -> None:
-        timer = self.timer
-        if self.model_agent:
-            slot = self.imagined.slot(self.imagined.consumed)
-            t = {k: torch.from_numpy(slot[k]).to(self.device, non_blocking=True) for k in BATCH_FIELDS}
-            with timer.phase("q_update"):
-                loss = self.dqn.update(
-                    t["obs"], t["action"], t["reward"], t["next_obs"], t["continuation"], t["weight"]
-                )
-            self.imagined.release()
+        if self.batches is None:
+            loss = self.update(None)
         else:
-            loss = self.replay_step()
+            slot = self.batches.slot(self.batches.consumed)
+            t = {k: torch.from_numpy(slot[k]).to(self.device, non_blocking=True) for k in self.fields}
+            loss = self.update(t)
+            self.batches.release()
         self.losses.append(loss)
 
     # -- outputs --------------------------------------------------------------------------
@@ -238,10 +231,10 @@ class Learner:
 
     def publish_remote(self) -> None:
         self.publisher.publish("q", self.dqn.flat, self.dqn.updates)
-        if self.encoder is not None:
-            encoder = np.empty(self.encoder.shape, np.float32)
-            version = self.encoder.read(encoder)
-            self.publisher.publish("encoder", torch.from_numpy(encoder), version)
+        if self.model_block is not None:
+            model = np.empty(self.model_block.shape, np.float32)
+            version = self.model_block.read(model)
+            self.publisher.publish("model", torch.from_numpy(model), version)
         self.last_remote = time.monotonic()
 
     def push_due_evals(self) -> None:
@@ -264,8 +257,18 @@ class Learner:
             slot["env_steps"][...] = env_steps
             slot["updates"][...] = self.dqn.updates
             slot["q"][...] = self.dqn.flat.cpu().numpy()
-            if self.encoder is not None:
-                self.encoder.read(slot["encoder"])
+            if self.model_block is not None:
+                # The model after as many updates as Q: the model server publishes model u when it starts
+                # model update u + 1 (or ends), and cannot pass u + 1 before this learner's next update.
+                u = self.dqn.updates
+                wait_until(
+                    lambda: self.model_block.version >= u or self.counters.stop_requested,
+                    self.bell,
+                    heartbeat=self.tick,
+                    stall_warning_s=self.cfg.system.stall_warning_s,
+                    describe_stall=lambda: {"side": MODELSERVER, "model_version": self.model_block.version},
+                )
+                self.model_block.read(slot["model"])
             self.eval_queue.commit()
             self.ring_evaluator.ring()
             self.next_eval += 1
@@ -321,16 +324,13 @@ class Learner:
     def part(self) -> dict[str, np.ndarray]:
         out = {f"dqn.{k}": v for k, v in self.dqn.state().items()}
         out["next_eval"] = np.array(self.next_eval)
-        if not self.model_agent:
-            out["sample_rngs"] = np.array([rng_state(r) for r in self.replay_step.rngs])
+        out.update({f"update.{k}": v for k, v in self.update.state_dict().items()})
         return out
 
     def load_part(self, part: dict[str, np.ndarray]) -> None:
         self.dqn.load_state({k[len("dqn.") :]: v for k, v in part.items() if k.startswith("dqn.")})
         self.next_eval = int(part["next_eval"])
-        if not self.model_agent:
-            for rng, state in zip(self.replay_step.rngs, part["sample_rngs"].tolist()):
-                set_rng_state(rng, state)
+        self.update.load_state_dict({k[len("update.") :]: v for k, v in part.items() if k.startswith("update.")})
         self.log.info("learner_resumed", updates=self.dqn.updates, next_eval=self.next_eval)
 
     def export_policy(self, name: str) -> None:
@@ -355,6 +355,7 @@ class Learner:
             inserts=self.counters.min_inserts(),
             wait_s=round(self.wait_s, 3),
             loss=loss,
+            **self.update.report(),
             **self.timer.report(),
         )
 

@@ -28,3 +28,14 @@ class MLPShape:
 
 def mlp_shape(inputs: int, hidden, outputs: int) -> MLPShape:
     return MLPShape((int(inputs), *map(int, hidden), int(outputs)))
+
+
+def triple_head_shapes(inputs: int, hidden, main_out: int) -> list[MLPShape]:
+    """The three MLPs a TripleHead (learner/networks.py) of these sizes stands for: the main head, then
+    two scalar heads (the simple model: next-observation logits, reward, continuation)."""
+    return [mlp_shape(inputs, hidden, out) for out in (main_out, 1, 1)]
+
+
+def simple_model_shapes(obs_dim: int, num_actions: int, hidden) -> list[MLPShape]:
+    """The simple model's three MLPs on [observation, one-hot action] (networks.simple_model_net)."""
+    return triple_head_shapes(obs_dim + num_actions, hidden, obs_dim)

@@ -1,8 +1,8 @@
 """ReplayStep: one experience-replay Q update, the learner's work per update for ER.
 
-The learner process and `mbgen bench`'s single-process loop both call it (as the
-model server and the bench both call modelserver/step.py's ModelStep), so what
-the bench times is what runs: sample a [P, batch] batch from the replay store in
+The learner process and `mbgen bench`'s single-process loop both call it (through
+learner/training.py ReplayBatches; the model server's work is modelserver/work.py),
+so what the bench times is what runs: sample a [P, batch] batch from the replay store in
 place (every member from its own ring with its own generator), then one DQN
 update on it.
 """

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import torch
 from mbgen.envs.seeding import derive_seed
-from mbgen.learner.networks import ParamStore, TripleHead
+from mbgen.learner.networks import ParamStore, simple_model_net, with_action
 from mbgen.learner.shards import ShardPool
 from mbgen.modelserver.interface import ModelContext, Step
-from mbgen.modelserver.models import SimpleModel, with_action
+from mbgen.modelserver.models import SimpleModel
 
 
 def bootstrap_indices(members: int, k: int, batch: int, generator: torch.Generator | None, device) -> torch.Tensor:
@@ -67,11 +67,11 @@ class EnsembleModel(SimpleModel):
         cfg, device, generator, shards = ctx.cfg, ctx.device, ctx.generator, ctx.shards
         obs_dim, num_actions = ctx.obs_dim, ctx.num_actions
         self.num_actions, self.generator = num_actions, generator
-        self.k, self.cutoff = cfg.options.ensemble_size, float(cfg.options.uncertainty_cutoff)
+        self.k, self.cutoff = cfg.options.ensemble_size, cfg.options.rollout_cutoff
         self.shards = shards or ShardPool(cfg.members, 1)
         seeds = [derive_seed(s, "ensemble", k) for s in cfg.member_seeds for k in range(self.k)]
         self.store = ParamStore(cfg.members * self.k, seeds, device)
-        self.net = TripleHead(self.store, "model", obs_dim + num_actions, cfg.learning.hidden, obs_dim)
+        self.net = simple_model_net(self.store, obs_dim, num_actions, cfg.learning.hidden)
         self.store.build()
         self.init_optimiser(cfg)
         self.rollout_d = torch.zeros(cfg.members, dtype=torch.float64, device=self.store.device)
@@ -132,3 +132,32 @@ class EnsembleModel(SimpleModel):
             self.rollout_d.zero_()
             self.rollout_states.zero_()
         return out
+
+
+class EachModelPaths:
+    """The ensemble seen by the rollout engine as K separate models: of p x (K S) states, block k (states
+    k S .. (k+1) S - 1 of a member) always steps in model k, so every model imagines its own paths from
+    the same starts (STEVE: modelserver/work.py ImagineEnsemblePaths). Not a random model per step."""
+
+    member_parallel = True
+
+    def __init__(self, ensemble: EnsembleModel):
+        self.ensemble, self.k = ensemble, ensemble.k
+
+    def start(self, obs):
+        return obs
+
+    def noise(self, length, members, starts, generator):
+        return SimpleModel.noise(self.ensemble, length, members, starts, generator)  # the logistic thresholds
+
+    @torch.no_grad()
+    def step(self, state, action, noise, members: slice | None = None) -> Step:
+        p, KS, D = state.shape
+        S = KS // self.k
+        x = with_action(state, action, self.ensemble.num_actions).reshape(p * self.k, S, -1)
+        main, side = self.ensemble.net(x, self.ensemble.networks(members))
+        next_state = (main.reshape(p, KS, D) > noise).to(state.dtype)
+        return Step(next_state, side[0].reshape(p, KS), torch.sigmoid(side[1].reshape(p, KS)))
+
+    def q_input(self, state):
+        return state

@@ -16,11 +16,10 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mbgen.envs.seeding import derive_seed, rng_state, set_rng_state
 from mbgen.learner.config import RunConfig
 from mbgen.learner.latents import MIN_STD, categorical_sample, gaussian_params, gaussian_sample, gumbel
-from mbgen.learner.networks import MLP, ParamStore, TripleHead
+from mbgen.learner.networks import MLP, ParamStore, TripleHead, simple_model_net, with_action
 from mbgen.learner.optim import adam_init, adam_step
 from mbgen.learner.qinput import LatentInput
 from mbgen.learner.shapes import mlp_shape
@@ -29,11 +28,6 @@ from mbgen.modelserver.interface import ModelContext, Prediction, Step
 from mbgen.modelserver.losses import balanced_kl, categorical_kl, gaussian_kl, latent_model_loss, simple_model_loss
 
 from mbgen import envs
-
-
-def with_action(x: torch.Tensor, action: torch.Tensor, num_actions: int) -> torch.Tensor:
-    """[P, B, W] and [P, B] -> [P, B, W + A]: the input of every (state, action) network."""
-    return torch.cat([x, F.one_hot(action, num_actions).to(x.dtype)], dim=-1)
 
 
 class GradientModel(ABC):
@@ -56,7 +50,8 @@ class GradientModel(ABC):
         return loss
 
     def acting_params(self) -> torch.Tensor | None:
-        return None
+        """The whole model: a planner in the actors and the evaluator runs it (learner/acting.py)."""
+        return self.store.flat
 
     def diagnostics(self, obs, action) -> dict:
         return {}
@@ -95,7 +90,7 @@ class SimpleModel(GradientModel):
         self.num_actions, self.generator = num_actions, generator
         self.shards = shards or ShardPool(cfg.members, 1)
         self.store = ParamStore(cfg.members, cfg.member_seeds, device)
-        self.net = TripleHead(self.store, "model", obs_dim + num_actions, cfg.learning.hidden, obs_dim)
+        self.net = simple_model_net(self.store, obs_dim, num_actions, cfg.learning.hidden)
         self.store.build()
         self.init_optimiser(cfg)
 

@@ -1,22 +1,24 @@
-"""The model-server process: one model update and one imagined batch per Q update.
+"""The model-server process: one model update, and the agent's work with the model, per Q update.
 
 For model update j+1 it waits until (a) the rate limiter allows update j+1, (b)
-the imagined-batch queue has a free slot, and (c) the learner has published Q
+the queue of its batches has a free slot, and (c) the learner has published Q
 parameters no more than `policy_lag` versions behind (0 in lock-step: exactly
 j, which keeps lock-step runs reproducible; 1 by default, so the next batch is
-prepared while the learner trains on the current one). Then it samples a
-[P, rollout_starts] batch of real transitions from the replay store in place,
-takes one gradient step on the model, rolls out `rollout_length` steps from
-those same states with the newest Q parameters, and commits the batch. Latent
-agents also publish the encoder (version j+1) for actors and the evaluator.
+prepared while the learner trains on the current one). Then it publishes model
+j for the actors (a latent encoder, a planner's model: the model after j updates,
+which the actors need for the Q of j + 1 updates), samples real transitions from
+the replay store in place, takes one gradient step on the model, does the
+agent's work (modelserver/work.py: imagined transitions, value-expansion paths,
+or nothing) with the newest Q parameters, and commits the batch: one item per Q
+update, which is what paces the learner, even when it holds no field.
 
 Checkpoints: the model server writes its part of the cut at update u (the
 learner publishes the next cut's u in counters.cut_at ahead of time) just before
-committing imagined batch u, so the learner cannot have consumed past it: the
-model and its optimiser, every random stream, and j = u. A stop cut may come
-at an update the model server has passed (it prepares batches ahead); its part
-then also holds the batches after u still waiting in the queue, which the
-resumed model server puts back in order.
+committing batch u, so the learner cannot have consumed past it: the model and
+its optimiser, every random stream, and j = u. A stop cut may come at an update
+the model server has passed (it prepares batches ahead); its part then also
+holds the batches after u still waiting in the queue, which the resumed model
+server puts back in order.
 """
 
 from __future__ import annotations
@@ -33,8 +35,7 @@ from mbgen.learner.shards import ShardPool
 from mbgen.modelserver import diagnostics
 from mbgen.modelserver.frozen import freeze
 from mbgen.modelserver.interface import ModelContext, build_model
-from mbgen.modelserver.rollout import FIELDS, RolloutEngine
-from mbgen.modelserver.step import ModelStep
+from mbgen.modelserver.work import WorkContext
 from mbgen.replay.store import Batch, ReplayStore
 from mbgen.runtime import checkpoints
 from mbgen.runtime.counters import LIVE, RunCounters
@@ -78,10 +79,9 @@ class ModelServer:
         self.lag = 0 if cfg.lockstep else cfg.system.policy_lag
         self.counters = RunCounters.attach(wiring.counters)
         self.store = ReplayStore.attach(wiring.store)
-        self.queue = SlotQueue.attach(wiring.imagined)
-        self.acting_block = ParamBlock.attach(wiring.model_params) if cfg.encoder_shape() else None
-        self.batch = Batch.allocate(cfg.members, max(cfg.options.model_batch, cfg.options.rollout_starts), env.obs_dim)
-        self.batch_tensors = self.batch.tensors()
+        self.queue = SlotQueue.attach(wiring.model_batches)
+        self.fields = list(cfg.spec.trains_on.batch_spec(cfg))
+        self.acting_block = ParamBlock.attach(wiring.model_params) if cfg.actor_model_numel() else None
         self.rngs = [np.random.default_rng(derive_seed(s, "model-sample")) for s in cfg.member_seeds]
         self.ctx = zmq.Context()
         self.bell = Doorbell(self.ctx, wiring.bell(MODELSERVER))
@@ -89,14 +89,21 @@ class ModelServer:
         self.ring_actors = ActorRinger(
             self.ctx, lambda slot: wiring.bell(actor_name(slot)), self.counters.slot_state, LIVE
         )
-        self.engine = RolloutEngine(
-            self.model, self.q, cfg.options.rollout_length, self.temperature, env.episodic, self.generator, self.shards
-        )
         self.timer = PhaseTimer()
-        options = cfg.options
-        self.step = ModelStep(
-            self.model, self.engine, options.model_batch, options.rollout_starts, self.timer, train=not options.frozen_model
-        )
+        work = WorkContext(
+            cfg, self.model, self.q, self.temperature, self.generator, self.shards, self.timer,
+            train=not cfg.options.frozen_model,
+        )  # fmt: skip
+        self.work = cfg.spec.work_class()(work)  # what this agent does with its model per update (modelserver/work.py)
+        self.batch = Batch.allocate(cfg.members, self.work.samples, env.obs_dim)
+        self.batch_tensors = self.batch.tensors()
+        # The batch is built on the device, then copied into the queue's slot in host memory.
+        self.device_batch = None
+        if self.device.type != "cpu":
+            self.device_batch = {
+                k: torch.empty(shape, dtype=torch.from_numpy(np.zeros(0, dtype)).dtype, device=self.device)
+                for k, (dtype, shape) in cfg.spec.trains_on.batch_spec(cfg).items()
+            }
         self.done = 0
         self.parts: set[int] = set()  # cuts this process wrote its part for
         self.base = 0  # model updates before this session's first queue item
@@ -140,6 +147,8 @@ class ModelServer:
             self.counters.beat(MODELSERVER)
             if self.done % self.cfg.system.diagnostics_period == 0:
                 self.report()
+        self.publish_acting_params(self.done)  # the last model: nothing starts after it
+        self.ring_learner.ring()
         self.report()
         self.export_model()
         self.log.info("modelserver_finished", updates=self.done, wait_s=round(self.wait_s, 3))
@@ -167,7 +176,7 @@ class ModelServer:
         out = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         out["done"] = np.array(self.done)
         out["generator"] = self.generator.get_state().cpu().numpy()
-        for i, g in enumerate(self.engine.generators):
+        for i, g in enumerate(self.work.generators):
             if g is not None:
                 out[f"engine_generator{i}"] = g.get_state().cpu().numpy()
         out["sample_rngs"] = np.array([rng_state(r) for r in self.rngs])
@@ -187,7 +196,7 @@ class ModelServer:
     def load_part(self, part: dict[str, np.ndarray]) -> None:
         self.model.load_state_dict({k[len("model.") :]: v for k, v in part.items() if k.startswith("model.")})
         self.generator.set_state(torch.from_numpy(part["generator"]))
-        for i, g in enumerate(self.engine.generators):
+        for i, g in enumerate(self.work.generators):
             if g is not None:
                 g.set_state(torch.from_numpy(part[f"engine_generator{i}"]))
         for rng, state in zip(self.rngs, part["sample_rngs"].tolist()):
@@ -228,7 +237,7 @@ class ModelServer:
             if not self.policy.may_update(self.counters.min_inserts(), self.done):
                 side = "actors"
             elif not self.queue.has_room():
-                side = "learner (imagined batches unconsumed)"
+                side = "learner (batches unconsumed)"
             else:
                 side = "learner (Q parameters)"
             return {"side": side, "model_updates": self.done, "q_version": self.q_params.block.version}
@@ -242,16 +251,16 @@ class ModelServer:
         )
 
     def update_and_roll_out(self) -> None:
+        self.publish_acting_params(self.done)  # model `done`, now that model update done + 1 may start
         with self.timer.phase("sample"):
             self.store.sample(self.rngs, self.batch)
         real = {k: v.to(self.device, non_blocking=True) for k, v in self.batch_tensors.items()}
         slot = self.queue.slot(self.queue.produced)
-        out = {k: torch.from_numpy(slot[k]) for k in FIELDS}
-        on_host = self.device.type == "cpu"
-        loss, imagined = self.step(real, out if on_host else None, before_rollout=self.refresh_policy)
-        if not on_host:
-            for k in FIELDS:
-                out[k].copy_(imagined[k].cpu())
+        host = {k: torch.from_numpy(slot[k]) for k in self.fields}
+        loss = self.work(real, self.device_batch or host, before_rollout=self.refresh_policy)
+        if self.device_batch is not None:
+            for k, v in self.device_batch.items():
+                host[k].copy_(v.cpu())
         if loss is not None:
             self.losses.append(loss)
         self.done += 1
@@ -260,8 +269,7 @@ class ModelServer:
         self.queue.commit()
 
     def refresh_policy(self) -> None:
-        """After model update done+1: publish what actors need of the model, read the newest Q."""
-        self.publish_acting_params(self.done + 1)
+        """After model update done+1: read the newest Q for the rollouts."""
         if self.q_params.refresh() and self.q_store is not self.q_host_store:
             self.q_store.flat.copy_(self.q_host_store.flat)
 
@@ -276,7 +284,7 @@ class ModelServer:
         if self.losses:
             fields["loss"] = torch.stack(self.losses).mean(0).tolist()
             self.losses.clear()
-        cut = self.engine.take_cut_fraction()
+        cut = self.work.take_cut_fraction()
         if cut is not None:
             fields["rollout_cut_fraction"] = cut
         if self.model.learned and self.store.sizes().min() > 0:

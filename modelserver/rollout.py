@@ -69,10 +69,8 @@ class RolloutEngine:
                 torch.Generator(device=temperature.device).manual_seed(seed + i) for i in range(self.shards.workers)
             ]
 
-    @torch.no_grad()
-    def run(self, start_obs: torch.Tensor, out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """Imagined transitions [P, S*L, ...] from start observations [P, S, D] (written into `out` if given)."""
-        P, S, L = start_obs.shape[0], start_obs.shape[1], self.length
+    def _shards(self, start_obs: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Every member shard's rollouts ([p, S, L, ...] fields), the cut fractions counted."""
         sharded = self.shards.workers > 1
         parts = self.shards.map(
             lambda m: self._run(start_obs[m], m if sharded else None, self.generators[self.shards.index(m)])
@@ -81,6 +79,15 @@ class RolloutEngine:
         if cuts[0] is not None:
             self.cut += torch.cat(cuts).to(self.cut)
             self.batches += 1
+        return parts
+
+    @torch.no_grad()
+    def run(self, start_obs: torch.Tensor, out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Imagined transitions [P, S*L, ...] from start observations [P, S, D] (written into `out` if given)."""
+        P, S, L = start_obs.shape[0], start_obs.shape[1], self.length
+        parts = self._shards(start_obs)
+        for part in parts:
+            part.pop("valid")
         if out is None:
             out = {k: torch.cat([part[k] for part in parts]).reshape(P, S * L, *parts[0][k].shape[3:]) for k in FIELDS}
             return out
@@ -133,8 +140,16 @@ class RolloutEngine:
             "next_obs": states[:, :, 1:],
             "continuation": cont,
             "weight": weight,
+            "valid": valid if cut is not None else torch.ones_like(cont),  # [p, S, L] each step's validity
             "cut": cut,  # [p] fraction of steps cut, or None (the model reported no validity)
         }
+
+    @torch.no_grad()
+    def run_paths(self, start_obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Rollouts as paths [P, S, L, ...] from start observations [P, S, D]: next_obs (the states after each
+        step), action, reward, continuation and valid (value expansion: learner/training.py)."""
+        parts = self._shards(start_obs)
+        return {k: torch.cat([part[k] for part in parts]) for k in ("next_obs", "action", "reward", "continuation", "valid")}
 
     def take_cut_fraction(self) -> list[float] | None:
         """Per member, the mean fraction of rollout steps cut since the last call; None if nothing reported."""

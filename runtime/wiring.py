@@ -48,15 +48,16 @@ class Wiring:
         return self.segment("modelparams")
 
     @property
-    def imagined(self) -> str:
-        return self.segment("imagined")
+    def model_batches(self) -> str:
+        """The model server's batch per Q update (imagined transitions, value-expansion paths, or nothing)."""
+        return self.segment("batches")
 
     @property
     def eval_queue(self) -> str:
         return self.segment("evalq")
 
     def all_segments(self) -> list[str]:
-        return [self.store, self.counters, self.q_params, self.model_params, self.imagined, self.eval_queue]
+        return [self.store, self.counters, self.q_params, self.model_params, self.model_batches, self.eval_queue]
 
     @property
     def ingest(self) -> str:

@@ -150,14 +150,14 @@ def update_products(cfg) -> list[tuple[int, int, int]]:
     batch and the target network's forward on the next observations. A model agent counts as the
     simple model: that, plus the three heads' training step on `model_batch` transitions, plus
     `rollout_length` steps of the Q-network and the three heads on `rollout_starts` states."""
-    from mbgen.learner.networks import TripleHead
+    from mbgen.learner.shapes import simple_model_shapes
 
     env, options = cfg.env_spec, cfg.options
     q, batch = cfg.q_shape(), cfg.learning.batch_size
     dqn = mlp_products(q, batch, backward=True) + mlp_products(q, batch)
     if not cfg.spec.model_server:
         return dqn
-    heads = TripleHead.head_shapes(env.obs_dim + env.num_actions, cfg.learning.hidden, env.obs_dim)  # models.py
+    heads = simple_model_shapes(env.obs_dim, env.num_actions, cfg.learning.hidden)
     train = [p for h in heads for p in mlp_products(h, options.model_batch, backward=True)]
     starts = options.rollout_starts
     step = mlp_products(q, starts) + [p for h in heads for p in mlp_products(h, starts)]
@@ -205,45 +205,51 @@ def gemm_floor(agent: str, members: int, seconds: float) -> float:
 
 # -- single process ---------------------------------------------------------------------
 def single_process(agent: str, members: int, seconds: float) -> float:
-    """Member-updates/s of the processes' own update steps (learner/step.py, modelserver/step.py) in one
-    process, no sockets and no other processes."""
+    """Member-updates/s of the processes' own update code in one process, no sockets and no other
+    processes: the agent's learner update (learner/training.py) and, for an agent with a model, the model
+    server's work per update (modelserver/work.py), on replay samples of ProcMaze(4)."""
     from mbgen.envs.seeding import derive_seed
     from mbgen.learner.dqn import DQN
-    from mbgen.learner.step import ReplayStep
+    from mbgen.learner.training import LearnerContext
     from mbgen.modelserver.interface import ModelContext, build_model
-    from mbgen.modelserver.rollout import RolloutEngine
-    from mbgen.modelserver.step import ModelStep
+    from mbgen.modelserver.work import WorkContext
     from mbgen.replay.store import Batch, ReplayStore
     from mbgen.runtime.lifecycle import tune_allocator
     from mbgen.runtime.shm import new_run_id, segment_name
+    from mbgen.runtime.timing import PhaseTimer
 
     tune_allocator()
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = bench_config(agent, members)
-    env = cfg.env_spec
+    env, cpu = cfg.env_spec, torch.device("cpu")
     store = ReplayStore.create(segment_name(new_run_id(), "bench"), members, env.obs_dim, env.num_actions, 20_000)
     try:
         pool = {k: v for k, v in procmaze_single(cfg).items()}
         for m in range(members):
             store.add(m, **pool)
         dqn = DQN(cfg.q_shape(), cfg.member_seeds, cfg.member_lr)
-        rngs = [np.random.default_rng(derive_seed(s, "bench")) for s in cfg.member_seeds]
-        if agent == "er":
-            one = ReplayStep(store, dqn, cfg.member_seeds, cfg.learning.batch_size, env.obs_dim, torch.device("cpu"))
-        else:
+        update = cfg.spec.trains_on.learner_step(LearnerContext(cfg, dqn, store, cpu, PhaseTimer()))
+        if cfg.spec.model_server:
             gen = torch.Generator().manual_seed(0)
-            model = build_model(ModelContext(cfg, torch.device("cpu"), gen))
-            engine = RolloutEngine(
-                model, dqn.q, cfg.options.rollout_length, torch.tensor(cfg.member_temperature), env.episodic, gen
-            )
-            step = ModelStep(model, engine, cfg.options.model_batch, cfg.options.rollout_starts)
-            batch = Batch.allocate(members, max(cfg.options.model_batch, cfg.options.rollout_starts), env.obs_dim)
-            t = batch.tensors()
+            model = build_model(ModelContext(cfg, cpu, gen))
+            temperature = torch.tensor(cfg.member_temperature)
+            work = cfg.spec.work_class()(WorkContext(cfg, model, dqn.q, temperature, gen, None, PhaseTimer()))
+            rngs = [np.random.default_rng(derive_seed(s, "bench")) for s in cfg.member_seeds]
+            batch = Batch.allocate(members, work.samples, env.obs_dim)
+            real = batch.tensors()
+            out = {
+                k: torch.from_numpy(np.zeros(shape, dtype)) for k, (dtype, shape) in cfg.spec.trains_on.batch_spec(cfg).items()
+            }
 
             def one():
                 store.sample(rngs, batch)
-                _, im = step(t)
-                dqn.update(im["obs"], im["action"], im["reward"], im["next_obs"], im["continuation"], im["weight"])
+                work(real, out)
+                update(out)
+
+        else:
+
+            def one():
+                update(None)
 
         for _ in range(3):
             one()

@@ -8,9 +8,9 @@
 
 Every checkpoint is read by `read_checkpoint`, the one place that knows the
 format: `checkpoints/learner-final.npz` (or another learner checkpoint) holds the
-population's flat Q parameters under "q"; latent agents also need their
-encoder, the span `range_of("encoder")` of the model's parameter store, read
-from `checkpoints/model-final.npz` ("model.params").
+population's flat Q parameters under "q"; agents whose actors run a model network
+(a latent agent's encoder, a planner's model) also need that network, the
+model's `acting_params()` of the state in `checkpoints/model-final.npz`.
 
 Latent agents act on a sampled latent, so their greedy actions depend on the
 random generator; every other agent's are deterministic, and evaluating the
@@ -41,7 +41,7 @@ class Checkpoint:
     path: str  # the learner checkpoint read
     updates: int  # Q updates it holds
     q: np.ndarray  # float32 flat Q parameters of every member (the learner's layout)
-    encoder: np.ndarray | None  # float32 flat encoder parameters of every member (latent agents), else None
+    model: np.ndarray | None  # float32 flat parameters of the actors' model network of every member, else None
 
 
 def checkpoint_path(run_dir: str, checkpoint: str | None = None) -> str:
@@ -63,23 +63,24 @@ def checkpoint_path(run_dir: str, checkpoint: str | None = None) -> str:
 
 
 def read_checkpoint(run_dir: str, cfg: RunConfig, checkpoint: str | None = None) -> Checkpoint:
-    """The policy parameters of a run: Q from a learner checkpoint, the encoder (latent agents) from
-    the model server's final checkpoint. The one reader of the checkpoint format."""
+    """The policy parameters of a run: Q from a learner checkpoint and, for agents whose actors run a
+    model network (a latent encoder, a planner's model), that network from the model server's final
+    checkpoint, as the model server publishes it. The one reader of the checkpoint format."""
     path = checkpoint_path(run_dir, checkpoint)
     with np.load(path) as f:
         q, updates = f["q"].astype(np.float32), int(f["updates"])
-    encoder = None
-    if cfg.encoder_shape() is not None:
+    model = None
+    if cfg.actor_model_numel():
         from mbgen.modelserver.interface import ModelContext, build_model
 
         model_path = os.path.join(run_dir, "checkpoints", MODEL_CHECKPOINT)
         if not os.path.exists(model_path):
-            raise ValueError(f"{cfg.run.agent} acts through its model's encoder, and {model_path} does not exist")
-        layout = build_model(ModelContext(cfg, torch.device("cpu"), None)).store
-        a, b = layout.range_of("encoder")
+            raise ValueError(f"{cfg.run.agent} acts through its model, and {model_path} does not exist")
+        built = build_model(ModelContext(cfg, torch.device("cpu"), None))
         with np.load(model_path) as f:
-            encoder = f["model.params"][a:b].astype(np.float32)
-    return Checkpoint(path, updates, q, encoder)
+            built.load_state_dict({k[len("model.") :]: f[k] for k in f.files if k.startswith("model.")})
+        model = built.acting_params().detach().numpy().astype(np.float32)
+    return Checkpoint(path, updates, q, model)
 
 
 def acting_policy(cfg: RunConfig, ckpt: Checkpoint) -> ActingPolicy:
@@ -89,8 +90,8 @@ def acting_policy(cfg: RunConfig, ckpt: Checkpoint) -> ActingPolicy:
     if policy.q_store.flat.numel() != ckpt.q.size:
         raise ValueError(f"{ckpt.path} holds {ckpt.q.size} Q parameters; this run's network has {policy.q_store.total}")
     policy.q_store.flat.copy_(torch.from_numpy(ckpt.q))
-    if policy.encoder_store is not None:
-        policy.encoder_store.flat.copy_(torch.from_numpy(ckpt.encoder))
+    if policy.model_store is not None:
+        policy.model_store.flat.copy_(torch.from_numpy(ckpt.model))
     return policy
 
 
@@ -103,8 +104,8 @@ def member_config(cfg: RunConfig, member: int) -> RunConfig:
 def member_checkpoint(full: ActingPolicy, ckpt: Checkpoint, member: int) -> Checkpoint:
     """A checkpoint of one member: its slice of every tensor, in order (the layout of a P=1 store)."""
     q = full.q_store.member(member).numpy()
-    encoder = full.encoder_store.member(member).numpy() if full.encoder_store is not None else None
-    return Checkpoint(ckpt.path, ckpt.updates, q, encoder)
+    model = full.model_store.member(member).numpy() if full.model_store is not None else None
+    return Checkpoint(ckpt.path, ckpt.updates, q, model)
 
 
 class Policy:
@@ -141,10 +142,11 @@ class Policy:
         batch = np.broadcast_to(batch, (P, batch.shape[1], self.obs_dim)).astype(bool)
         return batch, (P, *obs.shape[:-1]) if obs.ndim < 3 else obs.shape[:-1]
 
-    def q_values(self, obs) -> np.ndarray:
-        """Q-values [..., num_actions] for observations [..., obs_dim] (see `act` for the shapes)."""
+    def action_values(self, obs) -> np.ndarray:
+        """The values [..., num_actions] the policy acts on for observations [..., obs_dim] (see `act` for the
+        shapes): Q-values, or a planner's first-action values."""
         batch, shape = self._batch(obs)
-        return self._policy.q_values(batch).numpy().reshape(*shape, self.num_actions)
+        return self._policy.action_values(batch).numpy().reshape(*shape, self.num_actions)
 
     def act(self, obs):
         """Greedy actions: an int for one observation [obs_dim] of a one-member policy, else an array

@@ -55,7 +55,6 @@ from mbgen.launch.run.processes import SPAWN, ProcessTable, describe_exit
 from mbgen.launch.run.results import session_wall_s
 from mbgen.launch.run.summary import write_summary  # now, not in the stop budget: matplotlib takes seconds
 from mbgen.learner.config import RunConfig
-from mbgen.learner.dqn import BATCH_FIELDS
 from mbgen.learner.process import eval_snapshot_spec, next_cut, run_learner
 from mbgen.replay.service import ServiceConfig, serve
 from mbgen.replay.store import ReplayStore
@@ -83,13 +82,6 @@ EVAL_QUEUE_DEPTH = 4
 STOP_BUDGET_S = 9.0  # from Ctrl-C to every process gone
 STOP_CUT_S = 5.0  # of which the stop cut may take this long
 ACTOR_DRAIN_S = 2.5  # and the actors' last acknowledgements this long
-
-
-def imagined_batch_spec(cfg: RunConfig, width: int) -> dict:
-    """One imagined batch: what a Q update reads, [P, B] transitions of Q-input width `width`."""
-    P, B = cfg.members, cfg.learning.batch_size
-    shapes = {"obs": (P, B, width), "next_obs": (P, B, width)}
-    return {k: (np.int64 if k == "action" else np.float32, shapes.get(k, (P, B))) for k in BATCH_FIELDS}
 
 
 class RunFailed(RuntimeError):
@@ -203,15 +195,14 @@ class Supervisor:
     def create_segments(self, cut: str | None) -> None:
         cfg, w, env = self.cfg, self.wiring, self.cfg.env_spec
         q_numel = cfg.members * cfg.q_shape().numel
-        enc = cfg.encoder_shape()
-        enc_numel = cfg.members * enc.numel if enc else 0
+        model_numel = cfg.members * cfg.actor_model_numel()
         self.segments.append(ParamBlock.create(w.q_params, q_numel))
-        if enc is not None:
-            self.segments.append(ParamBlock.create(w.model_params, enc_numel))
-        self.segments.append(SlotQueue.create(w.eval_queue, EVAL_QUEUE_DEPTH, eval_snapshot_spec(q_numel, enc_numel)))
-        if cfg.spec.model_server:
-            width = cfg.spec.q_input.width(cfg.options, env.obs_dim)
-            self.segments.append(SlotQueue.create(w.imagined, cfg.system.queue_depth, imagined_batch_spec(cfg, width)))
+        if model_numel:
+            self.segments.append(ParamBlock.create(w.model_params, model_numel))
+        self.segments.append(SlotQueue.create(w.eval_queue, EVAL_QUEUE_DEPTH, eval_snapshot_spec(q_numel, model_numel)))
+        if cfg.spec.model_server:  # the model server's batch per update, as the agent's training declares it
+            spec = cfg.spec.trains_on.batch_spec(cfg)
+            self.segments.append(SlotQueue.create(w.model_batches, cfg.system.queue_depth, spec))
         capacity = max(len(d) for d in self.dataset) if cfg.run.offline else cfg.learning.capacity
         store = ReplayStore.create(w.store, cfg.members, env.obs_dim, env.num_actions, capacity)
         self.segments.append(store)
