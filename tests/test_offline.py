@@ -299,7 +299,7 @@ def test_the_table_agents_are_checked_against_theorem_1s_prediction():
         "[0.00,0.11]",
     ]
     assert "reproduces the 2 entries of the paper's table it ran (30 seeds, 40 updates, 64,64,64 units)" in lines
-    assert "table10 does NOT match Theorem 1's prediction (ER's row) (30 seeds, 40 updates, 64,64,64 units)" in lines
+    assert "table10 does NOT match the predictions from Theorem 1 (30 seeds, 40 updates, 64,64,64 units)" in lines
     # table10 on Path-to-Goal is furthest on the wrong side of its line (1.00 where <= 1/3 is wanted)
     assert (
         "with the margin: 2/4 entries; closest to its line: table10 on Path-to-Goal, layout 1 cell (1, 2), "

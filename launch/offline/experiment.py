@@ -9,11 +9,16 @@ transitions per update (320):
   table1   DQN on 320 one-step rollouts of the tabular model (agent table), from 320 dataset states
   table10  DQN on 32 ten-step rollouts of the tabular model
   ens10    DQN on 32 ten-step rollouts of the MBPO ensemble (agent ensemble)
-The paper's three are the default (--agents er,model1,model10). Every model
-agent trains its model the same way (32 real transitions per update). The
-paper's table (EXPECTED) covers er, model1 and model10; for table1 and table10
-PAPER.md's Theorem 1 (part 3) predicts ER's row (PREDICTED: multi-step rollouts
-in a model that does not generalise reach nothing the data does not hold).
+  mve1     value expansion: 160 dataset transitions each followed by 1 imagined step, all 320 states
+           trained toward their multi-step targets (agent mve)
+  mve10    value expansion: 29 dataset transitions each followed by 10 imagined steps (319 states)
+  mpc1     Q as ER; greedy actions planned one step deep through the simple model (agent mpc)
+  mpc3     the same, three steps deep (every sequence of 3 actions)
+They are the registry's variants (learner/agents.py VARIANTS). The paper's three are the
+default (--agents er,model1,model10). Every model agent trains its model the same way (32
+real transitions per update). The paper's table (EXPECTED) covers er, model1 and model10;
+for the others launch/offline/options.py states what Theorem 1 predicts (PREDICTED), written
+before they ran.
 Training uses the real learner and model-server processes with the replay
 store filled from the dataset (no actors, no ratio). Every coverage level
 and seed is one member of a single population per agent.
@@ -52,23 +57,20 @@ import torch
 from mbgen.envs import wallgrid as wg
 from mbgen.envs.base import TRANSITION_FIELDS, Transitions
 from mbgen.launch.offline.options import (
-    AGENTS,
     DEFAULT_SEEDS,
     EXPECTED,
-    LABELS,
     LEARNING,
     MARGIN,
     PREDICTED,
     PROTOCOLS,
-    RELATIVE_COST,
     SEED_STRIDE,
     STUDY_POINTS,
 )
 from mbgen.launch.options import seeds_from_args
+from mbgen.launch.run.policy import acting_policy, read_checkpoint
 from mbgen.launch.stats import wilson_ci95
-from mbgen.learner.agents import agent_spec
+from mbgen.learner.agents import VARIANTS
 from mbgen.learner.config import RunConfig, SystemSection
-from mbgen.learner.dqn import q_network
 
 from mbgen import envs
 
@@ -113,13 +115,12 @@ def evaluation_cells() -> list[tuple[int, wg.Cell]]:
 
 
 @torch.no_grad()
-def greedy_on_cells(cfg: RunConfig, q_flat: np.ndarray) -> np.ndarray:
-    """Greedy action of every member in every evaluation cell: int [P, cells]."""
-    store, net = q_network(cfg.q_shape(), cfg.member_seeds)
-    store.flat.copy_(torch.from_numpy(q_flat))
+def greedy_on_cells(cfg: RunConfig, ckpt) -> np.ndarray:
+    """Greedy action of every member in every evaluation cell, as the agent acts (on Q, or planning through
+    its model): int [P, cells]. `ckpt`: the parameters (launch/run/policy.py read_checkpoint)."""
+    policy = acting_policy(cfg, ckpt)
     obs = np.concatenate([wg.layout_obs(wg.EVALUATION_LAYOUTS[i], [cell]) for i, cell in evaluation_cells()])
-    x = torch.from_numpy(obs).float().expand(cfg.members, -1, -1).contiguous()
-    return net(x).argmax(-1).numpy()
+    return policy.greedy(np.ascontiguousarray(np.broadcast_to(obs.astype(bool), (cfg.members, *obs.shape))))
 
 
 def cell_statistics(actions: np.ndarray) -> list[dict]:
@@ -196,7 +197,8 @@ def model_accuracy(cfg: RunConfig, model_state: dict[str, np.ndarray]) -> dict[s
 # -- the experiment ---------------------------------------------------------------------------
 def remaining(elapsed: float, done: list[str], todo: list[str]) -> float:
     """Seconds left for the agents still to train, scaled from those trained so far."""
-    return elapsed / sum(RELATIVE_COST[a] for a in done) * sum(RELATIVE_COST[a] for a in todo)
+    cost = {name: variant.offline_cost for name, (_, variant) in VARIANTS.items()}
+    return elapsed / sum(cost[a] for a in done) * sum(cost[a] for a in todo)
 
 
 def hidden_sizes(spec: str) -> list[int]:
@@ -223,9 +225,9 @@ def coverage_levels(spec: str) -> list[str]:
 
 def agent_names(spec: str) -> list[str]:
     names = [a.strip() for a in spec.split(",") if a.strip()]
-    bad = [a for a in names if a not in AGENTS]
+    bad = [a for a in names if a not in VARIANTS]
     if not names or bad:
-        raise ValueError(f"--agents must list some of {', '.join(AGENTS)}, got {spec!r}")
+        raise ValueError(f"--agents must list some of {', '.join(VARIANTS)}, got {spec!r}")
     return names
 
 
@@ -243,8 +245,8 @@ def train(
     """One population run of `agent`: members are (group, seed) pairs. Returns (config, summary, exit code)."""
     from mbgen.launch.run.supervisor import Supervisor
 
-    declared = AGENTS[agent]
-    model = {"model_lr": args.model_lr} if agent_spec(declared["agent"]).model_server else {}
+    spec, variant = VARIANTS[agent]
+    model = {"model_lr": args.model_lr} if spec.model_server else {}
     cfg = RunConfig.build(
         env=env_name,
         env_params=env_params,
@@ -260,8 +262,9 @@ def train(
         eval_period=1,
         checkpoint_period=max(1, args.updates // STUDY_POINTS),
         diagnostics_period=max(100, args.updates // 10),
+        agent=spec.name,
         **model,
-        **declared,
+        **variant.options,
     ).resolved()
     members = [datasets[g] for g in range(len(groups)) for _ in seeds]
     supervisor = Supervisor(cfg, run_dir, progress=not args.quiet, dataset=members)
@@ -313,10 +316,11 @@ def main(args: argparse.Namespace) -> int:
             return code
         timing[agent] = round(summary["throughput"]["wall_s"], 1)
         checkpoints = os.path.join(out, agent, "checkpoints")
-        q_flat = np.load(os.path.join(checkpoints, "learner-final.npz"))["q"]
+        final = read_checkpoint(run_dir, cfg)
+        q_flat = final.q
         digests[agent] = q_digest(q_flat)
         if args.env == "wallgrid3x3":
-            actions = greedy_on_cells(cfg, q_flat).reshape(len(groups), len(seeds), -1)
+            actions = greedy_on_cells(cfg, final).reshape(len(groups), len(seeds), -1)
             table[agent], entries[agent] = {}, {}
             for g, group in enumerate(groups):
                 rows = cell_statistics(actions[g])
@@ -326,9 +330,10 @@ def main(args: argparse.Namespace) -> int:
                 results += [{"agent": agent, "coverage": group, **r} for r in rows]
             for name in sorted(os.listdir(checkpoints)):
                 if name.startswith("learner-0"):
-                    with np.load(os.path.join(checkpoints, name)) as f:
-                        earlier = greedy_on_cells(cfg, f["q"]).reshape(len(groups), len(seeds), -1)
-                        budget = str(int(f["updates"]))
+                    # a planner's model is the final one: the model server keeps no offline snapshots
+                    snapshot = read_checkpoint(run_dir, cfg, name)
+                    earlier = greedy_on_cells(cfg, snapshot).reshape(len(groups), len(seeds), -1)
+                    budget = str(snapshot.updates)
                     stats = [cell_statistics(earlier[g]) for g in range(len(groups))]
                     study.setdefault(budget, {})[agent] = {group: verdict(stats[g]) for g, group in enumerate(groups)}
                     weakest.setdefault(budget, {})[agent] = {
@@ -340,12 +345,10 @@ def main(args: argparse.Namespace) -> int:
                 accuracy[agent] = model_accuracy(cfg, model_state)
                 log(f"  model on the evaluation layouts: {accuracy[agent]}")
         else:
-            from mbgen.actors.acting import ActingPolicy
             from mbgen.actors.evaluator import evaluate
             from mbgen.launch.stats import mean_ci95
 
-            policy = ActingPolicy(cfg, torch.Generator().manual_seed(0))
-            policy.q_store.flat.copy_(torch.from_numpy(q_flat))
+            policy = acting_policy(cfg, final)
             mean, lo, hi = mean_ci95(evaluate(cfg, policy, 0))
             table[agent] = {"custom": {"mean": mean, "ci95": [lo, hi]}}
     report = {
@@ -428,8 +431,9 @@ def format_table(report: dict) -> str:
                 text += f" ({source}: {e['wanted']})"
             texts[a, c] = text
     width = max(len(wg.COVERAGE_NAMES[c]) for c in groups + ["all"]) + 5  # "evaluation data" fits
-    column = max(len(t) for t in list(texts.values()) + [LABELS[a] for a in agents]) + 3
-    lines = ["evaluation data".ljust(width) + "".join(LABELS[a].ljust(column) for a in agents)]
+    labels = {name: variant.label for name, (_, variant) in VARIANTS.items()}
+    column = max(len(t) for t in list(texts.values()) + [labels[a] for a in agents]) + 3
+    lines = ["evaluation data".ljust(width) + "".join(labels[a].ljust(column) for a in agents)]
     for c in groups:
         lines.append(wg.COVERAGE_NAMES[c].ljust(width) + "".join(texts[a, c].ljust(column) for a in agents))
     lines.append(
@@ -453,7 +457,7 @@ def format_table(report: dict) -> str:
             verb = "matches" if one else "match"
         else:
             verb = "does NOT match" if one else "do NOT match"
-        lines.append(f"{', '.join(report['predicted'])} {verb} Theorem 1's prediction (ER's row) {detail}")
+        lines.append(f"{', '.join(report['predicted'])} {verb} the predictions from Theorem 1 {detail}")
     judged = [(slack(entries[a][c]), a, c) for a in agents for c in groups if entries[a][c]["wanted"] is not None]
     if judged:
         kept, total = report["entries_with_margin"]

@@ -5,15 +5,15 @@ from __future__ import annotations
 from matplotlib.patches import Circle, Rectangle
 from mbgen.envs import wallgrid as wg
 from mbgen.envs.grid import MOVES
-from mbgen.launch.offline.options import LABELS
 from mbgen.launch.run.plots import plt, save_with_caption
+from mbgen.learner.agents import VARIANTS
 
 
 def plot_offline(results: list[dict], agents: list[str], coverages: list[str], out_path: str, detail: str = "") -> str:
     """Figure 1 of the paper: per agent and coverage level, the two evaluation layouts with, in each
     cell, arrows whose length is the fraction of seeds whose greedy action it is (green: optimal).
     `detail` (e.g. "30 seeds, 3000 updates") goes into the title."""
-    names = LABELS
+    names = {name: variant.label for name, (_, variant) in VARIANTS.items()}
     by_key = {(r["agent"], r["coverage"], r["layout"], tuple(r["cell"])): r for r in results}
     fig, axes = plt.subplots(
         len(agents), len(coverages), figsize=(3.2 * len(coverages), 2.1 * len(agents) + 0.5), squeeze=False

@@ -6,40 +6,38 @@ from __future__ import annotations
 import argparse
 
 from mbgen.launch.options import add_seed_options
+from mbgen.learner.agents import VARIANTS
 
-AGENTS = {
-    "er": {"agent": "er"},
-    "model1": {"agent": "simple", "rollout_starts": 320, "rollout_length": 1},
-    "model10": {"agent": "simple", "rollout_starts": 32, "rollout_length": 10},
-    "table1": {"agent": "table", "rollout_starts": 320, "rollout_length": 1},
-    "table10": {"agent": "table", "rollout_starts": 32, "rollout_length": 10},
-    "ens10": {"agent": "ensemble", "rollout_starts": 32, "rollout_length": 10},
-}
-LABELS = {
-    "er": "DQN + ER",
-    "model1": "model, 1-step",
-    "model10": "model, 10-step",
-    "table1": "table, 1-step",
-    "table10": "table, 10-step",
-    "ens10": "ensemble, 10-step",
-}
-# Wall time per update over ER's, measured (30 seeds, 2 cores). table10: measured beside ER (30 seeds, 2 shared
-# cores, 709 s against 405 s); table1: assumed equal to table10; ens10: not measured, model10's times the ensemble's
-# cost over the simple model (learner/agents.py, 3.7).
-RELATIVE_COST = {"er": 1.0, "model1": 2.9, "model10": 2.7, "table1": 1.75, "table10": 1.75, "ens10": 10.0}
-EXPECTED = {  # PAPER.md section 5.1
+# The agents are the registry's offline variants (learner/agents.py VARIANTS: er, model1, model10, table1,
+# table10, ens10, mve1, mve10, mpc1, mpc3), each an agent with some of its options set.
+EXPECTED = {  # the paper's section 2 table
     "er": {"all": "succeeds", "path": "fails", "single": "fails", "none": "fails"},
     "model1": {"all": "succeeds", "path": "succeeds", "single": "fails", "none": "fails"},
     "model10": {"all": "succeeds", "path": "succeeds", "single": "succeeds", "none": "fails"},
 }
-PREDICTED = {"table1": EXPECTED["er"], "table10": EXPECTED["er"]}  # Theorem 1 (part 3): a table behaves like ER
+# Predictions from Theorem 1, written before the experiment ran (docs/offline.md has the reasoning and the data):
+#   table1, table10  part 3: a tabular model holds no more than the data, so it behaves like ER.
+#   mve1, mve10      value expansion trains Q on the model's imagined states too: one imagined step after each
+#                    real transition reaches what 1-step rollouts reach (model1's row), ten steps what 10-step
+#                    rollouts reach (model10's row).
+#   mpc1, mpc3       planning uses the model's generalisation only within d steps of a state; beyond, the
+#                    leaves are Q, which learns as ER; the cells ER gets wrong are more than 3 moves from the
+#                    goal, so planning inherits ER's row.
+PREDICTED = {
+    "table1": EXPECTED["er"],
+    "table10": EXPECTED["er"],
+    "mve1": EXPECTED["model1"],
+    "mve10": EXPECTED["model10"],
+    "mpc1": EXPECTED["er"],
+    "mpc3": EXPECTED["er"],
+}
 # The paper trains 1M updates of 200-unit networks at its online step sizes. To finish 30 seeds x
 # 4 datasets x 3 agents in minutes on 2 cores we train smaller networks with larger step sizes and
 # a faster target refresh; with 200 units at 1000s of updates the cells next to the centre wall had
-# not converged (README: the offline experiment). Every value can be overridden on the command line.
+# not converged (docs/offline.md). Every value can be overridden on the command line.
 LEARNING = {"lr": 3e-3, "temperature": 1.0, "model_lr": 1e-3, "target_period": 10}
 # A run's network sizes and budget, by name (--protocol); --hidden and --updates override them. Both reproduce
-# the paper's table; README (the offline experiment) has their margins for three disjoint seed sets.
+# the paper's table; docs/offline.md has their margins for three disjoint seed sets.
 #   fast   64-unit networks, the first budget at which the table reproduces: about half an hour on 2 cores,
 #          but the Path-to-Goal entries of both model agents sit near their line.
 #   paper  128-unit networks (nearer the paper's 200): every entry with the margin, about three times as long.
@@ -57,7 +55,9 @@ def add_offline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--coverage", default="ALL", help="comma-separated levels of all, path, single, none; or ALL (every level)"
     )
-    parser.add_argument("--agents", default="er,model1,model10", help="comma-separated: " + ", ".join(AGENTS))
+    parser.add_argument(
+        "--agents", default="er,model1,model10", metavar="NAME[,NAME...]", help="comma-separated: " + ", ".join(VARIANTS)
+    )
     add_seed_options(parser, f"per agent and coverage level (default: {DEFAULT_SEEDS}, from 0)")
     parser.add_argument(
         "--lockstep",
@@ -72,7 +72,7 @@ def add_offline_options(parser: argparse.ArgumentParser) -> None:
         default="fast",
         help="network sizes and budget: "
         + "; ".join(f"{name}: {p['hidden']} units, {p['updates']} updates" for name, p in PROTOCOLS.items())
-        + " (default fast; README: the offline experiment)",
+        + " (default fast; docs/offline.md)",
     )
     parser.add_argument("--updates", type=int, default=None, help="Q updates per agent (default: the protocol's)")
     parser.add_argument("--out", default=None, help="output directory (default runs/<time>-offline)")
