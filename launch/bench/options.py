@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-SECTIONS = ("matmul", "envs", "replay", "floor", "single", "e2e")  # what --only chooses from
+SECTIONS = ("matmul", "envs", "replay", "floor", "single", "agents", "acting", "e2e")  # what --only chooses from
 
 
 def add_bench_options(parser: argparse.ArgumentParser) -> None:

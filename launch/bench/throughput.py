@@ -9,6 +9,9 @@
                  the reference and the goal (a goal above it cannot be met on this machine)
   single process the same ER / simple-model update loop in one process, no sockets: the floor the
                  distributed system must not fall below by more than 10%
+  agents         the single-process figure of every agent (learner/agents.py) at P=1, beside ER's and
+                 the simple model's
+  acting         env steps/s of one actor's acting loop on Q (ER) and by planning (mpc)
   end to end     real multi-process runs (actors, replay service, learner, model server, evaluator at
                  protocol settings, evaluation every 500 steps, ratio 1 enforced) on ProcMaze(4), counted
                  from the first update to the last
@@ -18,12 +21,12 @@ matmul rates are guides, not bounds (one product per core can beat both cores in
 sizes); the bound on an update is `floor`.
 
 Every throughput is in member-updates per second (updates/s x population members), the unit of the
-authors' code's timer (`../shared/reference/run`, which vmaps its seeds): each end-to-end figure is
-printed beside the reference figure for the same agent and population and their ratio. By default
-the reference is PAPER.md section 6 (the authors' JAX code on the 2-core CI machine, 2026-11-21);
-`--reference FILE.json` takes the JSON that `../shared/reference/run --json` printed on this machine,
-which is the only honest comparison: these machines drift 10-30% from hour to hour, so run both
-together.
+authors' code's timer (which vmaps its seeds): each end-to-end figure is printed beside the
+reference figure for the same agent and population and their ratio. By default the reference is
+docs/reference.md's (the authors' JAX code on the 2-core CI machine, 2026-11-21); `--reference
+FILE.json` takes the JSON the authors' code's timer printed on this machine (docs/reference.md says
+how), which is the only honest comparison: these machines drift 10-30% from hour to hour, so run
+both together.
 
 A busy machine makes every figure low and the matmul ceiling unreliable: the CPU that other
 processes (not this bench and its children) use is sampled before and throughout (psutil), a
@@ -46,7 +49,7 @@ import numpy as np
 import torch
 from mbgen.launch.bench.options import SECTIONS
 
-# The authors' JAX code on the 2-core CI machine, 2026-11-21 (PAPER.md section 6), member-updates/s.
+# The authors' JAX code on the 2-core CI machine, 2026-11-21 (docs/reference.md), member-updates/s.
 REFERENCE = {
     "er_p1_member_updates_per_s": 412.0,
     "simple_p1_member_updates_per_s": 67.0,
@@ -262,6 +265,28 @@ def single_process(agent: str, members: int, seconds: float) -> float:
         store.close()
 
 
+def acting_rate(agent: str, seconds: float) -> float:
+    """Env steps/s of one actor's acting loop, one member, one environment copy: the agent's behaviour
+    policy (learner/acting.py: Q, or planning through the model) and the environment step, no sockets."""
+    from mbgen import envs
+    from mbgen.actors.acting import ActingPolicy
+
+    torch.set_num_threads(1)  # as an actor runs
+    cfg = bench_config(agent)
+    policy = ActingPolicy(cfg, torch.Generator().manual_seed(0))
+    env = envs.make(cfg.run.env, 1, 0, **cfg.run.env_params)
+    obs, rng = env.reset()[None], np.random.default_rng(0)
+    n, start = 0, time.perf_counter()
+    try:
+        while time.perf_counter() - start < seconds:
+            actions = policy.behaviour(obs, rng.random((1, 1)))
+            obs = env.step(actions[0])[3][None]
+            n += 1
+    finally:
+        torch.set_num_threads(os.cpu_count() or 1)
+    return n / (time.perf_counter() - start)
+
+
 def procmaze_single(cfg) -> dict:
     from mbgen import envs
 
@@ -325,6 +350,17 @@ def run(quick: bool, sections: set[str], device: str, log=print) -> dict:
             key = f"single_process_{agent}_p1_member_updates_per_s"
             results[key] = single_process(agent, 1, 3.0 * scale)
             log(f"single process {agent} P=1 {results[key]:.1f} member-updates/s")
+    if "agents" in sections:
+        from mbgen.learner.agents import AGENTS
+
+        for agent in AGENTS:
+            key = f"single_process_{agent}_p1_member_updates_per_s"
+            results[key] = results.get(key) or single_process(agent, 1, 3.0 * scale)
+            log(f"single process {agent} P=1 {results[key]:.1f} member-updates/s")
+    if "acting" in sections:
+        for agent in ("er", "mpc"):
+            results[f"acting_{agent}_steps_per_s"] = acting_rate(agent, 2.0 * scale)
+            log(f"acting {agent}: {results[f'acting_{agent}_steps_per_s']:.1f} env steps/s (one actor, E=1)")
     if "e2e" in sections:
         updates = {("er", 1): 8000, ("simple", 1): 4000, ("er", 30): 500, ("simple", 30): 300}
         quick_updates = {("er", 1): 1500, ("simple", 1): 600, ("er", 30): 100, ("simple", 30): 60}
@@ -348,7 +384,7 @@ def run(quick: bool, sections: set[str], device: str, log=print) -> dict:
 def load_reference(path: str | None) -> tuple[dict, str]:
     """(reference figures in member-updates/s, where they come from)."""
     if path is None:
-        return dict(REFERENCE), "PAPER.md section 6 (authors' JAX code, 2-core CI machine, 2026-11-21)"
+        return dict(REFERENCE), "docs/reference.md (authors' JAX code, 2-core CI machine, 2026-11-21)"
     try:
         with open(path) as f:
             figures = json.load(f)
@@ -357,7 +393,7 @@ def load_reference(path: str | None) -> tuple[dict, str]:
     known = {k: float(v) for k, v in figures.items() if k in REFERENCE and isinstance(v, (int, float))}
     if not known:
         raise ValueError(
-            f"--reference: {path} has none of {', '.join(REFERENCE)}; write it with ../shared/reference/run --json"
+            f"--reference: {path} has none of {', '.join(REFERENCE)}; write it with the authors' code's timer (docs/reference.md)"
         )
     return known, path
 
@@ -450,6 +486,21 @@ def table(r: dict) -> str:
             shown = f"{r[key]:.1%}" if r[key] is not None else "n/a: over 100%, the ceiling was measured under load"
             goal = f">= {EFFICIENCY_GOAL:.0%}" if agent == "simple" else ""
             rows.append((f"{name} P=30, share of the matmul rate", shown, "", "", goal))
+    from mbgen.learner.agents import AGENTS
+
+    for agent in AGENTS:
+        if agent not in ("er", "simple"):
+            key = f"single_process_{agent}_p1_member_updates_per_s"
+            if key in r:
+                beside = [f"{r[key] / r[k]:.2f}x {name}" for k, name in (
+                    ("single_process_er_p1_member_updates_per_s", "ER's"),
+                    ("single_process_simple_p1_member_updates_per_s", "the simple model's"),
+                ) if r.get(k)]  # fmt: skip
+                rows.append((f"{agent} P=1, single process (member-updates/s)", f"{r[key]:,.1f}", "", ", ".join(beside), ""))
+    if "acting_er_steps_per_s" in r and "acting_mpc_steps_per_s" in r:
+        er, mpc = r["acting_er_steps_per_s"], r["acting_mpc_steps_per_s"]
+        rows.append(("acting on Q, ER (env steps/s)", f"{er:,.1f}", "", "", ""))
+        rows.append(("acting by planning, mpc (env steps/s)", f"{mpc:,.1f}", "", f"{mpc / er:.2f}x ER's", ""))
     if "envs" in r:
         for name, v in r["envs"].items():
             rows.append((f"env {name}, E=256 (steps/s)", f"{v['E256']:,}", "", "", ""))
