@@ -159,3 +159,33 @@ def test_the_installed_package_is_one_import_name(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for expected in ("mbgen/envs/reference_scores.json", "mbgen/launch/study/presets/figure3.toml"):
         assert expected in names
+
+
+def test_import_mbgen_gives_the_api_and_the_gymnasium_ids_from_any_directory(tmp_path):
+    script = (
+        "import mbgen, gymnasium\n"
+        "env = gymnasium.make('mbgen/ProcMaze-v0', grid_size=3)\n"
+        "obs, _ = env.reset(seed=0)\n"
+        "print(obs.shape[0], mbgen.make('panflute', 2, 0, num_pipes=3).obs_dim, callable(mbgen.load_policy))\n"
+        "import sys; print(sorted(m for m in sys.modules if m in ('envs', 'launch', 'replay', 'learner')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["36 6 True", "[]"]
+
+
+def test_load_run_gives_the_metrics_as_columns(tmp_path):
+    import json
+
+    import mbgen
+    from mbgen.launch.options import dump_toml
+    from mbgen.learner.config import RunConfig
+
+    run = tmp_path / "run"
+    run.mkdir()  # what a run writes: its resolved configuration and its metrics
+    (run / "config.toml").write_text(dump_toml(RunConfig.build(env="panflute", steps=2000).resolved().to_dict()))
+    rows = [{"env_steps": 0, "member": 0, "eval_return": 0.1}, {"env_steps": 500, "member": 0, "eval_return": 0.3}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loaded = mbgen.load_run(str(run))
+    assert loaded.metrics == {"env_steps": [0, 500], "member": [0, 0], "eval_return": [0.1, 0.3]}
+    assert loaded.summary is None and loaded.config.run.env == "panflute"
