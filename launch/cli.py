@@ -119,12 +119,18 @@ def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
     return code
 
 
-def format_final(final: dict) -> str:
-    """'0.3912 (95% CI 0.3870 .. 0.3950) over 2 members: 0.390, 0.392'."""
+def format_final(final: dict, bounds=None) -> str:
+    """'0.3912 (95% CI 0.3870 .. 0.3950) over 2 members: 0.390, 0.392'; an interval cut to the
+    score's range `bounds` says so; a single member has none."""
+    from mbgen.launch.stats import ci_text
+
     if final["mean"] is None:
         return "no evaluation yet"
     lo, hi = final["ci95"]
-    return f"{final['mean']:.4f} (95% CI {lo:.4f} .. {hi:.4f}) over {len(final['per_member'])} members: " + ", ".join(
+    n = len(final["per_member"])
+    cut = bounds is not None and lo is not None and (lo <= bounds[0] or hi >= bounds[1])
+    interval = ci_text(lo, hi) + (", cut to the score's range" if cut else "")
+    return f"{final['mean']:.4f} ({interval}) over {n} member{'s' if n != 1 else ''}: " + ", ".join(
         f"{x:.3f}" for x in final["per_member"]
     )
 
@@ -151,12 +157,13 @@ def print_summary(summary: dict, run_dir: str) -> None:
         if final["from_env_steps"]
         else ""
     )
+    bounds = summary["scale"].get("range")
     if len(points) == 1:
-        lines.append(f"{label}{span}: {format_final(points[0]['final'])}")
+        lines.append(f"{label}{span}: {format_final(points[0]['final'], bounds)}")
     else:
         lines.append(f"{label} per grid point ({len(points)} points, {len(summary['seeds'])} seeds each){span}:")
         for name, point in zip(point_names(points), points):
-            lines.append(f"  {name}: {format_final(point['final'])}")
+            lines.append(f"  {name}: {format_final(point['final'], bounds)}")
     if final["from_env_steps"] is None and summary["outcome"] != "completed":
         lines.append("no score: no evaluation after learning started")
     lines.append(scale_text(summary["scale"]))

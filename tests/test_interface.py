@@ -325,3 +325,16 @@ def test_help_groups_flags_shows_defaults_and_lists_environment_parameters(capsy
     assert "panflute     num_pipes=7, spontaneous=true" in text
     assert "buttongrid   grid_size=5, num_buttons=4, spontaneous=true" in text
     assert "1,000,000 env steps per member" in text
+
+
+def test_the_summary_line_gives_no_interval_for_one_member_and_says_when_one_is_cut():
+    from mbgen.launch.cli import format_final
+
+    one = point_finals(grid(seeds=[0]), rows_for(grid(seeds=[0]), {0: [0.3]}), (0.0, 1.0))[0]["final"]
+    assert one["ci95"] == [None, None]  # not [0.3, 0.3]
+    assert format_final(one, [0.0, 1.0]) == "0.3000 (too few seeds for an interval) over 1 member: 0.300"
+    two = point_finals(grid(), rows_for(grid(), {0: [0.0], 1: [1.0]}), (0.0, 1.0))[0]["final"]
+    assert two["ci95"] == [0.0, 1.0]  # 0.5 +- 6.35, cut to [0, 1]
+    assert format_final(two, [0.0, 1.0]) == (
+        "0.5000 (95% CI 0.0000 .. 1.0000, cut to the score's range) over 2 members: 0.000, 1.000"
+    )

@@ -106,6 +106,33 @@ def test_a_directory_holding_another_study_is_refused(tmp_path):
         check_directory(other, str(tmp_path))
 
 
+def test_the_report_says_when_cells_have_too_few_seeds_for_an_interval():
+    from mbgen.launch.stats import score_summary
+    from mbgen.launch.study.report import comparisons, markdown
+
+    study = plan({"agents": ["er", "simple"], "seeds": 2, "envs": {"panflute": {"num_pipes": [2, 3]}}}, "few")
+    scores = {"er": [[0.4], [0.1, 0.3]], "simple": [[0.5], [0.2, 0.6]]}  # level 2: one member; 3: two
+    cells = []
+    for cell in study.cells:
+        values = scores[cell.agent][cell.params["num_pipes"] - 2]
+        final = {**score_summary(values, (0.0, 1.0)), "partial": False}
+        cells.append({"name": cell.name, "agent": cell.agent, "env": cell.env, "params": cell.params,
+                      "regime": cell.regime, "run": "", "status": "completed", "final": final})  # fmt: skip
+    comps = comparisons(study, cells)
+    assert [(c["prob_improvement"], c["ci95"], c["members"]) for c in comps] == [
+        (1.0, [None, None], [1, 1]),  # groups of 1: no interval, not [1, 1]
+        (0.75, [None, None], [2, 2]),
+    ]
+    text = markdown(study, {"cells": cells, "comparisons": comps}, [])
+    assert "fewer than 5 members (1 or 2): too few seeds for an interval" in text
+    assert "| num_pipes=2 | 0.4 (too few seeds for an interval) | 0.5 (too few seeds for an interval) |" in text
+    # two members: a Student-t interval, cut to the score's range [0, 1]; their IQM has none
+    assert "| num_pipes=3 | 0.2 [0, 1] | 0.4 [0, 1] |" in text
+    assert "| num_pipes=3 | 0.2 (too few seeds for an interval) | 0.4 (too few seeds for an interval) |" in text
+    assert "| num_pipes=2 | 1.00 (too few seeds for an interval) |" in text
+    assert "[0.4, 0.4]" not in text and "[1.00, 1.00]" not in text  # never a zero-width interval
+
+
 def test_estimates_follow_the_bench_figures_by_hand():
     """t(1) = 1/100 s, t(30) = 30/300 s: b = (0.1 - 0.01)/29, a = 0.01 - b; at the bench's own
     setting (ProcMaze(4), the paper's networks) the model returns the measured figures."""
@@ -190,9 +217,13 @@ def test_an_interrupted_study_finishes_when_run_again_with_every_output(interrup
         with open(os.path.join(out, c["run"], "summary.json")) as f:
             assert json.load(f)["outcome"] == "completed"  # an ordinary run directory
     assert {(c["agent"], c["params"]["num_pipes"]) for c in data["comparisons"]} == {("simple", 2), ("simple", 3)}
-    assert all(0 <= c["ci95"][0] <= c["prob_improvement"] <= c["ci95"][1] <= 1 for c in data["comparisons"])
+    # 3 seeds per cell: too few for a bootstrap, so no interval of P(improvement) or the IQM, and
+    # the report says so
+    assert all(c["ci95"] == [None, None] and c["members"] == [3, 3] for c in data["comparisons"])
+    assert all(c["final"]["iqm_ci95"] == [None, None] for c in data["cells"])
     report = open(os.path.join(out, "report.md")).read()
     assert "| num_pipes=2 |" in report and "P(improvement over ER)" in report
+    assert "fewer than 5 members (3): too few seeds for an interval" in report
     for figure in ("figure3.png", "curves-panflute-high.png", "smoothing-panflute-num_pipes3-high.png"):
         assert os.path.getsize(os.path.join(out, figure)) > 10_000
     assert os.path.exists(os.path.join(out, "cells", CELLS[1], "smoothing.png"))  # a model agent's run

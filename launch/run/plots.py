@@ -3,8 +3,9 @@ PanFlute's smoothing diagnostic (Figure 4, left: `plot_smoothing`).
 
 A learning curve is the greedy evaluation score of each grid point of each run.
 With fewer than BAND_MIN_MEMBERS members per point every member is drawn as a thin
-line beside their mean; with more, the mean with a 95% percentile-bootstrap band
-(launch/stats.py `bootstrap_ci`), cut to the range the score can take. The
+line beside their mean (a bootstrap of so few values would draw a band narrower than
+the truth: launch/stats.py); with at least that many, the mean with a 95%
+percentile-bootstrap band (`bootstrap_ci`), cut to the range the score can take. The
 title names agent, environment, parameters and regime; the y axis the metric and
 its unit; dashed lines mark the environment's random and optimal scores
 (envs/scores.py). Runs of different environments on one axis get a warning.
@@ -22,10 +23,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from mbgen.envs.scores import reference_scores  # noqa: E402
 from mbgen.launch.run.results import curves, load_run, point_names  # noqa: E402
-from mbgen.launch.stats import bootstrap_ci  # noqa: E402
+from mbgen.launch.stats import BOOTSTRAP_MIN_MEMBERS, bootstrap_ci  # noqa: E402
 from mbgen.learner.config import RunConfig  # noqa: E402
 
-BAND_MIN_MEMBERS = 5  # fewer members per point: one thin line each instead of a band
+BAND_MIN_MEMBERS = BOOTSTRAP_MIN_MEMBERS  # fewer members per point: one thin line each instead of a band
 
 
 def env_text(cfg: RunConfig) -> str:
@@ -88,7 +89,9 @@ def draw_points(ax, run_dir: str, cfg: RunConfig, rows: list[dict], label: str, 
         c = next(colors)
         text = f"{label} {name}".strip()
         mean = scores.mean(axis=0)
-        if len(members) < BAND_MIN_MEMBERS:
+        if len(members) == 1:
+            ax.plot(steps, mean, color=c, lw=2, label=f"{text}: 1 seed")
+        elif len(members) < BAND_MIN_MEMBERS:
             for member_scores in scores:
                 ax.plot(steps, member_scores, color=c, lw=0.7, alpha=0.45)
             ax.plot(steps, mean, color=c, lw=2, label=f"{text}: mean of {len(members)} seeds (thin: each seed)")

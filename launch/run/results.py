@@ -3,7 +3,8 @@
 A member's final score is the mean of its last 10% of evaluations (at least
 one). Each grid point's final performance is the mean over its members with a
 Student-t 95% confidence interval, as in the paper's figures, cut to the range
-the score can take; points are reported side by side, never averaged together.
+the score can take (a single member has none: [None, None]); points are reported
+side by side, never averaged together.
 Plots use a percentile bootstrap instead (launch/stats.py holds every statistic). The summary also
 carries the environment's random and optimal scores (envs/scores.py).
 """
@@ -91,15 +92,15 @@ def final_scores(rows: list[dict]) -> list[float]:
 
 def point_finals(cfg: RunConfig, rows: list[dict], bounds: tuple[float, float] | None = None) -> list[dict]:
     """summary.json's "points": per (lr, temperature) point, its members and their final scores with
-    the mean and a Student-t 95% interval (cut to `bounds`, the score's possible range)."""
+    the mean and a Student-t 95% interval (cut to `bounds`, the score's possible range; [None, None]
+    for a single member: no interval, never a zero-width one)."""
     finals = dict(zip(sorted(curves(rows)[1]), final_scores(rows)))
     evaluations = len({r["env_steps"] for r in rows})
     points = []
     for point in cfg.point_labels():
         per_member = [finals[m] for m in point["members"] if m in finals]
         mean, lo, hi = mean_ci95(per_member) if per_member else (None, None, None)
-        if per_member:
-            lo, hi = clip_interval(lo, hi, bounds)
+        lo, hi = clip_interval(lo, hi, bounds)
         final = {"mean": mean, "ci95": [lo, hi], "per_member": per_member, "evaluations": evaluations}
         points.append({**point, "final": final})
     return points

@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass, field
 
 from mbgen.launch.run.progress import clock
+from mbgen.launch.stats import ci_text
 from mbgen.launch.study.estimate import run_seconds
 from mbgen.launch.study.spec import CELLS_DIR, Cell, Study
 
@@ -407,7 +408,7 @@ def _finished(progress: StudyProgress, r: Running, code: int, cell_dir: str, fai
         with open(os.path.join(cell_dir, "summary.json")) as f:
             final = json.load(f)["final"]
         score = (
-            f"final {final['mean']:.4g} (95% CI {final['ci95'][0]:.4g} .. {final['ci95'][1]:.4g})"
+            f"final {final['mean']:.4g} ({ci_text(*final['ci95'], fmt='.4g')})"
             if final.get("mean") is not None
             else f"{len(final.get('per_point', []))} grid points"
         )
