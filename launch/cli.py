@@ -187,13 +187,30 @@ def print_summary(summary: dict, run_dir: str) -> None:
     print("\n".join(lines), file=sys.stderr)
 
 
+PLOT_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")  # --out's endings
+
+
 def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
+    import io
+
+    from mbgen.launch.run.outputs import STDOUT, output_path, run_name, where, write_bytes
+
+    default = f"{run_name(args.runs[0])}.png" if len(args.runs) == 1 else "compare.png"
+    out = output_path(args.out, default, PLOT_FORMATS)  # refused here, before anything is drawn
     from mbgen.launch.run.plots import plot_runs
 
-    out = args.out or os.path.join(args.runs[0], "compare.png" if len(args.runs) > 1 else "curve.png")
-    for warning in plot_runs(args.runs, out, args.title)["warnings"]:
+    image = io.BytesIO()
+    image_format = "png" if out == STDOUT else os.path.splitext(out)[1][1:].lower()
+    drawn = plot_runs(args.runs, image, args.title, image_format=image_format)
+    for warning in drawn["warnings"]:
         print(f"mbgen plot: warning: {warning}", file=sys.stderr)
-    print(out)
+    write_bytes(out, image.getvalue())
+    curves = len(drawn["curves"])
+    print(
+        f"mbgen plot: {curves} curve{'s' if curves != 1 else ''} of {len(args.runs)} run"
+        f"{'s' if len(args.runs) != 1 else ''} to {where(out)}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -212,12 +229,13 @@ def cmd_watch(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     from mbgen.launch.run.export import export_csv
+    from mbgen.launch.run.outputs import output_path, run_name, where
 
     if not args.csv:
-        raise ValueError("export: choose a format: --csv")
-    out = args.out or os.path.join(args.run, "metrics.csv")
+        raise ValueError("format: choose one: --csv")
+    out = output_path(args.out, f"{run_name(args.run)}.csv")
     rows = export_csv(args.run, out)
-    print(f"{out}: {rows} rows", file=sys.stderr)
+    print(f"mbgen export: {rows} rows to {where(out)}", file=sys.stderr)
     return 0
 
 
@@ -337,7 +355,10 @@ def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="a run's evaluations as a table (CSV)")
     export.add_argument("run", metavar="RUN", help="run directory")
     export.add_argument("--csv", action="store_true", help="write CSV: one row per evaluation and member")
-    export.add_argument("--out", help="output path (default: RUN/metrics.csv)")
+    export.add_argument(
+        "--out", metavar="FILE", help="CSV file, a directory for the default name, or - for standard output "
+        "(default: ./<run name>.csv)"
+    )
     export.set_defaults(func=cmd_export)
 
     actor = sub.add_parser("actor", help="join a running run from another machine")
@@ -366,7 +387,10 @@ def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
 
     plot = sub.add_parser("plot", help="draw several runs' learning curves on one figure")
     plot.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
-    plot.add_argument("--out", help="image path (default: RUN/compare.png)")
+    plot.add_argument(
+        "--out", metavar="FILE", help="image file (.png, .pdf, .svg, ...), a directory for the default name, or - for "
+        "PNG on standard output (default: ./<run name>.png for one run, ./compare.png for several)"
+    )
     plot.add_argument("--title", help="figure title")
     plot.set_defaults(func=cmd_plot)
 

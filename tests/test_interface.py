@@ -327,6 +327,80 @@ def test_help_groups_flags_shows_defaults_and_lists_environment_parameters(capsy
     assert "1,000,000 env steps per member" in text
 
 
+# ---------------------------------------------------------------- plot and export: where they write
+def cli(*argv) -> int:
+    from mbgen.launch.cli import main
+
+    return main(list(argv))
+
+
+def test_plot_writes_to_the_current_directory_out_or_stdout(tmp_path, monkeypatch, capsysbinary):
+    a = fake_run(tmp_path / "runs" / "er-a", grid(), {0: [0.1, 0.2], 1: [0.2, 0.3]})
+    b = fake_run(tmp_path / "runs" / "er-b", grid(), {0: [0.1, 0.3], 1: [0.2, 0.4]})
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert cli("plot", a) == 0
+    assert (work / "er-a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # one run: named for it, here
+    assert capsysbinary.readouterr().err.decode().strip() == "mbgen plot: 1 curve of 1 run to er-a.png"
+    assert cli("plot", a, b) == 0 and (work / "compare.png").exists()  # several: compare.png
+    assert cli("plot", a, b, "--out", str(tmp_path)) == 0 and (tmp_path / "compare.png").exists()  # a directory
+    assert cli("plot", a, "--out", "fig.svg") == 0 and (work / "fig.svg").read_text().lstrip().startswith("<?xml")
+    capsysbinary.readouterr()
+    assert cli("plot", a, "--out", "-") == 0
+    out = capsysbinary.readouterr()
+    assert out.out[:8] == b"\x89PNG\r\n\x1a\n" and "to standard output" in out.err.decode()
+    assert sorted(os.listdir(os.path.join(tmp_path, "runs", "er-a"))) == ["config.toml", "metrics.jsonl"]  # untouched
+
+
+def test_export_writes_to_the_current_directory_out_or_stdout(tmp_path, monkeypatch, capsys):
+    run = fake_run(tmp_path / "runs" / "er-a", grid(), {0: [0.1, 0.2], 1: [0.2, 0.3]})
+    monkeypatch.chdir(tmp_path)
+    assert cli("export", run, "--csv") == 0
+    lines = (tmp_path / "er-a.csv").read_text().splitlines()
+    assert len(lines) == 5 and lines[0].startswith("env_steps,updates,member,group,lr,temperature,seed")
+    assert capsys.readouterr().err.strip() == "mbgen export: 4 rows to er-a.csv"
+    assert cli("export", run, "--csv", "--out", "-") == 0
+    out = capsys.readouterr()
+    assert out.out.splitlines() == lines and out.err.strip() == "mbgen export: 4 rows to standard output"
+    assert cli("export", run, "--csv", "--out", str(tmp_path / "t.csv")) == 0 and (tmp_path / "t.csv").exists()
+
+
+def test_unwritable_outputs_are_refused_in_one_line_before_anything_is_written(tmp_path, monkeypatch):
+    from helpers import mbgen_refusal
+
+    run = fake_run(tmp_path / "run", grid(), {0: [0.1, 0.2], 1: [0.2, 0.3]})
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    cases = [
+        (("plot", run, "--out", "missing/x.png"), "mbgen plot: error: out: cannot write missing/x.png: missing is not a directory"),
+        (("plot", run, "--out", "afile/x.png"), "mbgen plot: error: out: cannot write afile/x.png: afile is not a directory"),
+        (("plot", run, "--out", "x.txt"), "mbgen plot: error: out: x.txt: the file name must end in .png, .pdf, .svg"),
+        (("export", run, "--csv", "--out", "missing/x.csv"), "mbgen export: error: out: cannot write missing/x.csv"),
+        (("export", run), "mbgen export: error: format: choose one: --csv"),
+    ]
+    for argv, message in cases:
+        code, err = mbgen_refusal(*argv)
+        assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
+    empty = fake_run(tmp_path / "empty", grid(), {0: [], 1: []})
+    code, err = mbgen_refusal("export", empty, "--csv")
+    assert code == 2 and "holds no evaluations yet" in err and not os.path.exists("empty.csv")
+    assert sorted(os.listdir(tmp_path)) == ["afile", "empty", "run"]  # nothing written
+
+
+def test_a_run_and_a_study_never_share_a_directory(tmp_path):
+    from mbgen.launch.study.spec import check_directory, plan, write_plan
+
+    study = plan({"agents": ["er"], "seeds": 1, "envs": {"panflute": {"num_pipes": [2]}}}, "s")
+    run = fake_run(tmp_path / "run", grid(), {0: [0.1], 1: [0.2]})
+    with pytest.raises(ValueError, match=r"^out: .*run holds a run \(config.toml, metrics.jsonl\), not a study; choose"):
+        check_directory(study, run)
+    write_plan(study, str(tmp_path / "study"))
+    for force in (False, True):
+        with pytest.raises(ValueError, match=r"^out: .*study holds a study \(study.toml\), not a run; choose"):
+            prepare_run_dir(str(tmp_path / "study"), force=force)
+
+
 def test_the_summary_line_gives_no_interval_for_one_member_and_says_when_one_is_cut():
     from mbgen.launch.cli import format_final
 

@@ -169,11 +169,14 @@ def test_a_loaded_policy_reproduces_the_evaluators_scores(grid_run):
 
 def test_export_and_a_second_run_into_the_same_directory_is_refused(grid_run):
     run_dir, _, _ = grid_run
-    done = mbgen("export", run_dir, "--csv")
-    assert done.returncode == 0, done.stderr
-    with open(os.path.join(run_dir, "metrics.csv")) as f:
+    out = os.path.join(os.path.dirname(run_dir), "table.csv")
+    done = mbgen("export", run_dir, "--csv", "--out", out)
+    assert done.returncode == 0 and done.stderr.strip() == f"mbgen export: 28 rows to {out}", done.stderr
+    with open(out) as f:
         table = list(csv.DictReader(f))
     assert len(table) == 28 and table[-1]["lr"] == "0.0004" and table[-1]["group"] == "1"
+    piped = mbgen("export", run_dir, "--csv", "--out", "-")
+    assert piped.returncode == 0 and list(csv.DictReader(piped.stdout.splitlines())) == table
     sizes = {name: os.path.getsize(os.path.join(run_dir, name)) for name in ("metrics.jsonl", "events.jsonl")}
     again = mbgen("run", *tiny_run(), "--out", run_dir)
     assert again.returncode == 2

@@ -135,8 +135,9 @@ def colour_cycle():
     return iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10)
 
 
-def plot_runs(run_dirs: list[str], out_path: str, title: str | None = None) -> dict:
-    """Draw the runs' learning curves, point by point, into `out_path`. Returns what was drawn:
+def plot_runs(run_dirs: list[str], out_path, title: str | None = None, image_format: str | None = None) -> dict:
+    """Draw the runs' learning curves, point by point, into `out_path` (a path, or a binary file with
+    `image_format`, e.g. "png"). Returns what was drawn:
     {"warnings": [for the reader], "curves": [{"run", "point", "seeds", "style"}], "title"}, where
     style is "members" (thin line per member and their mean) or "band" (mean and bootstrap CI)."""
     loaded = [load_run(d) for d in run_dirs]
@@ -161,7 +162,7 @@ def plot_runs(run_dirs: list[str], out_path: str, title: str | None = None) -> d
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(out_path, dpi=120)
+    fig.savefig(out_path, dpi=120, format=image_format)
     plt.close(fig)
     return {"warnings": warnings, "curves": drawn, "title": title}
 
