@@ -326,7 +326,6 @@ def test_help_groups_flags_shows_defaults_and_lists_environment_parameters(capsy
     assert "buttongrid   grid_size=5, num_buttons=4, spontaneous=true" in text
     assert "1,000,000 env steps per member" in text
 
-
 # ---------------------------------------------------------------- plot and export: where they write
 def cli(*argv) -> int:
     from mbgen.launch.cli import main
@@ -399,6 +398,54 @@ def test_a_run_and_a_study_never_share_a_directory(tmp_path):
     for force in (False, True):
         with pytest.raises(ValueError, match=r"^out: .*study holds a study \(study.toml\), not a run; choose"):
             prepare_run_dir(str(tmp_path / "study"), force=force)
+
+
+# ---------------------------------------------------------------- mbgen watch on a run that has ended
+def status_of(outcome: str, **kw) -> dict:
+    t0 = 1_800_000_000.0
+    process = {"pid": 11, "alive": False, "exitcode": 0, "heartbeat_age_s": 0.4, "last_event": "learner_finished"}
+    return {
+        "outcome": outcome,
+        "supervisor_pid": 1,
+        "updated": t0 + 50,
+        "started": t0 + 20,  # a resumed session's start: the run itself ran 30 s before it
+        "elapsed_s": 60.0,
+        "ended": t0 + 50 if outcome != "running" else None,
+        "agent": "er",
+        "env": "panflute",
+        "env_params": {"num_pipes": 2},
+        "regime": "high",
+        "members": 1,
+        "points": [{"group": 0, "name": "lr=0.0001 T=0.1", "seeds": [0]}],
+        "steps": 1500,
+        "total_steps": 1500,
+        "updates": 1000,
+        "total_updates": 1000,
+        "updates_per_s": 40.0,
+        "env_steps_per_s": 60.0,
+        "eta_s": 25.0,
+        "latest_eval": None,
+        "train_scores": [None],
+        "scale": reference_scores("panflute", {"num_pipes": 2}),
+        "processes": {"learner": {**process, "last_event_age_s": 0.3}},
+        "warnings": [],
+        "transitions": {},
+        **kw,
+    }
+
+
+def test_watch_shows_an_ended_run_as_it_was_at_its_end():
+    from mbgen.launch.run.watch import render
+
+    ended = status_of("completed")
+    three_hours_later = ended["updated"] + 3 * 3600
+    text = render("RUN", ended, three_hours_later)
+    when = __import__("time").strftime("%Y-%m-%d %H:%M:%S", __import__("time").localtime(ended["ended"]))
+    assert f"state     completed at {when} (3 h ago), after 1:00 of running" in text  # not 3:00:30
+    assert "the run has ended" in text and "ETA" not in text and "s old" not in text
+    assert "heartbeat (as of the end)" in text and "0.4 s before the end  learner_finished (0 s before the end)" in text
+    running = render("RUN", status_of("running", processes={}), ended["updated"] + 2)
+    assert "state     running, elapsed 1:02, ETA 0:25" in running  # the run's clock, all sessions, goes on
 
 
 def test_the_summary_line_gives_no_interval_for_one_member_and_says_when_one_is_cut():

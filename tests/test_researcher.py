@@ -1,6 +1,7 @@
 """The researcher's interface on a real run: a grid of two step sizes x two seeds, watched while it
 runs, then read back through metrics, summary, plot, TensorBoard, the policy API, `mbgen eval` and
-`mbgen export`; a second run into the same directory is refused."""
+`mbgen export`; a second run into the same directory is refused. A run stopped and resumed adds
+only new points to TensorBoard, and `mbgen watch` shows it as it was at its end."""
 
 import csv
 import json
@@ -12,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import ROOT, mbgen, tiny_run
+from helpers import ROOT, descendants, assert_all_gone, mbgen, start, tiny_run
 from mbgen.envs.scores import play
 from mbgen.envs.seeding import derive_seed
 from mbgen.launch.run.results import load_run
@@ -201,3 +202,53 @@ def test_seed_options_name_the_seeds_the_same_way_in_run_and_offline():
     assert seeds("--seed-list", "9,2") == [9, 2]
     offline = parser.parse_args(["offline", "--first-seed", "60", "--seeds", "30"])
     assert (offline.first_seed, offline.seeds, offline.seed_list) == (60, 30, None)
+
+
+def test_watch_shows_the_finished_run_at_its_end(grid_run):
+    from mbgen.launch.run.progress import clock
+    from mbgen.launch.run.watch import render
+
+    run_dir, _, _ = grid_run
+    ended = status(run_dir)
+    assert ended["outcome"] == "completed" and ended["ended"] == ended["updated"]
+    text = render(run_dir, ended, ended["ended"] + 2 * 3600)  # watched two hours later
+    assert f"after {clock(ended['elapsed_s'])} of running" in text and "(2 h ago)" in text
+    assert ended["elapsed_s"] < 600 and "2:00:" not in text  # the run's own time, not now minus its start
+    assert "heartbeat (as of the end)" in text and "s before the end" in text
+
+
+def test_a_resumed_run_adds_only_new_points_to_tensorboard(tmp_path):
+    """Stopped with Ctrl-C after a few evaluations and resumed: every evaluation point is in
+    TensorBoard once (before the fix each session wrote all points again: 19 for 13 steps), and
+    status.json's elapsed time covers both sessions."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = str(tmp_path / "run")
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    proc = start("run", *tiny_run(steps=2000), "--tensorboard", "--out", run_dir)
+    try:
+        wait_for(lambda: os.path.exists(metrics_path) and len(open(metrics_path).readlines()) >= 6, 180, "evaluations")
+        children = descendants(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert_all_gone(children)
+    first = status(run_dir)
+    assert first["outcome"] == "interrupted"
+    resumed = mbgen("run", "--resume", run_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    steps = sorted({r["env_steps"] for r in load_run(run_dir).rows})
+    assert steps == list(range(0, 2001, 250))
+    events = EventAccumulator(os.path.join(run_dir, "tensorboard"))
+    events.Reload()
+    assert len(os.listdir(os.path.join(run_dir, "tensorboard"))) == 2  # one event file per session
+    assert [s.step for s in events.Scalars("eval/mean")] == steps  # each point once, in order
+    assert [s.step for s in events.Scalars("reference/random")] == [0, first["steps"], 2000]  # start, each end
+    last = status(run_dir)
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        wall = json.load(f)["throughput"]["wall_s"]  # both sessions, from events.jsonl
+    assert last["elapsed_s"] > last["updated"] - last["started"] + 0.5 * first["elapsed_s"]
+    assert abs(last["elapsed_s"] - wall) < 10

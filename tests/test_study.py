@@ -13,6 +13,7 @@ import pytest
 from helpers import ROOT, mbgen, wait_for
 from mbgen.launch.run.progress import clock
 from mbgen.launch.study.estimate import required_keys, run_seconds, update_seconds
+from mbgen.launch.study.runner import LOCK_FILE, StudyLock
 from mbgen.launch.study.spec import check_directory, load_study, plan, write_plan
 
 TINY_STUDY = """
@@ -106,6 +107,30 @@ def test_a_directory_holding_another_study_is_refused(tmp_path):
         check_directory(other, str(tmp_path))
 
 
+def test_the_study_lock_keeps_a_second_study_out_and_is_removed_on_every_exit(tmp_path):
+    out = str(tmp_path)
+    path = os.path.join(out, LOCK_FILE)
+    with StudyLock(out):
+        assert open(path).read() == f"pid {os.getpid()}"
+        with pytest.raises(ValueError, match=rf"^out: another mbgen study is running in {out} \(pid {os.getpid()}\)$"):
+            StudyLock(out).__enter__()
+    assert not os.path.exists(path)
+    with pytest.raises(RuntimeError):
+        with StudyLock(out):
+            raise RuntimeError("a failure inside the study")
+    assert not os.path.exists(path)
+    # a lock file left by a killed study (SIGKILL) holds no lock: the next study takes it, then removes it
+    open(path, "w").write("pid 1")
+    with StudyLock(out):
+        pass
+    assert not os.path.exists(path)
+    # SIGTERM while the lock is held (outside the cells' loop): the process exits 143 through the lock's exit
+    code = "import os, signal, sys; from mbgen.launch.study.runner import StudyLock\n"
+    code += "with StudyLock(sys.argv[1]):\n    os.kill(os.getpid(), signal.SIGTERM)\n    signal.pause()\n"
+    done = subprocess.run([sys.executable, "-c", code, out], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 143 and not os.path.exists(path), done.stderr
+
+
 def test_the_report_says_when_cells_have_too_few_seeds_for_an_interval():
     from mbgen.launch.stats import score_summary
     from mbgen.launch.study.report import comparisons, markdown
@@ -189,6 +214,7 @@ def interrupted_study(tmp_path_factory):
     proc.send_signal(signal.SIGINT)
     first_stderr = proc.communicate(timeout=60)[1]
     interrupted = {"code": proc.returncode, "stderr": first_stderr, "pending": json.load(open(f"{out}/study.json"))}
+    interrupted["lock_left"] = os.path.exists(os.path.join(out, LOCK_FILE))
     again = subprocess.run(study_command(spec, out), cwd=ROOT, capture_output=True, text=True, timeout=300)
     return spec, out, interrupted, again
 
@@ -199,6 +225,7 @@ def test_an_interrupted_study_finishes_when_run_again_with_every_output(interrup
     spec, out, interrupted, again = interrupted_study
     assert interrupted["code"] == 130, interrupted["stderr"]
     assert "stopping 1 running cell(s) cleanly" in interrupted["stderr"]
+    assert not interrupted["lock_left"] and not os.path.exists(os.path.join(out, LOCK_FILE))  # Ctrl-C, then an end
     status = {c["name"]: c["status"] for c in interrupted["pending"]["cells"]}
     assert status == {**{n: "completed" for n in CELLS[:-1]}, CELLS[-1]: "pending"}
     assert again.returncode == 0, again.stderr
@@ -308,3 +335,4 @@ def test_a_failed_cell_is_reported_and_the_others_go_on(tmp_path):
     assert [c["status"] for c in cells] == ["failed", "failed"]
     assert all("CUDA is not available" in c["error"]["log"] for c in cells)
     assert "## Failed cells" in open(os.path.join(out, "report.md")).read()
+    assert not os.path.exists(os.path.join(out, LOCK_FILE))  # the study's lock goes with it

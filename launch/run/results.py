@@ -155,12 +155,13 @@ class MetricsTail:
         self.updates: dict[int, int] = {}
         self.complete: tuple[int, list[float]] | None = None
 
-    def poll(self) -> list[tuple[int, int, np.ndarray]]:
+    def poll(self, until: int | None = None) -> list[tuple[int, int, np.ndarray]]:
+        """`until`: read no further than that byte offset."""
         if not os.path.exists(self.path):
             return []
-        with open(self.path) as f:
+        with open(self.path, "rb") as f:
             f.seek(self.offset)
-            chunk = f.read()
+            chunk = (f.read() if until is None else f.read(max(0, until - self.offset))).decode(errors="replace")
         end = chunk.rfind("\n") + 1
         self.offset += len(chunk[:end].encode())
         done = []
