@@ -197,6 +197,8 @@ def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
 
     default = f"{run_name(args.runs[0])}.png" if len(args.runs) == 1 else "compare.png"
     out = output_path(args.out, default, PLOT_FORMATS)  # refused here, before anything is drawn
+    if out == STDOUT and sys.stdout.isatty():
+        raise ValueError("out: - writes a PNG to standard output, here a terminal; redirect it or name a file")
     from mbgen.launch.run.plots import plot_runs
 
     image = io.BytesIO()

@@ -167,7 +167,9 @@ def probability_of_improvement(x, y, axis: int = -1) -> np.ndarray | float:
     return float(out) if np.ndim(out) == 0 else out
 
 
-def probability_of_improvement_ci95(x, y, seed: int = 0, resamples: int = RESAMPLES) -> tuple[float | None, float | None]:
+def probability_of_improvement_ci95(
+    x, y, seed: int = 0, resamples: int = RESAMPLES
+) -> tuple[float | None, float | None]:
     """95% percentile-bootstrap interval of P(X > Y), x and y resampled independently; (None, None)
     when either group has fewer than BOOTSTRAP_MIN_MEMBERS members."""
     x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()

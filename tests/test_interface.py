@@ -365,15 +365,15 @@ def test_export_writes_to_the_current_directory_out_or_stdout(tmp_path, monkeypa
     assert cli("export", run, "--csv", "--out", str(tmp_path / "t.csv")) == 0 and (tmp_path / "t.csv").exists()
 
 
-def test_unwritable_outputs_are_refused_in_one_line_before_anything_is_written(tmp_path, monkeypatch):
+def test_unwritable_outputs_are_refused_in_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys):
     from helpers import mbgen_refusal
 
     run = fake_run(tmp_path / "run", grid(), {0: [0.1, 0.2], 1: [0.2, 0.3]})
     (tmp_path / "afile").write_text("x")
     monkeypatch.chdir(tmp_path)
     cases = [
-        (("plot", run, "--out", "missing/x.png"), "mbgen plot: error: out: cannot write missing/x.png: missing is not a directory"),
-        (("plot", run, "--out", "afile/x.png"), "mbgen plot: error: out: cannot write afile/x.png: afile is not a directory"),
+        (("plot", run, "--out", "missing/x.png"), "mbgen plot: error: out: cannot write missing/x.png: missing is not"),
+        (("plot", run, "--out", "afile/x.png"), "mbgen plot: error: out: cannot write afile/x.png: afile is not a dir"),
         (("plot", run, "--out", "x.txt"), "mbgen plot: error: out: x.txt: the file name must end in .png, .pdf, .svg"),
         (("export", run, "--csv", "--out", "missing/x.csv"), "mbgen export: error: out: cannot write missing/x.csv"),
         (("export", run), "mbgen export: error: format: choose one: --csv"),
@@ -381,6 +381,11 @@ def test_unwritable_outputs_are_refused_in_one_line_before_anything_is_written(t
     for argv, message in cases:
         code, err = mbgen_refusal(*argv)
         assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
+    import sys
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # an image is not for a terminal
+    assert cli("plot", run, "--out", "-") == 2
+    assert capsys.readouterr().err.startswith("mbgen plot: error: out: - writes a PNG to standard output, here a term")
     empty = fake_run(tmp_path / "empty", grid(), {0: [], 1: []})
     code, err = mbgen_refusal("export", empty, "--csv")
     assert code == 2 and "holds no evaluations yet" in err and not os.path.exists("empty.csv")
@@ -392,7 +397,7 @@ def test_a_run_and_a_study_never_share_a_directory(tmp_path):
 
     study = plan({"agents": ["er"], "seeds": 1, "envs": {"panflute": {"num_pipes": [2]}}}, "s")
     run = fake_run(tmp_path / "run", grid(), {0: [0.1], 1: [0.2]})
-    with pytest.raises(ValueError, match=r"^out: .*run holds a run \(config.toml, metrics.jsonl\), not a study; choose"):
+    with pytest.raises(ValueError, match=r"^out: .*run holds a run \(config.toml, metrics.jsonl\), not a study;"):
         check_directory(study, run)
     write_plan(study, str(tmp_path / "study"))
     for force in (False, True):
