@@ -464,3 +464,24 @@ def test_the_summary_line_gives_no_interval_for_one_member_and_says_when_one_is_
     assert format_final(two, [0.0, 1.0]) == (
         "0.5000 (95% CI 0.0000 .. 1.0000, cut to the score's range) over 2 members: 0.000, 1.000"
     )
+
+
+def test_a_runs_wall_time_counts_its_sessions_never_the_time_it_lay_stopped(tmp_path):
+    from mbgen.launch.run.results import session_wall_s
+
+    def event(t, name, role="supervisor"):
+        return json.dumps({"t": 1000.0 + t, "role": role, "event": name}) + "\n"
+
+    path = tmp_path / "events.jsonl"
+    path.write_text(
+        event(0, "run_started")
+        + event(30, "eval", "evaluator")
+        + event(36.5, "run_finished")  # stopped with Ctrl-C
+        + event(3600, "replay_started", "replay")  # an hour later, resumed: its processes start up
+        + event(3601, "run_started")
+        + event(3650, "eval", "evaluator")  # ... and it is killed
+        + event(3700, "run_started")  # resumed at once
+        + event(3710, "run_finished")
+    )
+    # 36.5 + 49 + 10: the hour between the first session and the second is nobody's time
+    assert session_wall_s(str(path)) == pytest.approx(95.5)

@@ -217,6 +217,7 @@ def test_watch_shows_the_finished_run_at_its_end(grid_run):
     assert "heartbeat (as of the end)" in text and "s before the end" in text
 
 
+@pytest.mark.timeout(600)  # two sessions of a run; minutes on a loaded 2-core machine
 def test_a_resumed_run_adds_only_new_points_to_tensorboard(tmp_path):
     """Stopped with Ctrl-C after a few evaluations and resumed: every evaluation point is in
     TensorBoard once (before the fix each session wrote all points again: 19 for 13 steps), and
@@ -225,9 +226,15 @@ def test_a_resumed_run_adds_only_new_points_to_tensorboard(tmp_path):
 
     run_dir = str(tmp_path / "run")
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    proc = start("run", *tiny_run(steps=2000), "--tensorboard", "--out", run_dir)
+    # a checkpoint every 250 updates: on a loaded machine the stop cut may not finish in its budget,
+    # and the run then resumes from the newest periodic one
+    proc = start("run", *tiny_run(steps=2000), "--tensorboard", "--checkpoint-period", "250", "--out", run_dir)
+
+    def learned() -> bool:
+        return os.path.exists(metrics_path) and any('"updates": 500' in line for line in open(metrics_path))
+
     try:
-        wait_for(lambda: os.path.exists(metrics_path) and len(open(metrics_path).readlines()) >= 6, 180, "evaluations")
+        wait_for(learned, 300, "an evaluation after 500 updates")
         children = descendants(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
         proc.wait(60)
@@ -249,6 +256,9 @@ def test_a_resumed_run_adds_only_new_points_to_tensorboard(tmp_path):
     assert [s.step for s in events.Scalars("reference/random")] == [0, first["steps"], 2000]  # start, each end
     last = status(run_dir)
     with open(os.path.join(run_dir, "summary.json")) as f:
-        wall = json.load(f)["throughput"]["wall_s"]  # both sessions, from events.jsonl
-    assert last["elapsed_s"] > last["updated"] - last["started"] + 0.5 * first["elapsed_s"]
-    assert abs(last["elapsed_s"] - wall) < 10
+        wall = json.load(f)["throughput"]["wall_s"]  # both sessions, from events.jsonl, before the plot
+    before = last["elapsed_s"] - (last["updated"] - last["started"])  # the first session, as the second saw it
+    assert before > 0.5 * first["elapsed_s"]
+    # summary.json's clock (events.jsonl) starts each session at its run_started event, status.json's at
+    # its setup, and the status is written after the summary: a few seconds apart, more under load
+    assert wall - 1.0 <= last["elapsed_s"] <= wall + 60

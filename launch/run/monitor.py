@@ -118,7 +118,8 @@ class RunMonitor:
     """`before` (a resumed session: `history()` taken before its processes started): what earlier
     sessions wrote is read for the view (latest scores, last events) but not sent to TensorBoard or
     W&B again, which hold it already: a resumed run adds only new points. `elapsed_before`: wall
-    seconds of the earlier sessions, so the run's clock goes on."""
+    seconds of the earlier sessions, so the run's clock goes on; `started`: when this session began
+    (default now)."""
 
     def __init__(
         self,
@@ -127,7 +128,9 @@ class RunMonitor:
         progress: bool = True,
         before: dict[str, int] | None = None,
         elapsed_before: float = 0.0,
+        started: float | None = None,
     ):
+        self.started = started or time.time()  # before the writers' imports, which take seconds
         self.cfg, self.run_dir = cfg, run_dir
         self.points = cfg.point_labels()
         self.names = point_names(self.points)
@@ -137,7 +140,6 @@ class RunMonitor:
         self.events = EventsTail(os.path.join(run_dir, "events.jsonl"))
         self.progress = Progress(cfg.run.steps, cfg.total_updates, progress, names=self.names, scale=self.scale)
         self.scalars = Scalars(cfg, run_dir) if cfg.outputs.tensorboard or cfg.outputs.wandb else None
-        self.started = time.time()
         self.elapsed_before = elapsed_before
         self.last_status = self.last_scalars = 0.0
         self.latest_eval: dict | None = None

@@ -186,7 +186,10 @@ class MetricsTail:
 
 
 def session_wall_s(events_path: str) -> float:
-    """Wall seconds of the run's sessions so far: from each run_started to that session's last event."""
+    """Wall seconds of the run's sessions so far: from each run_started to that session's run_finished
+    (a session that was killed: its last event before the next run_started). Events between a
+    run_finished and the next run_started (a resumed session's processes starting up) belong to no
+    session, so the time a run lay stopped is never counted."""
     total, start, last = 0.0, None, None
     if not os.path.exists(events_path):
         return 0.0
@@ -199,11 +202,18 @@ def session_wall_s(events_path: str) -> float:
             t = event.get("t")
             if not isinstance(t, (int, float)):
                 continue
-            if event.get("event") == "run_started":
+            name = event.get("event")
+            if name == "run_started":
                 if start is not None:
                     total += last - start
-                start = t
+                start = last = t
+                continue
+            if start is None:
+                continue  # after a session's end, before the next one starts
             last = t
+            if name == "run_finished":
+                total += last - start
+                start = None
     if start is not None:
         total += last - start
     return total

@@ -126,6 +126,7 @@ class Supervisor:
         self.summary: dict = {}
         self.monitor: RunMonitor | None = None  # progress line, status.json, TensorBoard (launch/monitor.py)
         self.history: dict[str, int] | None = None  # a resumed session: what earlier ones wrote (monitor.history)
+        self.session_started = 0.0  # when this session began, before its setup
 
     # -- public ----------------------------------------------------------------------
     def run(self) -> int:
@@ -176,6 +177,7 @@ class Supervisor:
 
     # -- sessions --------------------------------------------------------------------
     def start_session(self, cut: str | None) -> None:
+        self.session_started = time.time()  # the session's clock starts with its setup (restoring a cut)
         socket_dir = private_directory()
         self.wiring = Wiring(
             run_id=new_run_id(),
@@ -351,6 +353,7 @@ class Supervisor:
             progress=self.show_progress,
             before=self.history,
             elapsed_before=self.wiring.elapsed_before,
+            started=self.session_started,
         )
         while True:
             self.table.wait(0.5)
