@@ -119,12 +119,18 @@ def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
     return code
 
 
-def format_final(final: dict) -> str:
-    """'0.3912 (95% CI 0.3870 .. 0.3950) over 2 members: 0.390, 0.392'."""
+def format_final(final: dict, bounds=None) -> str:
+    """'0.3912 (95% CI 0.3870 .. 0.3950) over 2 members: 0.390, 0.392'; an interval cut to the
+    score's range `bounds` says so; a single member has none."""
+    from mbgen.launch.stats import ci_text
+
     if final["mean"] is None:
         return "no evaluation yet"
     lo, hi = final["ci95"]
-    return f"{final['mean']:.4f} (95% CI {lo:.4f} .. {hi:.4f}) over {len(final['per_member'])} members: " + ", ".join(
+    n = len(final["per_member"])
+    cut = bounds is not None and lo is not None and (lo <= bounds[0] or hi >= bounds[1])
+    interval = ci_text(lo, hi) + (", cut to the score's range" if cut else "")
+    return f"{final['mean']:.4f} ({interval}) over {n} member{'s' if n != 1 else ''}: " + ", ".join(
         f"{x:.3f}" for x in final["per_member"]
     )
 
@@ -151,12 +157,13 @@ def print_summary(summary: dict, run_dir: str) -> None:
         if final["from_env_steps"]
         else ""
     )
+    bounds = summary["scale"].get("range")
     if len(points) == 1:
-        lines.append(f"{label}{span}: {format_final(points[0]['final'])}")
+        lines.append(f"{label}{span}: {format_final(points[0]['final'], bounds)}")
     else:
         lines.append(f"{label} per grid point ({len(points)} points, {len(summary['seeds'])} seeds each){span}:")
         for name, point in zip(point_names(points), points):
-            lines.append(f"  {name}: {format_final(point['final'])}")
+            lines.append(f"  {name}: {format_final(point['final'], bounds)}")
     if final["from_env_steps"] is None and summary["outcome"] != "completed":
         lines.append("no score: no evaluation after learning started")
     lines.append(scale_text(summary["scale"]))
@@ -180,13 +187,32 @@ def print_summary(summary: dict, run_dir: str) -> None:
     print("\n".join(lines), file=sys.stderr)
 
 
+PLOT_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")  # --out's endings
+
+
 def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
+    import io
+
+    from mbgen.launch.run.outputs import STDOUT, output_path, run_name, where, write_bytes
+
+    default = f"{run_name(args.runs[0])}.png" if len(args.runs) == 1 else "compare.png"
+    out = output_path(args.out, default, PLOT_FORMATS)  # refused here, before anything is drawn
+    if out == STDOUT and sys.stdout.isatty():
+        raise ValueError("out: - writes a PNG to standard output, here a terminal; redirect it or name a file")
     from mbgen.launch.run.plots import plot_runs
 
-    out = args.out or os.path.join(args.runs[0], "compare.png" if len(args.runs) > 1 else "curve.png")
-    for warning in plot_runs(args.runs, out, args.title)["warnings"]:
+    image = io.BytesIO()
+    image_format = "png" if out == STDOUT else os.path.splitext(out)[1][1:].lower()
+    drawn = plot_runs(args.runs, image, args.title, image_format=image_format)
+    for warning in drawn["warnings"]:
         print(f"mbgen plot: warning: {warning}", file=sys.stderr)
-    print(out)
+    write_bytes(out, image.getvalue())
+    curves = len(drawn["curves"])
+    print(
+        f"mbgen plot: {curves} curve{'s' if curves != 1 else ''} of {len(args.runs)} run"
+        f"{'s' if len(args.runs) != 1 else ''} to {where(out)}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -205,12 +231,13 @@ def cmd_watch(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     from mbgen.launch.run.export import export_csv
+    from mbgen.launch.run.outputs import output_path, run_name, where
 
     if not args.csv:
-        raise ValueError("export: choose a format: --csv")
-    out = args.out or os.path.join(args.run, "metrics.csv")
+        raise ValueError("format: choose one: --csv")
+    out = output_path(args.out, f"{run_name(args.run)}.csv")
     rows = export_csv(args.run, out)
-    print(f"{out}: {rows} rows", file=sys.stderr)
+    print(f"mbgen export: {rows} rows to {where(out)}", file=sys.stderr)
     return 0
 
 
@@ -330,7 +357,10 @@ def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="a run's evaluations as a table (CSV)")
     export.add_argument("run", metavar="RUN", help="run directory")
     export.add_argument("--csv", action="store_true", help="write CSV: one row per evaluation and member")
-    export.add_argument("--out", help="output path (default: RUN/metrics.csv)")
+    export.add_argument(
+        "--out", metavar="FILE", help="CSV file, a directory for the default name, or - for standard output "
+        "(default: ./<run name>.csv)"
+    )
     export.set_defaults(func=cmd_export)
 
     actor = sub.add_parser("actor", help="join a running run from another machine")
@@ -359,7 +389,10 @@ def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
 
     plot = sub.add_parser("plot", help="draw several runs' learning curves on one figure")
     plot.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
-    plot.add_argument("--out", help="image path (default: RUN/compare.png)")
+    plot.add_argument(
+        "--out", metavar="FILE", help="image file (.png, .pdf, .svg, ...), a directory for the default name, or - for "
+        "PNG on standard output (default: ./<run name>.png for one run, ./compare.png for several)"
+    )
     plot.add_argument("--title", help="figure title")
     plot.set_defaults(func=cmd_plot)
 

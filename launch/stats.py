@@ -25,7 +25,14 @@ Of a fraction (k of n seeds optimal in a cell, mbgen offline):
                   (unlike p -+ z sqrt(p(1-p)/n) it stays inside [0, 1] and is not empty at k = 0 or n)
 
 Bootstraps use scipy.stats.bootstrap with a fixed seed, so a report is reproducible.
-An interval over identical values collapses to that value.
+
+Small samples. An interval needs members to vary between: the Student-t interval of the mean
+needs 2 members, every bootstrap interval (IQM, P(X > Y), a learning curve's band) at least
+BOOTSTRAP_MIN_MEMBERS in each group, since a percentile bootstrap of 2-4 values resamples a
+handful of distinct means and covers far less than 95%. With fewer there is no interval (None,
+and TOO_FEW where it is shown), never a zero-width one. Intervals are cut to the range the
+score can take (clip_interval), which the Student-t interval of 2-4 members often leaves.
+An interval over enough identical values collapses to that value: every resample is the same.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ import numpy as np
 from scipy import stats as sps
 
 RESAMPLES = 2000  # bootstrap resamples of every interval
+BOOTSTRAP_MIN_MEMBERS = 5  # fewer members in a group: no bootstrap interval (the module docstring)
+TOO_FEW = "too few seeds for an interval"  # what a report says where an interval would be
 
 
 def t975(df: int) -> float:
@@ -43,12 +52,12 @@ def t975(df: int) -> float:
     return float(sps.t.ppf(0.975, df))
 
 
-def mean_ci95(values) -> tuple[float, float, float]:
-    """(mean, low, high); the interval collapses to the mean for a single value."""
+def mean_ci95(values) -> tuple[float, float | None, float | None]:
+    """(mean, low, high); a single value has no interval: (mean, None, None)."""
     v = np.asarray(values, dtype=np.float64)
     mean = float(v.mean()) if v.size else float("nan")
     if v.size < 2:
-        return mean, mean, mean
+        return mean, None, None
     half = t975(v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
     return mean, mean - half, mean + half
 
@@ -65,9 +74,10 @@ def wilson_ci95(successes: int, n: int) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def clip_interval(low: float, high: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
-    """An interval cut to the range the score can take (bounds None: left as it is)."""
-    if bounds is None:
+def clip_interval(low, high, bounds: tuple[float, float] | None) -> tuple:
+    """An interval cut to the range the score can take (bounds None: left as it is; no interval,
+    None: stays None)."""
+    if bounds is None or low is None or high is None:
         return low, high
     return max(low, bounds[0]), min(high, bounds[1])
 
@@ -75,11 +85,15 @@ def clip_interval(low: float, high: float, bounds: tuple[float, float] | None) -
 def bootstrap_ci(samples: np.ndarray, seed: int = 0, resamples: int = RESAMPLES) -> tuple[np.ndarray, np.ndarray]:
     """Percentile-bootstrap 95% interval of the mean over axis 0 of `samples` [N, ...] (members x
     evaluation points), per remaining index (scipy.stats.bootstrap). A column whose values are all
-    equal has the interval [value, value]. The interval never leaves [min, max] of its column."""
+    equal has the interval [value, value]. The interval never leaves [min, max] of its column.
+    Fewer than BOOTSTRAP_MIN_MEMBERS rows: no interval (NaN everywhere, which a plot leaves blank)."""
     samples = np.asarray(samples, dtype=np.float64)
+    if samples.shape[0] < BOOTSTRAP_MIN_MEMBERS:
+        nan = np.full(samples.shape[1:], np.nan)
+        return nan, nan.copy()
     low, high = samples.mean(axis=0).copy(), samples.mean(axis=0).copy()
     varied = samples.max(axis=0) > samples.min(axis=0)
-    if samples.shape[0] >= 2 and varied.any():
+    if varied.any():
         result = sps.bootstrap(
             (samples[:, varied],),
             np.mean,
@@ -114,13 +128,16 @@ def _percentile_bootstrap(samples: tuple[np.ndarray, ...], statistic, seed: int,
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def iqm_ci95(strata, seed: int = 0, resamples: int = RESAMPLES) -> tuple[float, float]:
+def iqm_ci95(strata, seed: int = 0, resamples: int = RESAMPLES) -> tuple[float | None, float | None]:
     """Stratified-bootstrap 95% interval of the IQM of all scores in `strata` (a list of per-task
-    score arrays, or one array for one task)."""
+    score arrays, or one array for one task); (None, None) with fewer than BOOTSTRAP_MIN_MEMBERS
+    scores, or no stratum of two to resample."""
     strata = [np.asarray(s, dtype=np.float64).ravel() for s in _as_strata(strata)]
     pooled = np.concatenate(strata)
-    if pooled.size < 2 or pooled.max() == pooled.min():
-        value = iqm(pooled) if pooled.size else float("nan")
+    if pooled.size < BOOTSTRAP_MIN_MEMBERS or all(s.size < 2 for s in strata):
+        return None, None
+    if pooled.max() == pooled.min():
+        value = iqm(pooled)
         return value, value
     # A stratum of one score cannot be resampled by scipy (and has only one resample anyway).
     fixed = [s for s in strata if s.size < 2]
@@ -150,10 +167,15 @@ def probability_of_improvement(x, y, axis: int = -1) -> np.ndarray | float:
     return float(out) if np.ndim(out) == 0 else out
 
 
-def probability_of_improvement_ci95(x, y, seed: int = 0, resamples: int = RESAMPLES) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of P(X > Y), x and y resampled independently."""
+def probability_of_improvement_ci95(
+    x, y, seed: int = 0, resamples: int = RESAMPLES
+) -> tuple[float | None, float | None]:
+    """95% percentile-bootstrap interval of P(X > Y), x and y resampled independently; (None, None)
+    when either group has fewer than BOOTSTRAP_MIN_MEMBERS members."""
     x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
-    if x.size < 2 or y.size < 2 or np.concatenate([x, y]).max() == np.concatenate([x, y]).min():
+    if min(x.size, y.size) < BOOTSTRAP_MIN_MEMBERS:
+        return None, None
+    if np.concatenate([x, y]).max() == np.concatenate([x, y]).min():
         value = probability_of_improvement(x, y)
         return value, value
     return _percentile_bootstrap((x, y), probability_of_improvement, seed, resamples)
@@ -161,7 +183,8 @@ def probability_of_improvement_ci95(x, y, seed: int = 0, resamples: int = RESAMP
 
 def score_summary(per_member, bounds: tuple[float, float] | None = None, seed: int = 0) -> dict:
     """A cell's or point's final performance: {"mean", "ci95", "iqm", "iqm_ci95", "per_member"}, both
-    intervals cut to `bounds` (the range the score can take). Empty input: every figure None."""
+    intervals cut to `bounds` (the range the score can take), [None, None] where the members are
+    too few for one (the module docstring). Empty input: every figure None."""
     values = [float(v) for v in per_member]
     if not values:
         return {"mean": None, "ci95": [None, None], "iqm": None, "iqm_ci95": [None, None], "per_member": []}
@@ -174,3 +197,16 @@ def score_summary(per_member, bounds: tuple[float, float] | None = None, seed: i
         "iqm_ci95": list(clip_interval(iqm_lo, iqm_hi, bounds)),
         "per_member": values,
     }
+
+
+def too_few(n: int, bootstrap: bool = True) -> bool:
+    """Whether n members are too few for an interval (a bootstrap's, or with `bootstrap` False the
+    Student-t interval of the mean)."""
+    return n < (BOOTSTRAP_MIN_MEMBERS if bootstrap else 2)
+
+
+def ci_text(low, high, fmt: str = ".4f", sep: str = " .. ") -> str:
+    """'95% CI 0.3808 .. 0.4073', or TOO_FEW where there is no interval."""
+    if low is None or high is None:
+        return TOO_FEW
+    return f"95% CI {low:{fmt}}{sep}{high:{fmt}}"

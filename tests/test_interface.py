@@ -325,3 +325,163 @@ def test_help_groups_flags_shows_defaults_and_lists_environment_parameters(capsy
     assert "panflute     num_pipes=7, spontaneous=true" in text
     assert "buttongrid   grid_size=5, num_buttons=4, spontaneous=true" in text
     assert "1,000,000 env steps per member" in text
+
+# ---------------------------------------------------------------- plot and export: where they write
+def cli(*argv) -> int:
+    from mbgen.launch.cli import main
+
+    return main(list(argv))
+
+
+def test_plot_writes_to_the_current_directory_out_or_stdout(tmp_path, monkeypatch, capsysbinary):
+    a = fake_run(tmp_path / "runs" / "er-a", grid(), {0: [0.1, 0.2], 1: [0.2, 0.3]})
+    b = fake_run(tmp_path / "runs" / "er-b", grid(), {0: [0.1, 0.3], 1: [0.2, 0.4]})
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert cli("plot", a) == 0
+    assert (work / "er-a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # one run: named for it, here
+    assert capsysbinary.readouterr().err.decode().strip() == "mbgen plot: 1 curve of 1 run to er-a.png"
+    assert cli("plot", a, b) == 0 and (work / "compare.png").exists()  # several: compare.png
+    assert cli("plot", a, b, "--out", str(tmp_path)) == 0 and (tmp_path / "compare.png").exists()  # a directory
+    assert cli("plot", a, "--out", "fig.svg") == 0 and (work / "fig.svg").read_text().lstrip().startswith("<?xml")
+    capsysbinary.readouterr()
+    assert cli("plot", a, "--out", "-") == 0
+    out = capsysbinary.readouterr()
+    assert out.out[:8] == b"\x89PNG\r\n\x1a\n" and "to standard output" in out.err.decode()
+    assert sorted(os.listdir(os.path.join(tmp_path, "runs", "er-a"))) == ["config.toml", "metrics.jsonl"]  # untouched
+
+
+def test_export_writes_to_the_current_directory_out_or_stdout(tmp_path, monkeypatch, capsys):
+    run = fake_run(tmp_path / "runs" / "er-a", grid(), {0: [0.1, 0.2], 1: [0.2, 0.3]})
+    monkeypatch.chdir(tmp_path)
+    assert cli("export", run, "--csv") == 0
+    lines = (tmp_path / "er-a.csv").read_text().splitlines()
+    assert len(lines) == 5 and lines[0].startswith("env_steps,updates,member,group,lr,temperature,seed")
+    assert capsys.readouterr().err.strip() == "mbgen export: 4 rows to er-a.csv"
+    assert cli("export", run, "--csv", "--out", "-") == 0
+    out = capsys.readouterr()
+    assert out.out.splitlines() == lines and out.err.strip() == "mbgen export: 4 rows to standard output"
+    assert cli("export", run, "--csv", "--out", str(tmp_path / "t.csv")) == 0 and (tmp_path / "t.csv").exists()
+
+
+def test_unwritable_outputs_are_refused_in_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    from helpers import mbgen_refusal
+
+    run = fake_run(tmp_path / "run", grid(), {0: [0.1, 0.2], 1: [0.2, 0.3]})
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    cases = [
+        (("plot", run, "--out", "missing/x.png"), "mbgen plot: error: out: cannot write missing/x.png: missing is not"),
+        (("plot", run, "--out", "afile/x.png"), "mbgen plot: error: out: cannot write afile/x.png: afile is not a dir"),
+        (("plot", run, "--out", "x.txt"), "mbgen plot: error: out: x.txt: the file name must end in .png, .pdf, .svg"),
+        (("export", run, "--csv", "--out", "missing/x.csv"), "mbgen export: error: out: cannot write missing/x.csv"),
+        (("export", run), "mbgen export: error: format: choose one: --csv"),
+    ]
+    for argv, message in cases:
+        code, err = mbgen_refusal(*argv)
+        assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
+    import sys
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # an image is not for a terminal
+    assert cli("plot", run, "--out", "-") == 2
+    assert capsys.readouterr().err.startswith("mbgen plot: error: out: - writes a PNG to standard output, here a term")
+    empty = fake_run(tmp_path / "empty", grid(), {0: [], 1: []})
+    code, err = mbgen_refusal("export", empty, "--csv")
+    assert code == 2 and "holds no evaluations yet" in err and not os.path.exists("empty.csv")
+    assert sorted(os.listdir(tmp_path)) == ["afile", "empty", "run"]  # nothing written
+
+
+def test_a_run_and_a_study_never_share_a_directory(tmp_path):
+    from mbgen.launch.study.spec import check_directory, plan, write_plan
+
+    study = plan({"agents": ["er"], "seeds": 1, "envs": {"panflute": {"num_pipes": [2]}}}, "s")
+    run = fake_run(tmp_path / "run", grid(), {0: [0.1], 1: [0.2]})
+    with pytest.raises(ValueError, match=r"^out: .*run holds a run \(config.toml, metrics.jsonl\), not a study;"):
+        check_directory(study, run)
+    write_plan(study, str(tmp_path / "study"))
+    for force in (False, True):
+        with pytest.raises(ValueError, match=r"^out: .*study holds a study \(study.toml\), not a run; choose"):
+            prepare_run_dir(str(tmp_path / "study"), force=force)
+
+
+# ---------------------------------------------------------------- mbgen watch on a run that has ended
+def status_of(outcome: str, **kw) -> dict:
+    t0 = 1_800_000_000.0
+    process = {"pid": 11, "alive": False, "exitcode": 0, "heartbeat_age_s": 0.4, "last_event": "learner_finished"}
+    return {
+        "outcome": outcome,
+        "supervisor_pid": 1,
+        "updated": t0 + 50,
+        "started": t0 + 20,  # a resumed session's start: the run itself ran 30 s before it
+        "elapsed_s": 60.0,
+        "ended": t0 + 50 if outcome != "running" else None,
+        "agent": "er",
+        "env": "panflute",
+        "env_params": {"num_pipes": 2},
+        "regime": "high",
+        "members": 1,
+        "points": [{"group": 0, "name": "lr=0.0001 T=0.1", "seeds": [0]}],
+        "steps": 1500,
+        "total_steps": 1500,
+        "updates": 1000,
+        "total_updates": 1000,
+        "updates_per_s": 40.0,
+        "env_steps_per_s": 60.0,
+        "eta_s": 25.0,
+        "latest_eval": None,
+        "train_scores": [None],
+        "scale": reference_scores("panflute", {"num_pipes": 2}),
+        "processes": {"learner": {**process, "last_event_age_s": 0.3}},
+        "warnings": [],
+        "transitions": {},
+        **kw,
+    }
+
+
+def test_watch_shows_an_ended_run_as_it_was_at_its_end():
+    from mbgen.launch.run.watch import render
+
+    ended = status_of("completed")
+    three_hours_later = ended["updated"] + 3 * 3600
+    text = render("RUN", ended, three_hours_later)
+    when = __import__("time").strftime("%Y-%m-%d %H:%M:%S", __import__("time").localtime(ended["ended"]))
+    assert f"state     completed at {when} (3 h ago), after 1:00 of running" in text  # not 3:00:30
+    assert "the run has ended" in text and "ETA" not in text and "s old" not in text
+    assert "heartbeat (as of the end)" in text and "0.4 s before the end  learner_finished (0 s before the end)" in text
+    running = render("RUN", status_of("running", processes={}), ended["updated"] + 2)
+    assert "state     running, elapsed 1:02, ETA 0:25" in running  # the run's clock, all sessions, goes on
+
+
+def test_the_summary_line_gives_no_interval_for_one_member_and_says_when_one_is_cut():
+    from mbgen.launch.cli import format_final
+
+    one = point_finals(grid(seeds=[0]), rows_for(grid(seeds=[0]), {0: [0.3]}), (0.0, 1.0))[0]["final"]
+    assert one["ci95"] == [None, None]  # not [0.3, 0.3]
+    assert format_final(one, [0.0, 1.0]) == "0.3000 (too few seeds for an interval) over 1 member: 0.300"
+    two = point_finals(grid(), rows_for(grid(), {0: [0.0], 1: [1.0]}), (0.0, 1.0))[0]["final"]
+    assert two["ci95"] == [0.0, 1.0]  # 0.5 +- 6.35, cut to [0, 1]
+    assert format_final(two, [0.0, 1.0]) == (
+        "0.5000 (95% CI 0.0000 .. 1.0000, cut to the score's range) over 2 members: 0.000, 1.000"
+    )
+
+
+def test_a_runs_wall_time_counts_its_sessions_never_the_time_it_lay_stopped(tmp_path):
+    from mbgen.launch.run.results import session_wall_s
+
+    def event(t, name, role="supervisor"):
+        return json.dumps({"t": 1000.0 + t, "role": role, "event": name}) + "\n"
+
+    path = tmp_path / "events.jsonl"
+    path.write_text(
+        event(0, "run_started")
+        + event(30, "eval", "evaluator")
+        + event(36.5, "run_finished")  # stopped with Ctrl-C
+        + event(3600, "replay_started", "replay")  # an hour later, resumed: its processes start up
+        + event(3601, "run_started")
+        + event(3650, "eval", "evaluator")  # ... and it is killed
+        + event(3700, "run_started")  # resumed at once
+        + event(3710, "run_finished")
+    )
+    # 36.5 + 49 + 10: the hour between the first session and the second is nobody's time
+    assert session_wall_s(str(path)) == pytest.approx(95.5)

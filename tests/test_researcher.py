@@ -1,6 +1,7 @@
 """The researcher's interface on a real run: a grid of two step sizes x two seeds, watched while it
 runs, then read back through metrics, summary, plot, TensorBoard, the policy API, `mbgen eval` and
-`mbgen export`; a second run into the same directory is refused."""
+`mbgen export`; a second run into the same directory is refused. A run stopped and resumed adds
+only new points to TensorBoard, and `mbgen watch` shows it as it was at its end."""
 
 import csv
 import json
@@ -12,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import ROOT, mbgen, tiny_run
+from helpers import ROOT, descendants, assert_all_gone, mbgen, start, tiny_run
 from mbgen.envs.scores import play
 from mbgen.envs.seeding import derive_seed
 from mbgen.launch.run.results import load_run
@@ -169,11 +170,14 @@ def test_a_loaded_policy_reproduces_the_evaluators_scores(grid_run):
 
 def test_export_and_a_second_run_into_the_same_directory_is_refused(grid_run):
     run_dir, _, _ = grid_run
-    done = mbgen("export", run_dir, "--csv")
-    assert done.returncode == 0, done.stderr
-    with open(os.path.join(run_dir, "metrics.csv")) as f:
+    out = os.path.join(os.path.dirname(run_dir), "table.csv")
+    done = mbgen("export", run_dir, "--csv", "--out", out)
+    assert done.returncode == 0 and done.stderr.strip() == f"mbgen export: 28 rows to {out}", done.stderr
+    with open(out) as f:
         table = list(csv.DictReader(f))
     assert len(table) == 28 and table[-1]["lr"] == "0.0004" and table[-1]["group"] == "1"
+    piped = mbgen("export", run_dir, "--csv", "--out", "-")
+    assert piped.returncode == 0 and list(csv.DictReader(piped.stdout.splitlines())) == table
     sizes = {name: os.path.getsize(os.path.join(run_dir, name)) for name in ("metrics.jsonl", "events.jsonl")}
     again = mbgen("run", *tiny_run(), "--out", run_dir)
     assert again.returncode == 2
@@ -198,3 +202,63 @@ def test_seed_options_name_the_seeds_the_same_way_in_run_and_offline():
     assert seeds("--seed-list", "9,2") == [9, 2]
     offline = parser.parse_args(["offline", "--first-seed", "60", "--seeds", "30"])
     assert (offline.first_seed, offline.seeds, offline.seed_list) == (60, 30, None)
+
+
+def test_watch_shows_the_finished_run_at_its_end(grid_run):
+    from mbgen.launch.run.progress import clock
+    from mbgen.launch.run.watch import render
+
+    run_dir, _, _ = grid_run
+    ended = status(run_dir)
+    assert ended["outcome"] == "completed" and ended["ended"] == ended["updated"]
+    text = render(run_dir, ended, ended["ended"] + 2 * 3600)  # watched two hours later
+    assert f"after {clock(ended['elapsed_s'])} of running" in text and "(2 h ago)" in text
+    assert ended["elapsed_s"] < 600 and "2:00:" not in text  # the run's own time, not now minus its start
+    assert "heartbeat (as of the end)" in text and "s before the end" in text
+
+
+@pytest.mark.timeout(600)  # two sessions of a run; minutes on a loaded 2-core machine
+def test_a_resumed_run_adds_only_new_points_to_tensorboard(tmp_path):
+    """Stopped with Ctrl-C after a few evaluations and resumed: every evaluation point is in
+    TensorBoard once (before the fix each session wrote all points again: 19 for 13 steps), and
+    status.json's elapsed time covers both sessions."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = str(tmp_path / "run")
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    # a checkpoint every 250 updates: on a loaded machine the stop cut may not finish in its budget,
+    # and the run then resumes from the newest periodic one
+    proc = start("run", *tiny_run(steps=2000), "--tensorboard", "--checkpoint-period", "250", "--out", run_dir)
+
+    def learned() -> bool:
+        return os.path.exists(metrics_path) and any('"updates": 500' in line for line in open(metrics_path))
+
+    try:
+        wait_for(learned, 300, "an evaluation after 500 updates")
+        children = descendants(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert_all_gone(children)
+    first = status(run_dir)
+    assert first["outcome"] == "interrupted"
+    resumed = mbgen("run", "--resume", run_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    steps = sorted({r["env_steps"] for r in load_run(run_dir).rows})
+    assert steps == list(range(0, 2001, 250))
+    events = EventAccumulator(os.path.join(run_dir, "tensorboard"))
+    events.Reload()
+    assert len(os.listdir(os.path.join(run_dir, "tensorboard"))) == 2  # one event file per session
+    assert [s.step for s in events.Scalars("eval/mean")] == steps  # each point once, in order
+    assert [s.step for s in events.Scalars("reference/random")] == [0, first["steps"], 2000]  # start, each end
+    last = status(run_dir)
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        wall = json.load(f)["throughput"]["wall_s"]  # both sessions, from events.jsonl, before the plot
+    before = last["elapsed_s"] - (last["updated"] - last["started"])  # the first session, as the second saw it
+    assert before > 0.5 * first["elapsed_s"]
+    # summary.json's clock (events.jsonl) starts each session at its run_started event, status.json's at
+    # its setup, and the status is written after the summary: a few seconds apart, more under load
+    assert wall - 1.0 <= last["elapsed_s"] <= wall + 60

@@ -3,6 +3,11 @@
 import numpy as np
 import pytest
 from mbgen.launch.stats import (
+    BOOTSTRAP_MIN_MEMBERS,
+    TOO_FEW,
+    bootstrap_ci,
+    ci_text,
+    clip_interval,
     iqm,
     iqm_ci95,
     mean_ci95,
@@ -24,7 +29,7 @@ def test_mean_ci95_by_hand():
     # mean 2, sample sd 1, n = 3: half-width t_{0.975,2} * 1 / sqrt(3) = 4.303 / 1.732 = 2.484
     mean, lo, hi = mean_ci95([1.0, 2.0, 3.0])
     assert mean == 2.0 and lo == pytest.approx(2 - 2.4843, abs=1e-3) and hi == pytest.approx(2 + 2.4843, abs=1e-3)
-    assert mean_ci95([5.0]) == (5.0, 5.0, 5.0)
+    assert mean_ci95([5.0]) == (5.0, None, None)  # one member: no interval, not a zero-width one
 
 
 def test_wilson_interval_by_hand():
@@ -72,9 +77,46 @@ def test_bootstrap_intervals_hold_the_estimate_and_are_reproducible():
 
 
 def test_degenerate_intervals_collapse():
-    assert iqm_ci95([0.4, 0.4, 0.4]) == pytest.approx((0.4, 0.4))
-    assert probability_of_improvement_ci95([1.0, 1.0], [1.0, 1.0]) == (0.5, 0.5)
-    assert probability_of_improvement_ci95([1.0], [0.0, 2.0]) == (0.5, 0.5)
+    assert iqm_ci95([0.4] * 5) == pytest.approx((0.4, 0.4))  # every resample is the same
+    assert probability_of_improvement_ci95([1.0] * 5, [1.0] * 5) == (0.5, 0.5)
+    # every x beats every y: P = 1 in every resample
+    assert probability_of_improvement_ci95([2.0, 3, 4, 5, 6], [0.0, 0.5, 1, 1.5, 1.9]) == (1.0, 1.0)
+
+
+def test_too_few_members_have_no_interval_never_a_zero_width_one():
+    assert BOOTSTRAP_MIN_MEMBERS == 5
+    # P(X > Y) on groups of 1 is 0, 0.5 or 1 with nothing to resample: no interval
+    assert probability_of_improvement([1.0], [0.0]) == 1.0
+    assert probability_of_improvement_ci95([1.0], [0.0]) == (None, None)
+    assert probability_of_improvement_ci95([1.0], [0.0, 2.0]) == (None, None)
+    assert probability_of_improvement_ci95([1.0, 2, 3, 4], [0.0, 1, 2, 3, 4]) == (None, None)  # 4 < 5
+    lo, hi = probability_of_improvement_ci95([1.0, 2, 3, 4, 5], [0.5, 1.5, 2.5, 3.5, 4.5])
+    assert 0.0 <= lo < 0.6 < hi <= 1.0  # P = 15/25 = 0.6, now with an interval
+    # the IQM's bootstrap: 4 scores are too few, 5 are enough; 5 strata of 1 have nothing to resample
+    assert iqm_ci95([0.1, 0.2, 0.3, 0.4]) == (None, None)
+    lo, hi = iqm_ci95([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert 0.1 <= lo <= 0.3 <= hi <= 0.5
+    assert iqm_ci95([[0.1], [0.2], [0.3], [0.4], [0.5]]) == (None, None)
+    # a learning curve's band: 4 members, none (NaN, drawn as nothing); 5, one inside the data
+    low, high = bootstrap_ci(np.array([[0.0, 1.0]] * 2 + [[1.0, 0.0]] * 2))
+    assert np.isnan(low).all() and np.isnan(high).all()
+    low, high = bootstrap_ci(np.array([[0.0], [0.0], [1.0], [1.0], [1.0]]))
+    assert 0.0 <= low[0] < 0.6 < high[0] <= 1.0
+    assert clip_interval(None, None, (0.0, 1.0)) == (None, None)
+    assert ci_text(None, None) == TOO_FEW == "too few seeds for an interval"
+    assert ci_text(0.38081, 0.40729) == "95% CI 0.3808 .. 0.4073"
+
+
+def test_a_few_members_interval_is_cut_to_the_score_range_by_hand():
+    # scores 0.0 and 1.0 on a [0, 1] scale: mean 0.5, s = sqrt(0.5), half-width 12.706 * s / sqrt(2)
+    # = 6.353: the Student-t interval [-5.85, 6.85] is cut to [0, 1]; the IQM of 2 is their mean
+    mean, lo, hi = mean_ci95([0.0, 1.0])
+    assert (lo, hi) == pytest.approx((0.5 - 6.3531, 0.5 + 6.3531), abs=1e-3)
+    s = score_summary([0.0, 1.0], bounds=(0.0, 1.0))
+    assert s["mean"] == 0.5 and s["ci95"] == [0.0, 1.0]
+    assert s["iqm"] == 0.5 and s["iqm_ci95"] == [None, None]  # 2 members: too few for the bootstrap
+    one = score_summary([0.3], bounds=(0.0, 1.0))
+    assert one["mean"] == 0.3 and one["ci95"] == [None, None] and one["iqm_ci95"] == [None, None]
 
 
 def test_stratified_bootstrap_resamples_within_strata():
@@ -90,5 +132,7 @@ def test_stratified_bootstrap_resamples_within_strata():
 def test_score_summary_cuts_intervals_to_the_score_range():
     s = score_summary([0.0, 0.4, 0.41], bounds=(0.0, 0.41))
     assert s["mean"] == pytest.approx(0.27) and s["ci95"][0] == 0.0 and s["ci95"][1] == 0.41
-    assert s["per_member"] == [0.0, 0.4, 0.41] and 0.0 <= s["iqm_ci95"][0] <= s["iqm_ci95"][1] <= 0.41
+    assert s["per_member"] == [0.0, 0.4, 0.41] and s["iqm_ci95"] == [None, None]  # 3 < 5 members
+    s = score_summary([0.0, 0.4, 0.41, 0.41, 0.41], bounds=(0.0, 0.41))
+    assert 0.0 <= s["ci95"][0] and s["ci95"][1] == 0.41 and 0.0 <= s["iqm_ci95"][0] <= s["iqm_ci95"][1] <= 0.41
     assert score_summary([])["mean"] is None

@@ -13,6 +13,7 @@ import pytest
 from helpers import ROOT, mbgen, wait_for
 from mbgen.launch.run.progress import clock
 from mbgen.launch.study.estimate import required_keys, run_seconds, update_seconds
+from mbgen.launch.study.runner import LOCK_FILE, StudyLock
 from mbgen.launch.study.spec import check_directory, load_study, plan, write_plan
 
 TINY_STUDY = """
@@ -106,6 +107,57 @@ def test_a_directory_holding_another_study_is_refused(tmp_path):
         check_directory(other, str(tmp_path))
 
 
+def test_the_study_lock_keeps_a_second_study_out_and_is_removed_on_every_exit(tmp_path):
+    out = str(tmp_path)
+    path = os.path.join(out, LOCK_FILE)
+    with StudyLock(out):
+        assert open(path).read() == f"pid {os.getpid()}"
+        with pytest.raises(ValueError, match=rf"^out: another mbgen study is running in {out} \(pid {os.getpid()}\)$"):
+            StudyLock(out).__enter__()
+    assert not os.path.exists(path)
+    with pytest.raises(RuntimeError):
+        with StudyLock(out):
+            raise RuntimeError("a failure inside the study")
+    assert not os.path.exists(path)
+    # a lock file left by a killed study (SIGKILL) holds no lock: the next study takes it, then removes it
+    open(path, "w").write("pid 1")
+    with StudyLock(out):
+        pass
+    assert not os.path.exists(path)
+    # SIGTERM while the lock is held (outside the cells' loop): the process exits 143 through the lock's exit
+    code = "import os, signal, sys; from mbgen.launch.study.runner import StudyLock\n"
+    code += "with StudyLock(sys.argv[1]):\n    os.kill(os.getpid(), signal.SIGTERM)\n    signal.pause()\n"
+    done = subprocess.run([sys.executable, "-c", code, out], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 143 and not os.path.exists(path), done.stderr
+
+
+def test_the_report_says_when_cells_have_too_few_seeds_for_an_interval():
+    from mbgen.launch.stats import score_summary
+    from mbgen.launch.study.report import comparisons, markdown
+
+    study = plan({"agents": ["er", "simple"], "seeds": 2, "envs": {"panflute": {"num_pipes": [2, 3]}}}, "few")
+    scores = {"er": [[0.4], [0.1, 0.3]], "simple": [[0.5], [0.2, 0.6]]}  # level 2: one member; 3: two
+    cells = []
+    for cell in study.cells:
+        values = scores[cell.agent][cell.params["num_pipes"] - 2]
+        final = {**score_summary(values, (0.0, 1.0)), "partial": False}
+        cells.append({"name": cell.name, "agent": cell.agent, "env": cell.env, "params": cell.params,
+                      "regime": cell.regime, "run": "", "status": "completed", "final": final})  # fmt: skip
+    comps = comparisons(study, cells)
+    assert [(c["prob_improvement"], c["ci95"], c["members"]) for c in comps] == [
+        (1.0, [None, None], [1, 1]),  # groups of 1: no interval, not [1, 1]
+        (0.75, [None, None], [2, 2]),
+    ]
+    text = markdown(study, {"cells": cells, "comparisons": comps}, [])
+    assert "fewer than 5 members (1 or 2): too few seeds for an interval" in text
+    assert "| num_pipes=2 | 0.4 (too few seeds for an interval) | 0.5 (too few seeds for an interval) |" in text
+    # two members: a Student-t interval, cut to the score's range [0, 1]; their IQM has none
+    assert "| num_pipes=3 | 0.2 [0, 1] | 0.4 [0, 1] |" in text
+    assert "| num_pipes=3 | 0.2 (too few seeds for an interval) | 0.4 (too few seeds for an interval) |" in text
+    assert "| num_pipes=2 | 1.00 (too few seeds for an interval) |" in text
+    assert "[0.4, 0.4]" not in text and "[1.00, 1.00]" not in text  # never a zero-width interval
+
+
 def test_estimates_follow_the_bench_figures_by_hand():
     """t(1) = 1/100 s, t(30) = 30/300 s: b = (0.1 - 0.01)/29, a = 0.01 - b; at the bench's own
     setting (ProcMaze(4), the paper's networks) the model returns the measured figures."""
@@ -162,6 +214,7 @@ def interrupted_study(tmp_path_factory):
     proc.send_signal(signal.SIGINT)
     first_stderr = proc.communicate(timeout=60)[1]
     interrupted = {"code": proc.returncode, "stderr": first_stderr, "pending": json.load(open(f"{out}/study.json"))}
+    interrupted["lock_left"] = os.path.exists(os.path.join(out, LOCK_FILE))
     again = subprocess.run(study_command(spec, out), cwd=ROOT, capture_output=True, text=True, timeout=300)
     return spec, out, interrupted, again
 
@@ -172,6 +225,7 @@ def test_an_interrupted_study_finishes_when_run_again_with_every_output(interrup
     spec, out, interrupted, again = interrupted_study
     assert interrupted["code"] == 130, interrupted["stderr"]
     assert "stopping 1 running cell(s) cleanly" in interrupted["stderr"]
+    assert not interrupted["lock_left"] and not os.path.exists(os.path.join(out, LOCK_FILE))  # Ctrl-C, then an end
     status = {c["name"]: c["status"] for c in interrupted["pending"]["cells"]}
     assert status == {**{n: "completed" for n in CELLS[:-1]}, CELLS[-1]: "pending"}
     assert again.returncode == 0, again.stderr
@@ -185,14 +239,17 @@ def test_an_interrupted_study_finishes_when_run_again_with_every_output(interrup
         assert c["status"] == "completed" and c["run"] == f"cells/{c['name']}"
         final = c["final"]
         assert len(final["per_member"]) == 3 and final["partial"] is False
-        assert final["ci95"][0] <= final["mean"] <= final["ci95"][1]
-        assert final["iqm_ci95"][0] <= final["iqm"] <= final["iqm_ci95"][1]
+        assert final["ci95"][0] <= final["mean"] <= final["ci95"][1]  # Student-t on 3 members
         with open(os.path.join(out, c["run"], "summary.json")) as f:
             assert json.load(f)["outcome"] == "completed"  # an ordinary run directory
     assert {(c["agent"], c["params"]["num_pipes"]) for c in data["comparisons"]} == {("simple", 2), ("simple", 3)}
-    assert all(0 <= c["ci95"][0] <= c["prob_improvement"] <= c["ci95"][1] <= 1 for c in data["comparisons"])
+    # 3 seeds per cell: too few for a bootstrap, so no interval of P(improvement) or the IQM, and
+    # the report says so
+    assert all(c["ci95"] == [None, None] and c["members"] == [3, 3] for c in data["comparisons"])
+    assert all(c["final"]["iqm_ci95"] == [None, None] for c in data["cells"])
     report = open(os.path.join(out, "report.md")).read()
     assert "| num_pipes=2 |" in report and "P(improvement over ER)" in report
+    assert "fewer than 5 members (3): too few seeds for an interval" in report
     for figure in ("figure3.png", "curves-panflute-high.png", "smoothing-panflute-num_pipes3-high.png"):
         assert os.path.getsize(os.path.join(out, figure)) > 10_000
     assert os.path.exists(os.path.join(out, "cells", CELLS[1], "smoothing.png"))  # a model agent's run
@@ -277,3 +334,4 @@ def test_a_failed_cell_is_reported_and_the_others_go_on(tmp_path):
     assert [c["status"] for c in cells] == ["failed", "failed"]
     assert all("CUDA is not available" in c["error"]["log"] for c in cells)
     assert "## Failed cells" in open(os.path.join(out, "report.md")).read()
+    assert not os.path.exists(os.path.join(out, LOCK_FILE))  # the study's lock goes with it

@@ -16,7 +16,7 @@ import numpy as np
 from mbgen.envs.scores import reference_scores
 from mbgen.launch.run.policy import evaluate_run, load_policy, render_episode
 from mbgen.launch.run.results import point_names
-from mbgen.launch.stats import clip_interval, mean_ci95
+from mbgen.launch.stats import ci_text, clip_interval, mean_ci95
 
 
 def main(args: argparse.Namespace, env_params: dict) -> int:
@@ -79,9 +79,8 @@ def text_report(report: dict) -> str:
         f"{report['episode_seeds_of_env_step']:,})"
     ]
     for p in report["points"]:
-        lo, hi = p["ci95"]
         lines.append(
-            f"  {p['name']}: mean {p['mean']:.4f} (95% CI {lo:.4f} .. {hi:.4f}); "
+            f"  {p['name']}: mean {p['mean']:.4f} ({ci_text(*p['ci95'])}); "
             + ", ".join(f"seed {s} {x:.4f}" for s, x in zip(p["seeds"], p["scores"]))
         )
         if "recorded" in p and None not in p["recorded"]:

@@ -48,17 +48,18 @@ def check_sinks(cfg: RunConfig) -> None:
 
 
 class EventsTail:
-    """New lines of events.jsonl since the last call, parsed (a line cut short is left for later)."""
+    """New lines of events.jsonl since the last call, parsed (a line cut short is left for later);
+    `until`: read no further than that byte offset."""
 
     def __init__(self, path: str):
         self.path, self.offset = path, 0
 
-    def poll(self) -> list[dict]:
+    def poll(self, until: int | None = None) -> list[dict]:
         if not os.path.exists(self.path):
             return []
         with open(self.path, "rb") as f:
             f.seek(self.offset)
-            chunk = f.read()
+            chunk = f.read() if until is None else f.read(max(0, until - self.offset))
         end = chunk.rfind(b"\n") + 1
         self.offset += end
         out = []
@@ -103,8 +104,33 @@ class Scalars:
             self.wandb.finish()
 
 
+def history(run_dir: str) -> dict[str, int]:
+    """How much of metrics.jsonl and events.jsonl earlier sessions wrote (bytes), taken before a
+    resumed session starts its processes: RunMonitor's `before`."""
+    sizes = {}
+    for name in ("metrics.jsonl", "events.jsonl"):
+        path = os.path.join(run_dir, name)
+        sizes[name] = os.path.getsize(path) if os.path.exists(path) else 0
+    return sizes
+
+
 class RunMonitor:
-    def __init__(self, cfg: RunConfig, run_dir: str, progress: bool = True):
+    """`before` (a resumed session: `history()` taken before its processes started): what earlier
+    sessions wrote is read for the view (latest scores, last events) but not sent to TensorBoard or
+    W&B again, which hold it already: a resumed run adds only new points. `elapsed_before`: wall
+    seconds of the earlier sessions, so the run's clock goes on; `started`: when this session began
+    (default now)."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: str,
+        progress: bool = True,
+        before: dict[str, int] | None = None,
+        elapsed_before: float = 0.0,
+        started: float | None = None,
+    ):
+        self.started = started or time.time()  # before the writers' imports, which take seconds
         self.cfg, self.run_dir = cfg, run_dir
         self.points = cfg.point_labels()
         self.names = point_names(self.points)
@@ -114,14 +140,16 @@ class RunMonitor:
         self.events = EventsTail(os.path.join(run_dir, "events.jsonl"))
         self.progress = Progress(cfg.run.steps, cfg.total_updates, progress, names=self.names, scale=self.scale)
         self.scalars = Scalars(cfg, run_dir) if cfg.outputs.tensorboard or cfg.outputs.wandb else None
-        self.started = time.time()
+        self.elapsed_before = elapsed_before
         self.last_status = self.last_scalars = 0.0
         self.latest_eval: dict | None = None
         self.last_train: list[float | None] = [None] * len(self.points)
         self.last_event: dict[str, tuple[str, float]] = {}  # role -> (event, time)
         self.warnings: deque = deque(maxlen=RECENT_WARNINGS)
         self.steps = self.updates = 0
-        if self.scalars is not None:
+        if before is not None:
+            self.catch_up(before)
+        elif self.scalars is not None:
             self.scalars.add(self.reference_values(), 0)
         from mbgen.runtime.logs import get_logger
 
@@ -129,6 +157,17 @@ class RunMonitor:
         # matplotlib now, while the run goes, so the plot at the end (often under a stop signal,
         # within the stop budget) does not wait seconds for its import
         import mbgen.launch.run.plots  # noqa: F401
+
+    def catch_up(self, before: dict[str, int]) -> None:
+        """Read what earlier sessions wrote without sending it to the scalar sinks again."""
+        scalars, self.scalars = self.scalars, None
+        try:
+            for env_steps, _, scores in self.metrics.poll(until=before.get("metrics.jsonl", 0)):
+                self.on_evaluation(env_steps, scores)
+            for event in self.events.poll(until=before.get("events.jsonl", 0)):
+                self.on_event(event)
+        finally:
+            self.scalars = scalars
 
     # -- helpers ---------------------------------------------------------------------------------
     def tag(self, family: str, group: int, name: str) -> str:
@@ -217,14 +256,18 @@ class RunMonitor:
             self.scalars.add(values, self.steps)
 
     def write_status(self, outcome: str, processes: dict[str, dict], accounting: dict[str, int]) -> None:
-        """status.json, replaced atomically: what `mbgen watch` shows."""
+        """status.json, replaced atomically: what `mbgen watch` shows. Ages (heartbeats, last events)
+        are as of `updated`; a run that has ended says when (`ended`) and how long it ran in all its
+        sessions (`elapsed_s`)."""
         steps_rate, update_rate, eta = self.progress.rates(self.steps, self.updates)
         now = time.time()
         status = {
             "outcome": outcome,
             "supervisor_pid": os.getpid(),
             "updated": now,
-            "started": self.started,
+            "started": self.started,  # this session's start
+            "elapsed_s": self.elapsed_before + now - self.started,  # the run's own wall time, all sessions
+            "ended": now if outcome != "running" else None,
             "agent": self.cfg.run.agent,
             "env": self.cfg.run.env,
             "env_params": self.cfg.run.env_params,
@@ -269,4 +312,10 @@ class RunMonitor:
             self.scalars.add(self.reference_values(), self.steps)
             values = {f"accounting/{k}": accounting.get(k) for k in ("sent", "stored", "rejected", "duplicates")}
             self.scalars.add(values, self.steps)
+        self.close()
+
+    def close(self) -> None:
+        """Close the scalar writers (once)."""
+        if self.scalars is not None:
             self.scalars.close()
+            self.scalars = None

@@ -3,8 +3,9 @@ PanFlute's smoothing diagnostic (Figure 4, left: `plot_smoothing`).
 
 A learning curve is the greedy evaluation score of each grid point of each run.
 With fewer than BAND_MIN_MEMBERS members per point every member is drawn as a thin
-line beside their mean; with more, the mean with a 95% percentile-bootstrap band
-(launch/stats.py `bootstrap_ci`), cut to the range the score can take. The
+line beside their mean (a bootstrap of so few values would draw a band narrower than
+the truth: launch/stats.py); with at least that many, the mean with a 95%
+percentile-bootstrap band (`bootstrap_ci`), cut to the range the score can take. The
 title names agent, environment, parameters and regime; the y axis the metric and
 its unit; dashed lines mark the environment's random and optimal scores
 (envs/scores.py). Runs of different environments on one axis get a warning.
@@ -22,10 +23,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from mbgen.envs.scores import reference_scores  # noqa: E402
 from mbgen.launch.run.results import curves, load_run, point_names  # noqa: E402
-from mbgen.launch.stats import bootstrap_ci  # noqa: E402
+from mbgen.launch.stats import BOOTSTRAP_MIN_MEMBERS, bootstrap_ci  # noqa: E402
 from mbgen.learner.config import RunConfig  # noqa: E402
 
-BAND_MIN_MEMBERS = 5  # fewer members per point: one thin line each instead of a band
+BAND_MIN_MEMBERS = BOOTSTRAP_MIN_MEMBERS  # fewer members per point: one thin line each instead of a band
 
 
 def env_text(cfg: RunConfig) -> str:
@@ -88,7 +89,9 @@ def draw_points(ax, run_dir: str, cfg: RunConfig, rows: list[dict], label: str, 
         c = next(colors)
         text = f"{label} {name}".strip()
         mean = scores.mean(axis=0)
-        if len(members) < BAND_MIN_MEMBERS:
+        if len(members) == 1:
+            ax.plot(steps, mean, color=c, lw=2, label=f"{text}: 1 seed")
+        elif len(members) < BAND_MIN_MEMBERS:
             for member_scores in scores:
                 ax.plot(steps, member_scores, color=c, lw=0.7, alpha=0.45)
             ax.plot(steps, mean, color=c, lw=2, label=f"{text}: mean of {len(members)} seeds (thin: each seed)")
@@ -132,8 +135,9 @@ def colour_cycle():
     return iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10)
 
 
-def plot_runs(run_dirs: list[str], out_path: str, title: str | None = None) -> dict:
-    """Draw the runs' learning curves, point by point, into `out_path`. Returns what was drawn:
+def plot_runs(run_dirs: list[str], out_path, title: str | None = None, image_format: str | None = None) -> dict:
+    """Draw the runs' learning curves, point by point, into `out_path` (a path, or a binary file with
+    `image_format`, e.g. "png"). Returns what was drawn:
     {"warnings": [for the reader], "curves": [{"run", "point", "seeds", "style"}], "title"}, where
     style is "members" (thin line per member and their mean) or "band" (mean and bootstrap CI)."""
     loaded = [load_run(d) for d in run_dirs]
@@ -158,7 +162,7 @@ def plot_runs(run_dirs: list[str], out_path: str, title: str | None = None) -> d
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(out_path, dpi=120)
+    fig.savefig(out_path, dpi=120, format=image_format)
     plt.close(fig)
     return {"warnings": warnings, "curves": drawn, "title": title}
 

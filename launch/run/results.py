@@ -3,7 +3,8 @@
 A member's final score is the mean of its last 10% of evaluations (at least
 one). Each grid point's final performance is the mean over its members with a
 Student-t 95% confidence interval, as in the paper's figures, cut to the range
-the score can take; points are reported side by side, never averaged together.
+the score can take (a single member has none: [None, None]); points are reported
+side by side, never averaged together.
 Plots use a percentile bootstrap instead (launch/stats.py holds every statistic). The summary also
 carries the environment's random and optimal scores (envs/scores.py).
 """
@@ -91,15 +92,15 @@ def final_scores(rows: list[dict]) -> list[float]:
 
 def point_finals(cfg: RunConfig, rows: list[dict], bounds: tuple[float, float] | None = None) -> list[dict]:
     """summary.json's "points": per (lr, temperature) point, its members and their final scores with
-    the mean and a Student-t 95% interval (cut to `bounds`, the score's possible range)."""
+    the mean and a Student-t 95% interval (cut to `bounds`, the score's possible range; [None, None]
+    for a single member: no interval, never a zero-width one)."""
     finals = dict(zip(sorted(curves(rows)[1]), final_scores(rows)))
     evaluations = len({r["env_steps"] for r in rows})
     points = []
     for point in cfg.point_labels():
         per_member = [finals[m] for m in point["members"] if m in finals]
         mean, lo, hi = mean_ci95(per_member) if per_member else (None, None, None)
-        if per_member:
-            lo, hi = clip_interval(lo, hi, bounds)
+        lo, hi = clip_interval(lo, hi, bounds)
         final = {"mean": mean, "ci95": [lo, hi], "per_member": per_member, "evaluations": evaluations}
         points.append({**point, "final": final})
     return points
@@ -154,12 +155,13 @@ class MetricsTail:
         self.updates: dict[int, int] = {}
         self.complete: tuple[int, list[float]] | None = None
 
-    def poll(self) -> list[tuple[int, int, np.ndarray]]:
+    def poll(self, until: int | None = None) -> list[tuple[int, int, np.ndarray]]:
+        """`until`: read no further than that byte offset."""
         if not os.path.exists(self.path):
             return []
-        with open(self.path) as f:
+        with open(self.path, "rb") as f:
             f.seek(self.offset)
-            chunk = f.read()
+            chunk = (f.read() if until is None else f.read(max(0, until - self.offset))).decode(errors="replace")
         end = chunk.rfind("\n") + 1
         self.offset += len(chunk[:end].encode())
         done = []
@@ -184,7 +186,10 @@ class MetricsTail:
 
 
 def session_wall_s(events_path: str) -> float:
-    """Wall seconds of the run's sessions so far: from each run_started to that session's last event."""
+    """Wall seconds of the run's sessions so far: from each run_started to that session's run_finished
+    (a session that was killed: its last event before the next run_started). Events between a
+    run_finished and the next run_started (a resumed session's processes starting up) belong to no
+    session, so the time a run lay stopped is never counted."""
     total, start, last = 0.0, None, None
     if not os.path.exists(events_path):
         return 0.0
@@ -197,11 +202,18 @@ def session_wall_s(events_path: str) -> float:
             t = event.get("t")
             if not isinstance(t, (int, float)):
                 continue
-            if event.get("event") == "run_started":
+            name = event.get("event")
+            if name == "run_started":
                 if start is not None:
                     total += last - start
-                start = t
+                start = last = t
+                continue
+            if start is None:
+                continue  # after a session's end, before the next one starts
             last = t
+            if name == "run_finished":
+                total += last - start
+                start = None
     if start is not None:
         total += last - start
     return total

@@ -1,4 +1,5 @@
-"""A run directory: what a run writes there, and the refusal to mix two runs in one directory."""
+"""A run directory: what a run writes there, and the refusal to mix two runs, or a run and a study, in one
+directory."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import shutil
 
 RUN_MARKERS = ("config.toml", "metrics.jsonl")  # present: the directory holds a run
+STUDY_FILE = "study.toml"  # present: the directory holds a study (launch/study/spec.py writes it)
 RUN_OUTPUTS = (  # everything a run writes, removed by --force before a new run starts there
     "config.toml",
     "metrics.jsonl",
@@ -27,9 +29,11 @@ def existing_run(path: str) -> list[str]:
 def prepare_run_dir(path: str, force: bool = False) -> None:
     """Refuse a directory that already holds a run, unless `force`: then remove that run's outputs
     (nothing else in the directory), so the new run never appends to old metrics. Refuse one that
-    cannot be written. Both before any process starts."""
+    holds a study (even with `force`), or that cannot be written. All before any process starts."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"out: {path} exists and is not a directory")
+    if os.path.exists(os.path.join(path, STUDY_FILE)):
+        raise ValueError(f"out: {path} holds a study ({STUDY_FILE}), not a run; choose another --out")
     found = existing_run(path)
     if found and not force:
         raise ValueError(

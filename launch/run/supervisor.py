@@ -50,7 +50,7 @@ from mbgen.actors.actor import run_actor
 from mbgen.actors.evaluator import run_evaluator
 from mbgen.launch.options import dump_toml
 from mbgen.launch.run.keeper import CheckpointKeeper
-from mbgen.launch.run.monitor import RunMonitor
+from mbgen.launch.run.monitor import RunMonitor, history
 from mbgen.launch.run.processes import SPAWN, ProcessTable, describe_exit
 from mbgen.launch.run.results import session_wall_s
 from mbgen.launch.run.summary import write_summary  # now, not in the stop budget: matplotlib takes seconds
@@ -117,6 +117,8 @@ class Supervisor:
         self.restarts: list[float] = []
         self.summary: dict = {}
         self.monitor: RunMonitor | None = None  # progress line, status.json, TensorBoard (launch/monitor.py)
+        self.history: dict[str, int] | None = None  # a resumed session: what earlier ones wrote (monitor.history)
+        self.session_started = 0.0  # when this session began, before its setup
 
     # -- public ----------------------------------------------------------------------
     def run(self) -> int:
@@ -167,6 +169,7 @@ class Supervisor:
 
     # -- sessions --------------------------------------------------------------------
     def start_session(self, cut: str | None) -> None:
+        self.session_started = time.time()  # the session's clock starts with its setup (restoring a cut)
         socket_dir = private_directory()
         self.wiring = Wiring(
             run_id=new_run_id(),
@@ -175,6 +178,7 @@ class Supervisor:
             resume_from=cut or "",
             elapsed_before=session_wall_s(os.path.join(self.run_dir, "events.jsonl")),
         )
+        self.history = history(self.run_dir) if cut else None  # before any process of the session writes
         self.start_reaper()
         self.credentials = LocalCredentials(self.wiring.credentials)
         self.create_segments(cut)
@@ -332,7 +336,16 @@ class Supervisor:
     # -- watch -----------------------------------------------------------------------
     def watch(self) -> None:
         cfg = self.cfg
-        self.monitor = RunMonitor(cfg, self.run_dir, progress=self.show_progress)
+        if self.monitor is not None:  # an automatic restart: the last session's monitor
+            self.monitor.close()
+        self.monitor = RunMonitor(
+            cfg,
+            self.run_dir,
+            progress=self.show_progress,
+            before=self.history,
+            elapsed_before=self.wiring.elapsed_before,
+            started=self.session_started,
+        )
         while True:
             self.table.wait(0.5)
             self.handle_exits()

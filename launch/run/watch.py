@@ -6,6 +6,10 @@ grid point beside the environment's random and optimal scores, the latest
 training-episode scores, each process's heartbeat and last event, recent
 warnings. It redraws until the run ends, then shows the outcome. Watching
 changes nothing in the run; Ctrl-C leaves it running.
+
+A run that has ended is shown as it was when it ended: its own elapsed time (all
+its sessions, not the time since it started), when it ended, and heartbeat ages
+as of the end.
 """
 
 from __future__ import annotations
@@ -34,20 +38,47 @@ def number(x: float | None, fmt: str = ".3f") -> str:
     return "--" if x is None else format(x, fmt)
 
 
+def ago(seconds: float) -> str:
+    """'12 s ago', '5 min ago', '3 h ago', '2 days ago'."""
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if unit == 'day' and n != 1 else ''} ago"
+    return f"{seconds:.0f} s ago"
+
+
+def state_line(status: dict, now: float) -> str:
+    """'running, elapsed 1:02, ETA 0:40', or for an ended run 'completed at 19:20:11 (3 h ago) after
+    0:50 of running'."""
+    running = status["outcome"] == "running"
+    ended = status.get("ended") or (None if running else status["updated"])
+    if running:
+        elapsed = status.get("elapsed_s", status["updated"] - status["started"]) + now - status["updated"]
+        eta = status["eta_s"]
+        return f"state     running, elapsed {clock(elapsed)}" + (f", ETA {clock(eta)}" if eta is not None else "")
+    elapsed = status.get("elapsed_s", ended - status["started"])  # a status.json of before 2026-12: one session
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ended))
+    return f"state     {status['outcome']} at {when} ({ago(now - ended)}), after {clock(elapsed)} of running"
+
+
 def render(run_dir: str, status: dict, now: float) -> str:
     points = status["points"]
     seeds = len(points[0]["seeds"]) if points else 0
     params = ", ".join(f"{k}={v}" for k, v in status["env_params"].items())
     pct = 100.0 * status["steps"] / max(status["total_steps"], 1)
-    eta = status["eta_s"]
     scale = status["scale"]
     optimal = scale["optimal"]["score"]
+    running = status["outcome"] == "running"
+    header = (
+        f"status {now - status['updated']:.1f} s old; Ctrl-C stops watching, not the run"
+        if running
+        else "the run has ended: as it was at its end"
+    )
     lines = [
-        f"mbgen watch {run_dir}   (status {now - status['updated']:.1f} s old; Ctrl-C stops watching, not the run)",
+        f"mbgen watch {run_dir}   ({header})",
         f"{status['agent']} on {status['env']}({params}), {status['regime']}-data regime, {status['members']} members "
         f"({len(points)} point{'s' if len(points) != 1 else ''} x {seeds} seed{'s' if seeds != 1 else ''})",
-        f"state     {status['outcome']}, elapsed {clock(now - status['started'])}"
-        + (f", ETA {clock(eta)}" if eta is not None and status["outcome"] == "running" else ""),
+        state_line(status, now),
         f"progress  env steps {status['steps']:,}/{status['total_steps']:,} ({pct:.1f}%), "
         f"updates {status['updates']:,}/{status['total_updates']:,}, "
         f"{status['updates_per_s']:,.0f} updates/s, {status['env_steps_per_s']:,.0f} env steps/s",
@@ -66,12 +97,14 @@ def render(run_dir: str, status: dict, now: float) -> str:
             f"  {p['name']:<22}{number(e.get('mean')):>8}{number(e.get('min')):>8}{number(e.get('max')):>8}"
             f"{'':16}{number(train):>8}"
         )
-    lines.append("\n  process       pid      state      heartbeat   last event")
+    before = "ago" if running else "before the end"
+    lines.append(f"\n  process       pid      state      heartbeat{'' if running else ' (as of the end)'}   last event")
     for name, info in status["processes"].items():
         state = process_state(info)
         age = info["last_event_age_s"]
-        event = f"{info['last_event']} ({age:.0f} s ago)" if info["last_event"] else "--"
-        lines.append(f"  {name:<13} {info['pid']:<8} {state:<10} {info['heartbeat_age_s']:>6.1f} s ago  {event}")
+        event = f"{info['last_event']} ({age:.0f} s {before})" if info["last_event"] else "--"
+        beat = f"{info['heartbeat_age_s']:>6.1f} s {before}"
+        lines.append(f"  {name:<13} {info['pid']:<8} {state:<10} {beat}  {event}")
     tr = status["transitions"]
     if tr:
         lines.append(

@@ -1,7 +1,8 @@
 """A study's figures, drawn from study.json's content and the cells' run directories.
 
 figure3.png                 final performance against complexity: a panel per environment and
-                            regime, a line per agent, mean over members with 95% CI error bars,
+                            regime, a line per agent, mean over members with 95% CI error bars
+                            (cut to the score's range; none where a cell has a single member),
                             the environment's random (dotted) and optimal (dashed) scores per
                             level (the paper's Figure 3)
 curves-ENV-REGIME.png       learning curves, a panel per level, a line per agent (Appendix H)
@@ -18,6 +19,7 @@ import textwrap
 
 from mbgen.launch.run.plots import colour_cycle, draw_points, draw_scale, last_smoothing, plot_smoothing, plt, y_label
 from mbgen.launch.run.results import load_run, read_metrics, scale_of
+from mbgen.launch.stats import TOO_FEW
 from mbgen.launch.study.spec import Study, cell_name, level_text
 
 AGENT_ORDER = ("er", "simple", "perfect", "latent-cat", "latent-gauss")
@@ -73,7 +75,7 @@ def figure3(study: Study, out: str, data: dict) -> str:
                     continue
                 xs = [k for k, _ in points]
                 means = [f["mean"] for _, f in points]
-                errors = [[f["mean"] - f["ci95"][0] for _, f in points], [f["ci95"][1] - f["mean"] for _, f in points]]
+                errors = error_bars([f for _, f in points])
                 partial = any(f.get("partial") for _, f in points)
                 ax.errorbar(
                     xs, means, yerr=errors, color=colors[agent], marker="o", ms=4, capsize=3, lw=1.6,
@@ -93,9 +95,12 @@ def figure3(study: Study, out: str, data: dict) -> str:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     seeds = {len(c.config["run"]["seeds"]) for c in study.cells}
+    bars = "error bars: Student-t 95% CI cut to the score's range" + (
+        f", {TOO_FEW} below 2 seeds" if min(seeds) < 2 else ""
+    )
     title = (
         f"{study.title}: final greedy performance against complexity (mean of each member's last 10% of "
-        f"evaluations; {'/'.join(map(str, sorted(seeds)))} seeds per cell; error bars: 95% CI)"
+        f"evaluations; {'/'.join(map(str, sorted(seeds)))} seeds per cell; {bars})"
     )
     width = fig.get_size_inches()[0]
     lines = textwrap.wrap(title, int(11 * width))  # about 11 characters an inch at 10 pt
@@ -105,6 +110,16 @@ def figure3(study: Study, out: str, data: dict) -> str:
     fig.savefig(os.path.join(out, name), dpi=110)
     plt.close(fig)
     return name
+
+
+def error_bars(finals: list[dict]) -> list[list[float]]:
+    """errorbar's yerr (below, above) per point; NaN, drawn as nothing, where a cell has no interval."""
+    below, above = [], []
+    for f in finals:
+        lo, hi = f["ci95"]
+        below.append(f["mean"] - lo if lo is not None else float("nan"))
+        above.append(hi - f["mean"] if hi is not None else float("nan"))
+    return [below, above]
 
 
 def learning_curves(study: Study, out: str, data: dict) -> list[str]:

@@ -8,14 +8,17 @@ report mid-study too. Per cell:
               run it: DIR/failures.json), or pending (not started, running, or interrupted)
   final       per member the mean of its last 10% of evaluations; over members the mean with a
               Student-t 95% CI and the IQM with a stratified-bootstrap 95% CI (launch/stats.py),
-              both cut to the range the score can take. A pending cell with evaluations after
+              both cut to the range the score can take; [None, None] where the members are too
+              few for one (one member for the mean, fewer than 5 for the bootstrap), which
+              report.md writes as "too few seeds for an interval". A pending cell with evaluations after
               learning began reports them, marked "partial". A grid cell (several step size x
               temperature points) reports every point under "per_point" and, at the top level,
               its best point by mean (the paper's grid-search choice), named in "best_point".
 
 Comparisons: for every model agent against ER in the same environment, level
 and regime, the probability that a member of the agent scores higher than a
-member of ER, with its bootstrap 95% CI (rliable's definition, launch/stats.py).
+member of ER, with its bootstrap 95% CI (rliable's definition, launch/stats.py);
+no interval when either side has fewer than 5 members.
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ import json
 import os
 
 from mbgen.launch.run.results import final_scores, learned_rows, load_run, point_names, scale_of
-from mbgen.launch.stats import probability_of_improvement, probability_of_improvement_ci95, score_summary
+from mbgen.launch.stats import (
+    BOOTSTRAP_MIN_MEMBERS,
+    TOO_FEW,
+    probability_of_improvement,
+    probability_of_improvement_ci95,
+    score_summary,
+)
 from mbgen.launch.study.spec import CELLS_DIR, Study, level_text
 
 STUDY_JSON = "study.json"
@@ -131,6 +140,7 @@ def comparisons(study: Study, cells: list[dict]) -> list[dict]:
                 "vs": "er",
                 "prob_improvement": probability_of_improvement(x, y),
                 "ci95": list(probability_of_improvement_ci95(x, y)),
+                "members": [len(x), len(y)],
                 "partial": c["final"]["partial"] or er["final"]["partial"],
             }
         )
@@ -139,11 +149,29 @@ def comparisons(study: Study, cells: list[dict]) -> list[dict]:
 
 # -- report.md ------------------------------------------------------------------------------------
 def interval(final: dict | None, key: str = "mean", ci: str = "ci95") -> str:
+    """'0.394 [0.381, 0.407]', or '0.394 (too few seeds for an interval)'; * marks a partial score."""
     if final is None or final[key] is None:
         return "–"
     lo, hi = final[ci]
-    text = f"{final[key]:.3g} [{lo:.3g}, {hi:.3g}]"
-    return text + ("*" if final.get("partial") else "")
+    bracket = f"[{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else f"({TOO_FEW})"
+    return f"{final[key]:.3g} {bracket}" + ("*" if final.get("partial") else "")
+
+
+def few_seeds_note(cells: list[dict], comparisons: list[dict]) -> list[str]:
+    """A paragraph naming the cells with fewer than BOOTSTRAP_MIN_MEMBERS members, if any."""
+    sizes = [len(c["final"]["per_member"]) for c in cells if c["final"] is not None]
+    sizes += [n for c in comparisons for n in c.get("members", [])]
+    few = sorted({n for n in sizes if n < BOOTSTRAP_MIN_MEMBERS})
+    if not few:
+        return []
+    counts = " or ".join(map(str, few))
+    return [
+        f"Some cells have fewer than {BOOTSTRAP_MIN_MEMBERS} members ({counts}): too few seeds for an interval "
+        "from the bootstrap, so their IQM and P(improvement) have none; their Student-t interval of the mean "
+        "(none for a single member) is wide and cut to the range the score can take. Run more seeds "
+        "(`seeds` in the study file) for intervals a reader can trust.",
+        "",
+    ]
 
 
 def markdown(study: Study, data: dict, figures: list[str]) -> str:
@@ -160,6 +188,7 @@ def markdown(study: Study, data: dict, figures: list[str]) -> str:
         "evaluations so far). P(improvement) is the probability that a member of the agent beats a "
         "member of ER (0.5: no difference), with a bootstrap 95% CI.",
         "",
+        *few_seeds_note(cells, data["comparisons"]),
     ]
     groups = list(dict.fromkeys((c["env"], c["regime"]) for c in cells))
     for env, regime in groups:
@@ -182,13 +211,7 @@ def markdown(study: Study, data: dict, figures: list[str]) -> str:
             lines.append("|---" * (len(others) + 1) + "|")
             for level in levels:
                 row = {c["agent"]: c for c in comps if json.dumps(c["params"]) == level}
-                text = [
-                    f"{row[a]['prob_improvement']:.2f} [{row[a]['ci95'][0]:.2f}, {row[a]['ci95'][1]:.2f}]"
-                    + ("*" if row[a]["partial"] else "")
-                    if a in row
-                    else "–"
-                    for a in others
-                ]
+                text = [probability_text(row[a]) if a in row else "–" for a in others]
                 lines.append(f"| {level_text(json.loads(level), varied)} | " + " | ".join(text) + " |")
             lines.append("")
     grids = [c for c in cells if c["final"] is not None and "per_point" in c["final"]]
@@ -209,6 +232,13 @@ def markdown(study: Study, data: dict, figures: list[str]) -> str:
     if figures:
         lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     return "\n".join(lines)
+
+
+def probability_text(comparison: dict) -> str:
+    """'0.75 [0.52, 0.93]', or '0.75 (too few seeds for an interval)'; * marks a partial score."""
+    lo, hi = comparison["ci95"]
+    bracket = f"[{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else f"({TOO_FEW})"
+    return f"{comparison['prob_improvement']:.2f} {bracket}" + ("*" if comparison["partial"] else "")
 
 
 def write_report(study: Study, out: str) -> dict:

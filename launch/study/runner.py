@@ -16,7 +16,7 @@ interrupted ones. A cell is started with MBGEN_PARENT_PID set, so it stops
 (cleanly, with a checkpoint) if the study process dies. Ctrl-C or SIGTERM stop
 every running cell cleanly (each writes its stop checkpoint) and the study
 exits 130; a failed cell is reported with the end of its log and the others go
-on. A lock file keeps two studies out of one directory.
+on. A lock file keeps two studies out of one directory; it is removed when the study ends.
 
 With Ray (`--engine ray`), Ray is only the control plane: a task per cell runs
 the same command on a node with the CPUs/GPUs the cell asks for; transitions
@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass, field
 
 from mbgen.launch.run.progress import clock
+from mbgen.launch.stats import ci_text
 from mbgen.launch.study.estimate import run_seconds
 from mbgen.launch.study.spec import CELLS_DIR, Cell, Study
 
@@ -305,30 +306,63 @@ def cell_progress(cell_dir: str, elapsed_s: float) -> str:
 
 
 class StudyLock:
-    """An exclusive lock on the study directory while a study runs in it."""
+    """An exclusive lock on the study directory while a study runs in it: DIR/.study.lock, held with
+    flock, and removed on every way out (a normal end, an error, Ctrl-C, SIGTERM). SIGKILL leaves
+    the file, but not the lock: the kernel releases it, and the next study takes the file over.
+
+    The file is removed while the lock is still held, so a study that opened it just before then
+    finds, once it holds the lock, that the path names another file (or none) and starts again
+    on the path: two studies never both hold a lock on one directory."""
 
     def __init__(self, out: str):
         self.path = os.path.join(out, LOCK_FILE)
         self.file = None
+        self.previous_sigterm = None
 
     def __enter__(self):
-        self.file = open(self.path, "a+")
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.file.seek(0)
-            holder = self.file.read().strip()
-            self.file.close()
-            raise ValueError(f"out: another mbgen study is running in {os.path.dirname(self.path)} ({holder})")
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(f"pid {os.getpid()}")
-        self.file.flush()
+        while True:
+            f = open(self.path, "a+")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip()
+                f.close()
+                raise ValueError(
+                    f"out: another mbgen study is running in {os.path.dirname(self.path)} ({holder})"
+                ) from None
+            try:
+                same = os.path.samestat(os.fstat(f.fileno()), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            f.close()  # the holder removed it as we opened it: lock the file now at the path
+        self.file = f
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        if threading.current_thread() is threading.main_thread():
+            self.previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_exit)
         return self
 
     def __exit__(self, *exc):
+        if self.previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self.previous_sigterm)
+            self.previous_sigterm = None
+        try:
+            os.remove(self.path)  # while still locked (see the class docstring)
+        except FileNotFoundError:
+            pass
         fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()
+        self.file = None
+
+
+def _sigterm_exit(signum, frame):
+    """SIGTERM outside the cells' loop (which stops its cells itself): leave through `finally`."""
+    raise SystemExit(128 + signum)
 
 
 class Interrupted(Exception):
@@ -407,7 +441,7 @@ def _finished(progress: StudyProgress, r: Running, code: int, cell_dir: str, fai
         with open(os.path.join(cell_dir, "summary.json")) as f:
             final = json.load(f)["final"]
         score = (
-            f"final {final['mean']:.4g} (95% CI {final['ci95'][0]:.4g} .. {final['ci95'][1]:.4g})"
+            f"final {final['mean']:.4g} ({ci_text(*final['ci95'], fmt='.4g')})"
             if final.get("mean") is not None
             else f"{len(final.get('per_point', []))} grid points"
         )

@@ -32,12 +32,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from mbgen.launch.options import dump_toml, load_toml
+from mbgen.launch.run.rundir import STUDY_FILE, existing_run
 from mbgen.learner.agents import AGENTS, option_names
 from mbgen.learner.config import REGIMES, RunConfig, section_of_key
 
 from mbgen import envs
 
-STUDY_FILE = "study.toml"  # in the study directory: the study as planned, what a re-run must match
+# STUDY_FILE (study.toml) in the study directory: the study as planned, what a re-run must match
 CELLS_DIR = "cells"  # the study directory's run directories, one per cell
 PRESETS = ("figure3", "figure3-small")  # launch/presets/<name>.toml
 
@@ -231,11 +232,14 @@ def write_plan(study: Study, out: str) -> None:
 
 
 def check_directory(study: Study, out: str) -> None:
-    """Refuse a study directory that holds another study, or a cell run with another configuration:
-    a re-run continues the same study, it never mixes two."""
+    """Refuse a study directory that holds a run, another study, or a cell run with another
+    configuration: a re-run continues the same study, it never mixes two."""
     path = os.path.join(out, STUDY_FILE)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"out: {out} exists and is not a directory")
+    found = existing_run(out)
+    if found:
+        raise ValueError(f"out: {out} holds a run ({', '.join(found)}), not a study; choose another --out")
     if os.path.exists(path):
         before = load_toml(path)
         now = {"title": study.title, **study.spec}
