@@ -73,7 +73,7 @@ class LatentOptions(RolloutOptions):
 
 @dataclass
 class EnsembleSizeOptions(NoOptions):
-    ensemble_size: int = 5  # ensemble, steve: K simple models per member, each trained on its own bootstrap draw
+    ensemble_size: int = 5  # ensemble, steve: K simple models per member, each on its own bootstrap draw; steve: 4
 
     def validate(self, cfg) -> None:
         super().validate(cfg)
@@ -106,7 +106,7 @@ class EnsembleOptions(RolloutOptions, EnsembleSizeOptions):
 
 @dataclass
 class ExpansionOptions(ModelOptions):
-    mve_horizon: int = 10  # mve, steve: imagined steps after each real transition (the value expansion's H)
+    mve_horizon: int = 10  # mve, steve: imagined steps after each real transition (the expansion's H); steve: 3
 
     def validate(self, cfg) -> None:
         super().validate(cfg)
@@ -117,6 +117,11 @@ class ExpansionOptions(ModelOptions):
 
 @dataclass
 class SteveOptions(ExpansionOptions, EnsembleSizeOptions):
+    # STEVE's own defaults (Buckman et al. used short horizons and ensembles of 4): its model server imagines
+    # batch_size x K x H steps per update, 16,000 at K = 5 and H = 10 (1.5 s per update here), 3,840 at 4 and 3.
+    mve_horizon: int = 3  # mve, steve: imagined steps after each real transition (the value expansion's H)
+    ensemble_size: int = 4  # ensemble, steve: K simple models per member, each trained on its own bootstrap draw
+
     def validate(self, cfg) -> None:
         super().validate(cfg)
         if self.ensemble_size < 2:

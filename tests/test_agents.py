@@ -126,7 +126,7 @@ def test_every_agent_declares_its_training_acting_and_batch():
     mve = RunConfig.build(agent="mve", env="procmaze", seeds=[0]).resolved()
     assert mve.spec.trains_on.rows(mve) == 29 * 11  # batch_size 320 // (H + 1) starts, H + 1 states each
     steve = RunConfig.build(agent="steve", env="procmaze", seeds=[0]).resolved()
-    assert steve.spec.trains_on.batch_spec(steve)["states"][1] == (1, 320, 5, 12, 64)
+    assert steve.spec.trains_on.batch_spec(steve)["states"][1] == (1, 320, 4, 5, 64)  # K = 4, H = 3: 5 states
 
 
 def test_offline_names_come_from_the_registry():
