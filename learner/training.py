@@ -92,6 +92,10 @@ class ReplayBatches:
     def rows(self, cfg) -> int:
         return cfg.learning.batch_size
 
+    def rollout_shape(self, cfg) -> tuple[int, int]:
+        """(states, steps) the model server imagines per update (the bench's arithmetic, the estimate)."""
+        return 0, 0
+
     def learner_step(self, ctx: LearnerContext) -> Update:
         from mbgen.learner.step import ReplayStep
 
@@ -117,6 +121,9 @@ class ImaginedBatches:
 
     def rows(self, cfg) -> int:
         return cfg.options.rollout_starts * cfg.options.rollout_length
+
+    def rollout_shape(self, cfg) -> tuple[int, int]:
+        return cfg.options.rollout_starts, cfg.options.rollout_length
 
     def learner_step(self, ctx: LearnerContext) -> Update:
         dqn, timer = ctx.dqn, ctx.timer
@@ -159,6 +166,9 @@ class ExpandedPaths:
     def rows(self, cfg) -> int:
         return self.starts(cfg) * (cfg.options.mve_horizon + 1)
 
+    def rollout_shape(self, cfg) -> tuple[int, int]:
+        return self.starts(cfg), cfg.options.mve_horizon
+
     def learner_step(self, ctx: LearnerContext) -> Update:
         from mbgen.learner.expansion import mve_targets
 
@@ -192,6 +202,9 @@ class EnsembleTargets:
 
     def rows(self, cfg) -> int:
         return cfg.learning.batch_size
+
+    def rollout_shape(self, cfg) -> tuple[int, int]:
+        return cfg.learning.batch_size * cfg.options.ensemble_size, cfg.options.mve_horizon
 
     def learner_step(self, ctx: LearnerContext) -> Update:
         return SteveUpdate(ctx)

@@ -149,22 +149,23 @@ def mlp_products(shape, batch: int, backward: bool = False) -> list[tuple[int, i
 
 
 def update_products(cfg) -> list[tuple[int, int, int]]:
-    """The matrix products of one update of one member. ER: the Q-network forward and backward on the
-    batch and the target network's forward on the next observations. A model agent counts as the
-    simple model: that, plus the three heads' training step on `model_batch` transitions, plus
-    `rollout_length` steps of the Q-network and the three heads on `rollout_starts` states."""
+    """The matrix products of one update of one member: the Q-network's forward and backward on the rows it
+    trains (learner/training.py rows) and the target network's forward on as many next states; for an agent
+    with a model, the simple model's three heads' training step on `model_batch` transitions, and the
+    steps its model server imagines (training rollout_shape: states x steps of Q and the three heads).
+    Other models count as the simple model."""
     from mbgen.learner.shapes import simple_model_shapes
 
-    env, options = cfg.env_spec, cfg.options
-    q, batch = cfg.q_shape(), cfg.learning.batch_size
-    dqn = mlp_products(q, batch, backward=True) + mlp_products(q, batch)
+    env, options, training = cfg.env_spec, cfg.options, cfg.spec.trains_on
+    q, rows = cfg.q_shape(), training.rows(cfg)
+    dqn = mlp_products(q, rows, backward=True) + mlp_products(q, rows)
     if not cfg.spec.model_server:
         return dqn
     heads = simple_model_shapes(env.obs_dim, env.num_actions, cfg.learning.hidden)
     train = [p for h in heads for p in mlp_products(h, options.model_batch, backward=True)]
-    starts = options.rollout_starts
-    step = mlp_products(q, starts) + [p for h in heads for p in mlp_products(h, starts)]
-    return dqn + train + options.rollout_length * step
+    states, steps = training.rollout_shape(cfg)
+    step = mlp_products(q, states) + [p for h in heads for p in mlp_products(h, states)] if states else []
+    return dqn + train + steps * step
 
 
 def update_flops(cfg) -> float:

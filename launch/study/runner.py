@@ -493,7 +493,7 @@ def dry_run(study: Study, out: str, figures: dict, parallel: int) -> int:
     print(
         f"\n{len(rows)} cells, {sum(r[4] == 'completed' for r in rows)} already complete; estimated "
         f"{clock(todo / max(1, parallel))} to finish with --parallel {parallel} "
-        f"(from mbgen bench figures measured on {machine}; launch/estimate.py)"
+        f"(from mbgen bench figures measured on {machine}; launch/study/estimate.py)"
     )
     return 0
 
