@@ -32,6 +32,7 @@ class ModelOptions(NoOptions):
     frozen_model: str = ""  # a run's checkpoints/model-final.npz: roll out that model, never train it; empty = learn
 
     def validate(self, cfg) -> None:
+        super().validate(cfg)  # an agent with a model may compose other options (EnsembleSizeOptions)
         number("model_lr", self.model_lr, 0, strict=True)
         integer("model_batch", self.model_batch, 1)
         text("frozen_model", self.frozen_model)
@@ -39,6 +40,7 @@ class ModelOptions(NoOptions):
             fail("frozen_model", "an existing model checkpoint (RUN/checkpoints/model-final.npz)", self.frozen_model)
 
     def resolve(self) -> None:
+        super().resolve()
         self.frozen_model = os.path.abspath(self.frozen_model) if self.frozen_model else ""
 
 

@@ -560,7 +560,7 @@ def test_ensemble_models_start_apart_pick_uniformly_and_train_on_bootstrap_draws
     "kw,message",
     [
         ({"agent": "simple", "uncertainty_cutoff": 0.1}, r"uncertainty_cutoff is an option of agent ensemble, not of simple \(the"),
-        ({"agent": "table", "ensemble_size": 3}, r"ensemble_size is an option of agent ensemble, not of table \(the"),
+        ({"agent": "table", "ensemble_size": 3}, r"ensemble_size is an option of agent ensemble, steve, not of table \(the"),
         ({"agent": "ensemble", "uncertainty_cutoff": 0.5}, r"uncertainty_cutoff must be a number in \[0, 0.5\)"),
         ({"agent": "ensemble", "uncertainty_cutoff": -1.0}, "uncertainty_cutoff must be a number >= 0"),
         ({"agent": "ensemble", "ensemble_size": 0}, "ensemble_size must be an integer >= 1"),

@@ -223,7 +223,7 @@ def test_remote_actor_joins_over_tcp_with_keys(tmp_path):
         (["--steps", "-5"], "steps must be an integer >= 1, or 0 for the regime's budget, got -5"),
         (
             ["--agent", "dreamer"],
-            "agent must be one of er, simple, perfect, latent-cat, latent-gauss, ensemble, table, got 'dreamer'",
+            "agent must be one of er, simple, perfect, latent-cat, latent-gauss, ensemble, table, mve, steve, mpc, got 'dreamer'",
         ),
         (["--env", "panflute", "--env.num_pipes", "0"], "env_params: num_pipes must be an integer >= 1, got 0"),
         (["--tolerance", "lots"], "tolerance must be a number >= 0, got 'lots'"),
