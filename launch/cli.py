@@ -60,7 +60,7 @@ def wants_demo(args: argparse.Namespace, extra: list[str]) -> bool:
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     from mbgen.launch.options import config_from_args
     from mbgen.launch.run.monitor import check_sinks
-    from mbgen.launch.run.rundir import prepare_run_dir
+    from mbgen.launch.run.rundir import keep_private, prepare_run_dir
 
     if args.resume:
         return cmd_resume(args, extra)
@@ -83,6 +83,7 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
 
         check_frozen(cfg)
     run_dir = cfg.outputs.out or default_run_dir(cfg.run.agent, cfg.run.env)
+    keep_private(cfg.outputs.share_run_dir)
     prepare_run_dir(run_dir, force=args.force)  # refused here, before any process starts
     from mbgen.launch.run.supervisor import Supervisor  # after validation: bad options fail fast
 
@@ -96,6 +97,7 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
     """`mbgen run --resume RUN_DIR`: continue from the newest complete checkpoint."""
     from mbgen.launch.options import given_keys
+    from mbgen.launch.run.rundir import keep_private
     from mbgen.launch.run.supervisor import RunFailed, Supervisor
 
     given = [f"--{name.replace('_', '-')}" for name in given_keys(args)]
@@ -105,6 +107,7 @@ def cmd_resume(args: argparse.Namespace, extra: list[str]) -> int:
         given += extra + (["--force"] if args.force else [])
         raise ValueError(f"--resume takes the run's own configuration; remove {' '.join(given)}")
     cfg = resume_config(args.resume)
+    keep_private(cfg.outputs.share_run_dir)
     supervisor = Supervisor(cfg, args.resume, progress=not args.quiet, resume=True)
     try:
         cut = supervisor.newest_cut()

@@ -35,7 +35,6 @@ from mbgen.learner.losses import GAMMA
 from mbgen.learner.shapes import MLPShape, mlp_shape
 from mbgen.replay.limiter import RatioPolicy, protocol_updates
 from mbgen.runtime.devices import DEVICES
-from mbgen.runtime.security import endpoint_is_local
 
 from mbgen import envs
 
@@ -175,8 +174,8 @@ class SystemSection:
             v = getattr(self, key)
             if v and not v.startswith(("tcp://", "ipc://")):
                 fail(key, "empty, tcp://HOST:PORT or ipc://PATH", v)
-            if v and not self.keys and not endpoint_is_local(v):
-                fail(key, "a loopback address unless keys is set (a public endpoint needs CurveZMQ keys)", v)
+            if v and not self.keys:  # remote actors log in only with CurveZMQ keys, loopback or not
+                fail(key, "set together with keys (remote actors log in with CurveZMQ keys: mbgen keys DIR)", v)
         if bool(self.remote_endpoint) != bool(self.param_endpoint):
             fail("param_endpoint", "set together with remote_endpoint (remote actors need both)", self.param_endpoint)
 
@@ -190,10 +189,12 @@ class OutputsSection:
     out: str = ""  # run directory; empty = runs/<time>-<agent>-<env>
     tensorboard: bool = False  # write TensorBoard scalars to <run>/tensorboard (the tensorboard package)
     wandb: str = ""  # W&B project to log the same scalars to (the wandb package); empty = none
+    share_run_dir: bool = False  # let the umask decide who reads the run directory; default: only you (0700)
 
     def validate(self) -> None:
         text("out", self.out)
         boolean("tensorboard", self.tensorboard)
+        boolean("share_run_dir", self.share_run_dir)
         text("wandb", self.wandb)
 
 

@@ -108,6 +108,11 @@ def has_part(directory: str, name: str) -> bool:
     return os.path.exists(os.path.join(directory, f"{name}.json"))
 
 
+def has_manifest(directory: str) -> bool:
+    """The keeper found every part of this cut there and verified (it may have been damaged since)."""
+    return os.path.exists(os.path.join(directory, MANIFEST))
+
+
 def part_meta(directory: str, name: str) -> dict:
     """What the part's writer recorded about it (its sidecar's meta), without reading the part."""
     try:

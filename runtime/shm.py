@@ -13,6 +13,7 @@ counters after reading data.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from multiprocessing import shared_memory
@@ -39,6 +40,39 @@ def segment_name(run_id: str, role: str) -> str:
     return f"{SEGMENT_PREFIX}{run_id}_{role}"
 
 
+class SharedMemoryFull(OSError):
+    """/dev/shm cannot hold a segment: a clean refusal naming the room needed, never a SIGBUS later."""
+
+
+def reserve(name: str, size: int) -> None:
+    """Create segment `name` with all `size` bytes allocated (posix_fallocate), mode 0600.
+
+    A tmpfs hands out pages when they are first touched, so a segment made with ftruncate alone maps
+    fine on a full /dev/shm and the first write past the free room kills its writer with SIGBUS.
+    Allocating up front turns that into an error here, before anything is mapped."""
+    path = os.path.join("/dev/shm", name)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as error:
+        os.unlink(path)
+        if error.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+            free = shm_free_bytes()
+            raise SharedMemoryFull(
+                error.errno,
+                f"/dev/shm has no room for segment {name}: it needs {size / 2**20:,.1f} MiB, "
+                f"{free / 2**20:,.1f} MiB are free (free some, or lower --capacity / --seeds)",
+            ) from None
+        raise
+    finally:
+        os.close(fd)
+
+
+def shm_free_bytes() -> int:
+    stat = os.statvfs("/dev/shm")
+    return stat.f_bavail * stat.f_frsize
+
+
 def _align(n: int) -> int:
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN
 
@@ -59,7 +93,7 @@ class Segment:
 
     @classmethod
     def create(cls, name: str, spec: dict[str, tuple[Any, tuple[int, ...]]], meta: dict | None = None) -> "Segment":
-        """Create (zeroed) with fields {name: (dtype, shape)}."""
+        """Create (zeroed, every page reserved: `reserve`) with fields {name: (dtype, shape)}."""
         meta = meta or {}
         fields, offset = [], _HEADER_ROOM
         for field_name, (dtype, shape) in spec.items():
@@ -70,7 +104,12 @@ class Segment:
         header = msgpack.packb({"fields": fields, "meta": meta})
         if len(header) + 8 > _HEADER_ROOM:
             raise ValueError(f"segment {name}: header of {len(header)} bytes exceeds {_HEADER_ROOM - 8}")
-        shm = shared_memory.SharedMemory(name=name, create=True, size=offset)
+        reserve(name, offset)
+        try:
+            shm = shared_memory.SharedMemory(name=name)  # maps the reserved file
+        except BaseException:
+            os.unlink(os.path.join("/dev/shm", name))
+            raise
         try:
             shm.buf[:8] = len(header).to_bytes(8, "little")
             shm.buf[8 : 8 + len(header)] = header
@@ -79,9 +118,7 @@ class Segment:
             shm.close()
             shm.unlink()
             raise
-        for array in segment.arrays.values():
-            array.fill(0)
-        return segment
+        return segment  # fallocated pages read as zeros
 
     @classmethod
     def attach(cls, name: str) -> "Segment":

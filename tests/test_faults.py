@@ -10,6 +10,9 @@ import os
 import random
 import shutil
 import signal
+import stat
+import subprocess
+import sys
 import time
 
 import psutil
@@ -242,3 +245,79 @@ def test_chaos_an_actor_the_replay_service_and_the_model_server_each_die_once(tm
     s = summary(run_dir)
     assert s["outcome"] == "completed" and reconciled(s), json.dumps(s, indent=1)
     assert len(points(run_dir)) == 2 * 13
+
+
+def test_a_hung_learner_is_killed_and_the_run_heals_as_after_a_crash(tmp_path):
+    """SIGSTOP is a hang: no exit to see, only a heartbeat that stops. The supervisor says so at half the
+    timeout, kills the learner at the timeout, and the run resumes from its newest cut."""
+    run_dir = str(tmp_path / "run")
+    proc = start("run", *HEALING, "--heartbeat-timeout-s", "15", "--out", run_dir)
+    wait_for(lambda: glob.glob(os.path.join(run_dir, "checkpoints", "u-*", "MANIFEST.json")), 180, "a checkpoint")
+    os.kill(run_pid(run_dir, "learner"), signal.SIGSTOP)
+    code, stderr = finish(proc)
+    assert code == 0, stderr
+    assert "process_silent" in stderr and "process_hung" in stderr and "run_restarting" in stderr, stderr
+    s = summary(run_dir)
+    assert s["outcome"] == "completed" and s["restarts"] == 1 and reconciled(s), s
+    assert len(points(run_dir)) == 2 * 13
+
+
+def test_a_corrupt_newest_cut_resumes_from_the_one_before(tmp_path):
+    """The two newest complete cuts are kept: a newest one damaged after it was verified (a disk fault, a
+    partial copy) leaves the previous one, and the resume says which it used. A completed run leaves
+    complete cuts only."""
+    run_dir = str(tmp_path / "run")
+    complete = lambda: sorted(  # noqa: E731
+        (os.path.dirname(m) for m in glob.glob(os.path.join(run_dir, "checkpoints", "u-*", "MANIFEST.json"))),
+        key=lambda cut: int(cut.rsplit("-", 1)[1]),
+    )
+    proc = start("run", *HEALING, "--out", run_dir)
+    try:
+        wait_for(lambda: len(complete()) >= 2, 180, "two complete cuts")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    cuts = complete()
+    assert len(cuts) == 2, cuts  # the older ones were deleted as newer ones completed
+    replay = os.path.join(cuts[-1], "replay.npz")
+    data = bytearray(open(replay, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    with open(replay, "wb") as f:
+        f.write(data)
+    wait_for(lambda: not run_segments(run_dir), 10, "the reaper to clean the killed session")
+    done = mbgen("run", "--resume", run_dir)
+    assert done.returncode == 0, done.stderr
+    assert "resume_from_older_cut" in done.stderr and "part replay is corrupt" in done.stderr, done.stderr
+    resumed = [e for e in events(run_dir) if e["event"] == "run_started"][-1]
+    assert resumed["resumed_from"] == int(cuts[0].rsplit("-", 1)[1])
+    s = summary(run_dir)
+    assert s["outcome"] == "completed" and reconciled(s), s
+    assert len(points(run_dir)) == 2 * 13
+    left = glob.glob(os.path.join(run_dir, "checkpoints", "u-*"))
+    assert 1 <= len(left) <= 2 and all(os.path.exists(os.path.join(c, "MANIFEST.json")) for c in left), left
+
+
+def test_a_full_dev_shm_is_a_clean_refusal(tmp_path):
+    """/dev/shm of 1 MB (a tmpfs in a private mount namespace): the run ends at once with one line naming
+    /dev/shm and the room needed, a summary, no process and no segment left; the run directory and its
+    files are private (0700, 0600)."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare of a user and mount namespace is not allowed here")
+    run_dir = str(tmp_path / "run")
+    script = f"mount -t tmpfs -o size=1m tmpfs /dev/shm && exec {sys.executable} -m mbgen.launch.cli run " + " ".join(
+        [*tiny_run(), "--out", run_dir]
+    )
+    private_before = set(glob.glob("/tmp/mbgen-*"))
+    t = time.monotonic()
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - t < 10
+    assert done.returncode == 1, done.stderr
+    assert "/dev/shm has no room for segment" in done.stderr and "MiB are free" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    s = summary(run_dir)
+    assert s["outcome"] == "failed" and "/dev/shm" in s["reason"]
+    assert stat.S_IMODE(os.stat(run_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(os.path.join(run_dir, "summary.json")).st_mode) == 0o600
+    assert set(glob.glob("/tmp/mbgen-*")) <= private_before  # the session's private directory is gone

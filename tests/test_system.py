@@ -239,7 +239,11 @@ def test_remote_actor_joins_over_tcp_with_keys(tmp_path):
         (["--tolerance", "NaN"], "tolerance must be a number >= 0, got nan"),
         (
             ["--remote-endpoint", "tcp://0.0.0.0:5555", "--param-endpoint", "tcp://0.0.0.0:5556"],
-            "remote_endpoint must be a loopback address unless keys is set",
+            "remote_endpoint must be set together with keys",
+        ),
+        (  # loopback too: the service admits remote actors only by their CurveZMQ keys
+            ["--remote-endpoint", "tcp://127.0.0.1:5555", "--param-endpoint", "tcp://127.0.0.1:5556"],
+            "remote_endpoint must be set together with keys",
         ),
     ],
 )

@@ -2,9 +2,11 @@
 
 A cut needs the learner's and the replay service's parts, the model server's when one runs, and
 the part of every local actor the replay part saw live (runtime/checkpoints.py has the format).
-The keeper gives every newly complete cut its manifest and then deletes the older cuts, so the
-previous checkpoint survives until the new one is complete; a resumed run takes the newest cut
-whose parts all verify and was written by this configuration.
+The keeper gives every newly complete cut its manifest and keeps the two newest complete cuts (and
+any newer one still being written): a newest cut damaged after it was verified (a disk fault, a
+partial copy of the run directory) leaves the one before it to resume from. A resumed run takes the
+newest cut whose parts all verify and was written by this configuration, and says so when that is
+not the newest on disk.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import shutil
 from mbgen.runtime import checkpoints
 from mbgen.runtime.logs import get_logger
 from mbgen.runtime.roles import LEARNER, MODELSERVER, REPLAY, actor_name
+
+KEPT_CUTS = 2  # complete cuts kept: the newest, and the one to fall back to when the newest does not verify
 
 
 class CheckpointKeeper:
@@ -44,7 +48,7 @@ class CheckpointKeeper:
         return {name: checkpoints.verify_part(cut, name) for name in names}
 
     def assemble(self) -> None:
-        """Give every newly complete cut its manifest, then delete the older ones."""
+        """Give every newly complete cut its manifest, then delete all but the two newest complete cuts."""
         for cut in checkpoints.list_cuts(self.root):
             u = checkpoints.cut_updates(cut)
             if u <= self.latest or not checkpoints.has_part(cut, REPLAY):
@@ -56,9 +60,23 @@ class CheckpointKeeper:
             checkpoints.write_manifest(cut, parts, {"config": self.digest})
             self.latest = u
             get_logger().info("checkpoint", updates=u, bytes=sum(p["bytes"] for p in parts.values()), parts=len(parts))
-            for older in checkpoints.list_cuts(self.root):
-                if checkpoints.cut_updates(older) < u:
-                    shutil.rmtree(older, ignore_errors=True)
+            self.prune()
+
+    def prune(self) -> None:
+        """Delete complete cuts older than the KEPT_CUTS newest, and unfinished cuts older than the newest
+        complete one (whoever was writing them has moved past)."""
+        cuts = checkpoints.list_cuts(self.root)
+        kept = [c for c in cuts if checkpoints.has_manifest(c)][-KEPT_CUTS:]
+        for cut in cuts:
+            if cut not in kept and checkpoints.cut_updates(cut) < self.latest:
+                shutil.rmtree(cut, ignore_errors=True)
+
+    def finish(self) -> None:
+        """A completed run: the two newest complete cuts stay, a cut left unfinished by the stop goes."""
+        cuts = checkpoints.list_cuts(self.root)
+        for cut in cuts:
+            if not checkpoints.has_manifest(cut) and checkpoints.cut_updates(cut) > self.latest:
+                shutil.rmtree(cut, ignore_errors=True)
 
     def assemble_quietly(self) -> None:
         """`assemble`, a failure of which is logged instead of raised (the stop path)."""
@@ -73,9 +91,12 @@ class CheckpointKeeper:
         for cut in reversed(checkpoints.list_cuts(self.root)):
             try:
                 self.verify(cut)
-                return cut
             except checkpoints.CheckpointError as error:
                 problems.append(str(error))
+                continue
+            if problems:  # a newer cut did not verify: the person resuming should know which one is used
+                get_logger().warning("resume_from_older_cut", cut=cut, skipped="; ".join(problems))
+            return cut
         if required:
             detail = "; ".join(problems) if problems else f"no checkpoint in {self.root}"
             raise checkpoints.CheckpointError(f"cannot resume {self.run_dir}: {detail}")

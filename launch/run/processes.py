@@ -107,9 +107,16 @@ class ProcessTable:
         for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.exitcode is None:
-                self.log.warning("killing", process=process.name, pid=process.pid)
+                self.log.warning("killing", process=process.name, process_pid=process.pid)
                 process.kill()
                 process.join()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one child (a hung one: SIGTERM would wait on it) and reap it; its exit is reported by
+        `new_exits` like any other."""
+        process = self.children[name]
+        process.kill()  # SIGKILL also ends a SIGSTOPped process
+        process.join(5.0)
 
     def clear(self) -> None:
         self.children, self.launched, self.reaped = {}, {}, set()

@@ -26,10 +26,18 @@ def existing_run(path: str) -> list[str]:
     return [name for name in RUN_MARKERS if os.path.exists(os.path.join(path, name))]
 
 
+def keep_private(shared: bool) -> None:
+    """Unless `shared`, everything this process and its children create is theirs alone (umask 077): a
+    run directory holds the whole replay store and the networks in its checkpoints."""
+    if not shared:
+        os.umask(0o077)
+
+
 def prepare_run_dir(path: str, force: bool = False) -> None:
     """Refuse a directory that already holds a run, unless `force`: then remove that run's outputs
     (nothing else in the directory), so the new run never appends to old metrics. Refuse one that
-    holds a study (even with `force`), or that cannot be written. All before any process starts."""
+    holds a study (even with `force`), or that cannot be written. All before any process starts.
+    A new directory gets the mode the umask allows (0700 after `keep_private`)."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"out: {path} exists and is not a directory")
     if os.path.exists(os.path.join(path, STUDY_FILE)):

@@ -23,8 +23,11 @@ Watch. It waits on the children's exit sentinels and heartbeats:
   - if the learner or model server dies, the whole run resumes from the newest
     complete cut, at most `max_restarts` times within `restart_window_s`; past
     that it stops with a resumable directory.
+  - a process whose heartbeat stops (a hang, a SIGSTOP) is killed at
+    `heartbeat_timeout_s` and then healed as a crash is; at half the timeout
+    an event and a terminal line say who is silent.
 Every restart is an event and a line on the terminal. Complete cuts get a
-manifest, after which older cuts are deleted (launch/run/keeper.py).
+manifest; the two newest complete ones are kept (launch/run/keeper.py).
 
 Stop. Ctrl-C or SIGTERM reach the supervisor only (its children ignore
 SIGINT): it asks for a stop cut and has the replay service drain (stop pausing
@@ -74,7 +77,7 @@ from mbgen.runtime.roles import (
     actor_slot,
 )
 from mbgen.runtime.security import LocalCredentials, private_directory
-from mbgen.runtime.shm import new_run_id, unlink_segment
+from mbgen.runtime.shm import SharedMemoryFull, new_run_id, unlink_segment
 from mbgen.runtime.slots import SlotQueue
 from mbgen.runtime.wiring import Wiring
 
@@ -119,6 +122,7 @@ class Supervisor:
         self.monitor: RunMonitor | None = None  # progress line, status.json, TensorBoard (launch/monitor.py)
         self.history: dict[str, int] | None = None  # a resumed session: what earlier ones wrote (monitor.history)
         self.session_started = 0.0  # when this session began, before its setup
+        self.silent_warned: set[str] = set()  # processes said to be silent (check_heartbeats)
 
     # -- public ----------------------------------------------------------------------
     def run(self) -> int:
@@ -158,6 +162,8 @@ class Supervisor:
         finally:
             with stop.deferred():
                 self.stop_children(stop_cut=self.outcome != "completed")
+                if self.outcome == "completed":
+                    self.keeper.finish()
                 self.finish()
         if self.outcome == "completed":
             return 0
@@ -181,7 +187,10 @@ class Supervisor:
         self.history = history(self.run_dir) if cut else None  # before any process of the session writes
         self.start_reaper()
         self.credentials = LocalCredentials(self.wiring.credentials)
-        self.create_segments(cut)
+        try:
+            self.create_segments(cut)
+        except SharedMemoryFull as error:
+            raise RunFailed(error.strerror) from None
         self.start_children(cut)
         if cut:
             self.keeper.forget_after(cut)
@@ -200,6 +209,7 @@ class Supervisor:
         cfg, w, env = self.cfg, self.wiring, self.cfg.env_spec
         q_numel = cfg.members * cfg.q_shape().numel
         model_numel = cfg.members * cfg.actor_model_numel()
+        self.update_reaper(self.table.pids())  # the reaper knows every name before the first exists
         self.segments.append(ParamBlock.create(w.q_params, q_numel))
         if model_numel:
             self.segments.append(ParamBlock.create(w.model_params, model_numel))
@@ -211,7 +221,6 @@ class Supervisor:
         store = ReplayStore.create(w.store, cfg.members, env.obs_dim, env.num_actions, capacity)
         self.segments.append(store)
         self.counters = c = RunCounters.create(w.counters, cfg.members)
-        self.update_reaper(self.table.pids())
         if cut:
             self.restore_segments(cut, store)
         else:
@@ -392,7 +401,7 @@ class Supervisor:
             elif process.exitcode == 0 and name != REPLAY:
                 continue  # finished its work
             elif name in restart_in_place:
-                self.announce("process_restarted", process=name, pid=process.pid, how=describe_exit(process))
+                self.announce("process_restarted", process=name, process_pid=process.pid, how=describe_exit(process))
                 self.table.forget(name)
                 restart_in_place[name]()
             else:
@@ -414,7 +423,7 @@ class Supervisor:
         self.announce(
             "actor_replaced",
             dead=actor_name(slot),
-            pid=process.pid,
+            dead_pid=process.pid,
             how=describe_exit(process),
             replacement=actor_name(new),
             steps_left=last - first,
@@ -422,10 +431,22 @@ class Supervisor:
         self.start_actor(new, (first, last))
 
     def check_heartbeats(self) -> None:
-        for name, silent in self.table.silence(self.counters).items():
-            if silent > self.cfg.system.heartbeat_timeout_s:
-                pid = self.table.children[name].pid
-                raise RunFailed(f"{name} (pid {pid}) showed no sign of life for {silent:.0f} s")
+        """A silent process is a hung one: warned about at half the timeout, killed at the timeout, so that
+        its exit is healed as a crash is (handle_exits, on the next turn of the watch loop)."""
+        timeout = self.cfg.system.heartbeat_timeout_s
+        silence = self.table.silence(self.counters)
+        for name in list(self.silent_warned):
+            if silence.get(name, 0.0) < timeout / 2:
+                self.silent_warned.discard(name)  # it came back
+        for name, silent in silence.items():
+            process = self.table.children[name]
+            if silent > timeout and process.exitcode is None:
+                self.announce("process_hung", process=name, process_pid=process.pid, silent_s=round(silent, 1), action="killed")
+                self.table.kill(name)
+            elif silent > timeout / 2 and name not in self.silent_warned:
+                self.silent_warned.add(name)
+                self.announce("process_silent", process=name, process_pid=process.pid, silent_s=round(silent, 1),
+                              killed_at_s=timeout)  # fmt: skip
 
     def restart_budget(self, why: str) -> None:
         now = time.time()
