@@ -31,6 +31,7 @@ from mbgen.envs.base import TRANSITION_FIELDS
 PROTOCOL_VERSION = 2
 MAX_TRANSITIONS_PER_MESSAGE = 4096  # per message; actors send message_size x envs (16 by default)
 MAX_ACTOR_ID = 128
+MAX_HEADER_STR = 1024  # longest string a header may hold (decoding refuses longer ones before allocating)
 INT64_MAX = (1 << 63) - 1
 MESSAGE_TYPES = ("hello", "insert", "report")
 # Per transition field (envs/base.py TRANSITION_FIELDS, in that order): dtype and shape ("D": obs width).
@@ -98,10 +99,17 @@ def decode_header(frame: Any) -> dict:
             strict_map_key=True,
             max_array_len=64,
             max_map_len=64,
-            max_str_len=1024,
+            max_str_len=MAX_HEADER_STR,
             max_bin_len=0,
             max_ext_len=0,
         )
+    except ValueError as error:
+        if "exceeds max_" in str(error):  # well-formed msgpack over a limit: say which, not "garbage"
+            raise ProtocolError(
+                f"header too large ({error}): strings of at most {MAX_HEADER_STR} characters, "
+                f"the actor's name at most {MAX_ACTOR_ID}"
+            ) from None
+        raise ProtocolError("garbage: the first frame is not a msgpack map") from None
     except Exception:
         raise ProtocolError("garbage: the first frame is not a msgpack map") from None
     if not isinstance(header, dict):

@@ -38,7 +38,9 @@ every message an actor's part no longer holds (runtime/checkpoints.py).
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -178,6 +180,7 @@ class ReplayService:
         self.store = store
         self.counters = counters
         self.stop = stop
+        self.pause_in_commit = os.environ.get(PAUSE_IN_COMMIT_ENV, "")  # tests only: see `paused_here`
         self.spec = StoreSpec(cfg.members, cfg.obs_dim, cfg.num_actions, tuple(cfg.reward_range))
         self.policy = RatioPolicy(**cfg.ratio) if cfg.ratio else None
         self.log = get_logger()
@@ -361,10 +364,18 @@ class ReplayService:
         with self.stop.deferred():
             written = int(self.store.total_written()[m])
             c.journal[:] = (1, slot, m, msg.seq, n, written, c.stored[m], c.stored_by_actor[slot, m])
+            self.paused_here("journal_written")
             self.store.add(m, msg.obs, msg.action, msg.reward, msg.next_obs, msg.terminal)
+            self.paused_here("data_written")
             commit(c, self.store)
         self.ringer.ring()
         return {"type": "ack", "seq": msg.seq, "status": "stored"}
+
+    def paused_here(self, point: str) -> None:
+        """The tests' hook into the commit window: with PAUSE_IN_COMMIT_ENV=point the service stops itself
+        (SIGSTOP) there, so a test can SIGKILL it at exactly that point."""
+        if self.pause_in_commit == point:
+            os.kill(os.getpid(), signal.SIGSTOP)
 
     def report(self, slot: int, header: dict) -> dict:
         """A remote actor's claim of what it sent: recorded as a claim if plausible, never as an observation."""
@@ -424,6 +435,9 @@ class ReplayService:
             self.last_part = cut
             c.part_done[process_slot(REPLAY)] = cut
         self.log.info("checkpoint_part", part=REPLAY, updates=cut, bytes=info["bytes"], seconds=info["seconds"])
+
+
+PAUSE_IN_COMMIT_ENV = "MBGEN_TEST_PAUSE_IN_COMMIT"  # journal_written | data_written (ReplayService.paused_here)
 
 
 def commit(c: RunCounters, store: ReplayStore) -> None:

@@ -7,6 +7,10 @@ block; the waiter drains every queued ring at once, *before* re-checking the
 shared counters, so a change published before a ring is always seen. (A small
 send high-water mark would drop rings: ZeroMQ returns pipe credit lazily, so a
 ring can be refused although the previous one was already consumed.)
+
+A doorbell is an ipc path in the run's private 0700 directory (no one else can connect) and takes only
+rings of at most RING_LIMIT_BYTES: a peer that sends a larger frame is disconnected before it is
+buffered (ZMQ_MAXMSGSIZE), so a ring costs its owner at most a small queued message.
 """
 
 from __future__ import annotations
@@ -16,13 +20,22 @@ from typing import Callable
 
 import zmq
 from mbgen.runtime.logs import get_logger
+from mbgen.runtime.security import check_private_endpoint
+
+# A ring is empty; the limit is on every frame a peer sends, the handshake's READY command included
+# (about 30 bytes), so it cannot be 0.
+RING_LIMIT_BYTES = 256
 
 
 class Doorbell:
     def __init__(self, ctx: zmq.Context, endpoint: str):
+        if not endpoint.startswith("ipc://"):
+            raise ValueError(f"doorbell {endpoint}: a doorbell is an ipc:// path in a private directory")
+        check_private_endpoint(endpoint)
         self.endpoint = endpoint
         self.socket = ctx.socket(zmq.PULL)
         self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, RING_LIMIT_BYTES)  # a larger frame disconnects its sender
         self.socket.bind(endpoint)
 
     def drain(self) -> None:

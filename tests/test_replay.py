@@ -333,6 +333,10 @@ MALFORMED = {
     ),
     "garbage bytes": ([b"\x93\xff garbage \x00\x01"], "garbage: the first frame is not a msgpack map"),
     "empty header map": ([msgpack.packb({})], "wrong protocol version None"),
+    "actor name of 2,000 characters": (
+        [msgpack.packb({"v": 2, "type": "hello", "actor": "a" * 2000})],
+        r"header too large .*the actor's name at most 128",
+    ),
     "unknown type": (
         [msgpack.packb({"v": 2, "type": "drop_tables", "actor": "x"})],
         "unknown message type 'drop_tables'",
@@ -537,3 +541,41 @@ def test_service_unlinks_its_memory_when_signalled(tmp_path, sig):
     assert stop_process(process, sig) == 128 + sig
     assert cfg.store_name not in leftover_segments()
     assert any(e["event"] == "final_accounting" for e in events(tmp_path))
+
+
+@pytest.mark.parametrize("point,recovery", [("journal_written", "journal_rolled_back"), ("data_written", "journal_completed")])
+def test_a_service_killed_inside_its_commit_window_loses_and_doubles_nothing(tmp_path, monkeypatch, point, recovery):
+    """SIGKILL with the journal written and the data not yet (rolled back, then resent and stored), or with
+    the data written and not yet counted (completed; the resent copy is a duplicate): either way the store
+    holds each transition once and the counts agree with it."""
+    import psutil
+    from mbgen.replay.service import PAUSE_IN_COMMIT_ENV
+
+    monkeypatch.setenv(PAUSE_IN_COMMIT_ENV, point)
+    cfg = config(tmp_path, members=1)
+    first = start(cfg)
+    monkeypatch.delenv(PAUSE_IN_COMMIT_ENV)
+    client = ReplayClient(cfg.endpoint, "actor3", token=local_token(cfg.endpoint, "actor3"))
+    try:
+        for seq in range(3):
+            client.send(0, **message(3, seq, 8, D, A))
+        stopped = lambda: psutil.Process(first.pid).status() == psutil.STATUS_STOPPED  # noqa: E731
+        wait_for(lambda: (client.poll(10), stopped())[1], what="the service to stop inside its commit window")
+        stop_process(first, signal.SIGKILL)
+        second = start(ServiceConfig(**{**cfg.to_dict(), "owns_memory": False}))  # as the supervisor restarts it
+        try:
+            client.flush(30)
+            store, counters = ReplayStore.attach(cfg.store_name), RunCounters.attach(cfg.counters_name)
+            assert (stored_rewards(store, 0) == 3_000_000 + np.arange(24)).all()
+            assert int(counters.stored[0]) == 24 and int(counters.stored_by_actor.sum()) == 24
+            duplicates = 8 if point == "data_written" else 0
+            assert int(counters.duplicates[0]) == duplicates and int(counters.journal[0]) == 0
+            store.close()
+            counters.close()
+        finally:
+            stop_process(second)
+        assert [e["event"] for e in events(tmp_path)].count(recovery) == 1
+    finally:
+        client.close()
+        for name in (cfg.store_name, cfg.counters_name):
+            unlink_segment(name)

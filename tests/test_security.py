@@ -327,3 +327,53 @@ def test_fuzzer_ten_thousand_hostile_messages_on_every_endpoint(service):
 
 
 assert RCVHWM * max_frame_bytes(D) < MEMORY_BOUND_MB * 2**20 / 4
+
+
+HOSTILE_RINGER = """
+import sys, zmq
+ctx = zmq.Context()
+s = ctx.socket(zmq.PUSH)
+s.setsockopt(zmq.LINGER, 5000)
+s.connect(sys.argv[1])
+frame = b"x" * (50 << 20)
+for _ in range(6):  # 300 MB of 'rings'
+    s.send(frame, copy=False)
+s.close()
+ctx.term()
+"""
+
+
+def test_a_doorbell_takes_only_empty_rings_and_only_in_a_private_directory(tmp_path):
+    """A doorbell peer sending 300 MB of non-empty 'rings' is disconnected before anything is buffered: the
+    owner's memory stays put, no ring is delivered, and a real ring still wakes it. Doorbells outside a
+    private directory are refused."""
+    import subprocess
+    import sys
+
+    from helpers import socket_directory
+    from mbgen.runtime.doorbell import Doorbell, Ringer
+
+    ctx = zmq.Context()
+    bell = Doorbell(ctx, f"ipc://{socket_directory()}/bell-owner")
+    try:
+        before = psutil.Process().memory_info().rss
+        subprocess.run([sys.executable, "-c", HOSTILE_RINGER, bell.endpoint], timeout=60, check=True)
+        assert not bell.wait(1.0)  # nothing came through
+        assert psutil.Process().memory_info().rss - before < 20 << 20
+        ringer = Ringer(ctx, [bell.endpoint])
+        ringer.ring()
+        assert bell.wait(5.0)
+        ringer.close()
+    finally:
+        bell.close()
+    open_dir = tmp_path / "open"
+    open_dir.mkdir(mode=0o755)
+    os.chmod(open_dir, 0o755)
+    for endpoint, why in [
+        (f"ipc://{open_dir}/bell", "it must be 0700"),
+        ("ipc://@bell", "abstract-namespace"),
+        ("tcp://127.0.0.1:5999", "a doorbell is an ipc:// path"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            Doorbell(ctx, endpoint)
+    ctx.term()
