@@ -22,13 +22,25 @@ _FIRST = ("t", "level", "role", "pid", "member", "event")
 
 
 class _LineSink:
-    """Appends each rendered event with a single os.write."""
+    """Appends each rendered event with a single os.write. A write that fails (a full disk) drops the event
+    and says so once on stderr: logging never takes a process down, least of all while it stops."""
 
     def __init__(self, path: str | None):
+        self._path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if path else 2
+        self._failed = False
 
     def msg(self, message: str) -> None:
-        os.write(self._fd, (message + "\n").encode())
+        if self._failed:
+            return
+        try:
+            os.write(self._fd, (message + "\n").encode())
+        except OSError as error:
+            self._failed = True
+            try:
+                sys.stderr.write(f"mbgen: cannot write {self._path or 'stderr'} ({error.strerror}): events from now on are lost\n")
+            except OSError:
+                pass
 
     debug = info = warning = warn = error = critical = exception = msg
 

@@ -321,3 +321,59 @@ def test_a_full_dev_shm_is_a_clean_refusal(tmp_path):
     assert stat.S_IMODE(os.stat(run_dir).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(os.path.join(run_dir, "summary.json")).st_mode) == 0o600
     assert set(glob.glob("/tmp/mbgen-*")) <= private_before  # the session's private directory is gone
+
+
+FILL_MID_RUN = """
+set -u
+mount -t tmpfs -o size=64m tmpfs "$1"
+shift
+"$@" &
+run=$!
+until ls "$OUT"/checkpoints/u-*/MANIFEST.json >/dev/null 2>&1; do
+    kill -0 $run 2>/dev/null || break
+    sleep 0.2
+done
+free=$(df --output=avail -B1 "$(dirname "$OUT")" | tail -1)
+fallocate -l $((free - 6 * 1024 * 1024)) "$(dirname "$OUT")/filler"
+date +%s.%N > "$MARK"
+wait $run
+"""
+
+
+def test_a_full_disk_is_a_clean_stop(tmp_path):
+    """A 2 MB --out (a tmpfs in a private mount namespace) is refused at once; a disk filled during a run
+    stops it within seconds with one line naming the room needed, a summary and nothing left behind."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare of a user and mount namespace is not allowed here")
+    private_before = set(glob.glob("/tmp/mbgen-*"))
+    small = tmp_path / "small"
+    small.mkdir()
+    run_dir = str(small / "run")
+    command = [sys.executable, "-m", "mbgen.launch.cli", "run", *tiny_run(), "--out", run_dir]
+    t = time.monotonic()
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size=2m tmpfs {small} && exec "$@"', "sh", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert time.monotonic() - t < 10 and done.returncode == 1, done.stderr
+    assert "disk full: " in done.stderr and "MiB free, the next checkpoint needs about" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+    filled = tmp_path / "filled"
+    filled.mkdir()
+    run_dir, mark = str(filled / "run"), str(tmp_path / "filled-at")
+    command = [sys.executable, "-m", "mbgen.launch.cli", "run", *tiny_run(steps=40000), "--checkpoint-period", "300"]
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", FILL_MID_RUN, "sh", str(filled), *command, "--out", run_dir],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "OUT": run_dir, "MARK": mark},
+    )
+    stopped_after = time.time() - float(open(mark).read())
+    assert done.returncode == 1 and stopped_after < 10, (stopped_after, done.stderr)
+    assert "disk full: " in done.stderr and f"mbgen run --resume {run_dir}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert set(glob.glob("/tmp/mbgen-*")) <= private_before  # every session's private directory is gone

@@ -28,6 +28,7 @@ class CheckpointKeeper:
         self.digest = digest  # the configuration's: a cut of another configuration is not this run's
         self.model_server = model_server
         self.latest = -1  # updates of the newest complete cut
+        self.latest_bytes = 0  # and its size on disk (0 before the first of this session)
 
     def required_parts(self, cut: str) -> list[str]:
         """The parts a cut needs: learner, replay, model server, and every actor the replay part saw live."""
@@ -59,6 +60,7 @@ class CheckpointKeeper:
                 continue  # parts still being written
             checkpoints.write_manifest(cut, parts, {"config": self.digest})
             self.latest = u
+            self.latest_bytes = sum(p["bytes"] for p in parts.values())
             get_logger().info("checkpoint", updates=u, bytes=sum(p["bytes"] for p in parts.values()), parts=len(parts))
             self.prune()
 

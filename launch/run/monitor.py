@@ -296,9 +296,12 @@ class RunMonitor:
             "transitions": accounting,
         }
         path = os.path.join(self.run_dir, STATUS_FILE)
-        with open(path + ".tmp", "w") as f:
-            json.dump(status, f)
-        os.replace(path + ".tmp", path)
+        try:
+            with open(path + ".tmp", "w") as f:
+                json.dump(status, f)
+            os.replace(path + ".tmp", path)
+        except OSError:  # a full disk: status.json is a view; the supervisor's disk check says what happened
+            pass
 
     def finish(self, outcome: str, summary: dict, processes: dict[str, dict], accounting: dict[str, int]) -> None:
         """After the summary: read what the processes wrote last, the final status, close the writers."""

@@ -17,6 +17,7 @@ import time
 from mbgen.launch.run.plots import last_smoothing, plot_runs, plot_smoothing
 from mbgen.launch.run.results import learned_rows, point_finals, read_metrics, run_final, scale_of, session_wall_s
 from mbgen.learner.config import RunConfig
+from mbgen.runtime.logs import get_logger
 
 
 def write_summary(
@@ -68,11 +69,14 @@ def write_summary(
         "reconciliation": problems,
         "restarts": len(restarts),
     }
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    if rows:
-        plot_runs([run_dir], os.path.join(run_dir, "curve.png"))
-    draw_smoothing(run_dir, cfg)
+    try:
+        with open(os.path.join(run_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        if rows:
+            plot_runs([run_dir], os.path.join(run_dir, "curve.png"))
+        draw_smoothing(run_dir, cfg)
+    except OSError as error:  # a full disk: the terminal still gets the summary, and one line saying so
+        get_logger().warning("summary_not_written", run_dir=run_dir, error=error.strerror or str(error))
     return summary
 
 

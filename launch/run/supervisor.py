@@ -82,6 +82,7 @@ from mbgen.runtime.slots import SlotQueue
 from mbgen.runtime.wiring import Wiring
 
 EVAL_QUEUE_DEPTH = 4
+DISK_MARGIN_BYTES = 4 << 20  # room kept beside a checkpoint cut: events, metrics, status and the summary
 STOP_BUDGET_S = 9.0  # from Ctrl-C to every process gone
 STOP_CUT_S = 5.0  # of which the stop cut may take this long
 ACTOR_DRAIN_S = 2.5  # and the actors' last acknowledgements this long
@@ -123,6 +124,7 @@ class Supervisor:
         self.history: dict[str, int] | None = None  # a resumed session: what earlier ones wrote (monitor.history)
         self.session_started = 0.0  # when this session began, before its setup
         self.silent_warned: set[str] = set()  # processes said to be silent (check_heartbeats)
+        self.disk_full = False  # no stop cut then: it could not be written
 
     # -- public ----------------------------------------------------------------------
     def run(self) -> int:
@@ -161,7 +163,7 @@ class Supervisor:
             self.log.exception("supervisor_error")
         finally:
             with stop.deferred():
-                self.stop_children(stop_cut=self.outcome != "completed")
+                self.stop_children(stop_cut=self.outcome != "completed" and not self.disk_full)
                 if self.outcome == "completed":
                     self.keeper.finish()
                 self.finish()
@@ -191,6 +193,7 @@ class Supervisor:
             self.create_segments(cut)
         except SharedMemoryFull as error:
             raise RunFailed(error.strerror) from None
+        self.check_disk_room()
         self.start_children(cut)
         if cut:
             self.keeper.forget_after(cut)
@@ -359,6 +362,7 @@ class Supervisor:
             self.table.wait(0.5)
             self.handle_exits()
             self.check_steps_remain()
+            self.check_disk_room()
             if not cfg.run.offline:
                 self.keeper.assemble()
             steps = self.counters.updates if cfg.run.offline else self.counters.min_inserts()
@@ -447,6 +451,26 @@ class Supervisor:
                 self.silent_warned.add(name)
                 self.announce("process_silent", process=name, process_pid=process.pid, silent_s=round(silent, 1),
                               killed_at_s=timeout)  # fmt: skip
+
+    def check_disk_room(self) -> None:
+        """Stop cleanly before a full disk stops the run messily: the next checkpoint cut (as large as the
+        last one, or as the memory it saves before there is one) must fit under the run directory."""
+        need = self.keeper.latest_bytes or self.cut_bytes_estimate()
+        free = shutil.disk_usage(self.run_dir).free
+        if free < need + DISK_MARGIN_BYTES:
+            self.disk_full = True
+            then = f"resume it with `mbgen run --resume {self.run_dir}`" if self.keeper.latest >= 0 else "start it again"
+            raise RunFailed(
+                f"disk full: {self.run_dir} has {free / 2**20:,.1f} MiB free, the next checkpoint needs about "
+                f"{(need + DISK_MARGIN_BYTES) / 2**20:,.1f} MiB; free some space, then {then}"
+            )
+
+    def cut_bytes_estimate(self) -> int:
+        """A cut before the first: the store and counters, and each parameter block about four times
+        (online and target networks, the optimiser's two moments)."""
+        saved = [s.segment.nbytes for s in self.segments if isinstance(s, ReplayStore)]
+        params = [s.segment.nbytes for s in self.segments if isinstance(s, ParamBlock)]
+        return sum(saved) + (self.counters.segment.nbytes if self.counters is not None else 0) + 4 * sum(params)
 
     def restart_budget(self, why: str) -> None:
         now = time.time()
