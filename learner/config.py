@@ -147,7 +147,7 @@ class SystemSection:
     param_endpoint: str = ""  # tcp://HOST:PORT where remote actors subscribe to parameters; empty = none
     keys: str = ""  # CurveZMQ key directory (required for non-loopback endpoints; see `mbgen keys`)
     stall_warning_s: float = 30.0  # warn when a process waits this long for another
-    heartbeat_timeout_s: float = 120.0  # stop the run when a process shows no sign of life this long
+    heartbeat_timeout_s: float = 120.0  # kill and heal (as a crash) a process that shows no sign of life this long
 
     def validate(self) -> None:
         if self.device not in DEVICES:
