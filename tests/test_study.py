@@ -12,9 +12,9 @@ import time
 import pytest
 from helpers import ROOT, mbgen, wait_for
 from mbgen.launch.run.progress import clock
-from mbgen.launch.study.estimate import required_keys, run_seconds, update_seconds
+from mbgen.launch.study.estimate import default_figures, required_keys, run_seconds, update_seconds
 from mbgen.launch.study.runner import LOCK_FILE, StudyLock
-from mbgen.launch.study.spec import check_directory, load_study, plan, write_plan
+from mbgen.launch.study.spec import PRESETS, check_directory, load_study, plan, preset_path, write_plan
 
 TINY_STUDY = """
 agents = ["er", "simple"]
@@ -170,6 +170,17 @@ def test_estimates_follow_the_bench_figures_by_hand():
     cfg = one.run_config("")
     assert run_seconds(cfg, figures) == pytest.approx(8.0 + 999_000 * 0.01)
     assert clock(2 * 86400 + 3661) == "2d 01:01:01"
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "figure3"])
+def test_every_small_preset_plans_and_is_estimated_to_fit_an_hour_here(preset):
+    """The presets for this machine are whole validated studies whose estimate (from the bench figures of
+    the 2-core machine) is at most about an hour; the claim presets have 10 seeds at least."""
+    study = load_study(preset_path(preset))
+    seconds = sum(run_seconds(c.run_config(""), default_figures()) for c in study.cells)
+    assert 60 < seconds <= 85 * 60, clock(seconds)
+    if preset.startswith("claim-"):
+        assert all(len(c.config["run"]["seeds"]) >= 10 for c in study.cells)
 
 
 def test_dry_run_prints_cells_and_an_estimate(tmp_path):

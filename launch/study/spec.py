@@ -40,7 +40,9 @@ from mbgen import envs
 
 # STUDY_FILE (study.toml) in the study directory: the study as planned, what a re-run must match
 CELLS_DIR = "cells"  # the study directory's run directories, one per cell
-PRESETS = ("figure3", "figure3-small", "agents-small")  # launch/study/presets/<name>.toml
+PRESETS = (  # launch/study/presets/<name>.toml
+    "figure3", "figure3-small", "agents-small", "claim-complexity", "claim-regimes", "claim-panflute", "claim-structure",
+)
 
 # The study's own keys; every other key must be a run-config key, applied to every cell.
 STUDY_KEYS = {
