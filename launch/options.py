@@ -45,6 +45,7 @@ METAVARS = {
     "out": "DIR",
     "keys": "DIR",
     "frozen_model": "FILE",
+    "model_snapshots": "U[,U...]",
     "remote_endpoint": "URL",
     "param_endpoint": "URL",
     "wandb": "PROJECT",

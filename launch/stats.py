@@ -18,6 +18,15 @@ A *final score* is one number per member (launch/results.py: the mean of its las
   probability_of_improvement_ci95
                   its 95% percentile-bootstrap interval, X and Y resampled independently
 
+Of a learning curve (a frozen-model study):
+
+  steps_to_threshold
+                  the first evaluation's env steps at which a member's normalised score
+                  (score - random) / (optimal - random) reaches the threshold (0.95: 95% of
+                  the way from random to optimal behaviour); inf when it never does within the
+                  budget (censored: slower than every member that got there, tied with the
+                  others that did not, which P(X > Y) of the negated steps counts exactly)
+
 Of a fraction (k of n seeds optimal in a cell, mbgen offline):
 
   wilson_ci95     the Wilson score interval, with p = k/n and z = z_{0.975}:
@@ -179,6 +188,16 @@ def probability_of_improvement_ci95(
         value = probability_of_improvement(x, y)
         return value, value
     return _percentile_bootstrap((x, y), probability_of_improvement, seed, resamples)
+
+
+def steps_to_threshold(env_steps, scores, random: float, optimal: float, threshold: float = 0.95) -> float:
+    """First of `env_steps` (ascending) whose score is at least random + threshold (optimal - random);
+    inf if none (see the module docstring)."""
+    target = random + threshold * (optimal - random)
+    for steps, score in zip(env_steps, scores):
+        if score >= target:
+            return float(steps)
+    return math.inf
 
 
 def score_summary(per_member, bounds: tuple[float, float] | None = None, seed: int = 0) -> dict:

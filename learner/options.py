@@ -9,9 +9,9 @@ read it (ensemble_size: ensemble and steve).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from mbgen.learner.check import fail, integer, number, text
+from mbgen.learner.check import fail, integer, integer_list, number, text
 
 
 @dataclass
@@ -30,6 +30,7 @@ class ModelOptions(NoOptions):
     model_lr: float = 2e-4  # model step size
     model_batch: int = 32  # real transitions per model update; rollouts start from the same ones
     frozen_model: str = ""  # a run's checkpoints/model-final.npz: roll out that model, never train it; empty = learn
+    model_snapshots: list[int] = field(default_factory=list)  # model updates at which to keep checkpoints/model-<U>.npz
 
     def validate(self, cfg) -> None:
         super().validate(cfg)  # an agent with a model may compose other options (EnsembleSizeOptions)
@@ -38,6 +39,14 @@ class ModelOptions(NoOptions):
         text("frozen_model", self.frozen_model)
         if self.frozen_model and not os.path.isfile(self.frozen_model):
             fail("frozen_model", "an existing model checkpoint (RUN/checkpoints/model-final.npz)", self.frozen_model)
+        if isinstance(self.model_snapshots, int) and not isinstance(self.model_snapshots, bool):
+            self.model_snapshots = [self.model_snapshots]  # `--model-snapshots 500`
+        if self.model_snapshots:
+            integer_list("model_snapshots", self.model_snapshots, 1)
+            if sorted(set(self.model_snapshots)) != self.model_snapshots:
+                fail("model_snapshots", "distinct model-update counts in increasing order", self.model_snapshots)
+            if self.frozen_model:
+                fail("model_snapshots", "empty for a frozen model (it is never trained)", self.model_snapshots)
 
     def resolve(self) -> None:
         super().resolve()

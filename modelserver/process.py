@@ -147,6 +147,8 @@ class ModelServer:
             self.counters.beat(MODELSERVER)
             if self.done % self.cfg.system.diagnostics_period == 0:
                 self.report()
+            if self.done in self.cfg.options.model_snapshots:  # a model to freeze later (--frozen-model)
+                self.export_model(checkpoints.snapshot_name(self.done))
         self.publish_acting_params(self.done)  # the last model: nothing starts after it
         self.ring_learner.ring()
         self.report()
@@ -214,10 +216,11 @@ class ModelServer:
         self.counters.model_updates = self.done
         self.log.info("modelserver_resumed", updates=self.done, pending=pending)
 
-    def export_model(self) -> None:
-        """The model's state (parameters, optimiser, tables), for tools: checkpoints/model-final.npz."""
+    def export_model(self, name: str = checkpoints.FINAL_MODEL) -> None:
+        """The model's state (parameters, optimiser, tables), for tools: checkpoints/model-final.npz, or a
+        snapshot (model-<updates>.npz) on the way."""
         os.makedirs(self.wiring.checkpoints, exist_ok=True)
-        path = os.path.join(self.wiring.checkpoints, "model-final.npz")
+        path = os.path.join(self.wiring.checkpoints, name)
         with self.stop.deferred():
             np.savez(
                 path + ".tmp.npz",

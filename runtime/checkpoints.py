@@ -26,6 +26,12 @@ from typing import Any
 import numpy as np
 
 MANIFEST = "MANIFEST.json"
+FINAL_MODEL = "model-final.npz"  # beside the cuts: the model as the run ended (for tools, --frozen-model)
+
+
+def snapshot_name(updates: int) -> str:
+    """The file beside the cuts of the model after `updates` model updates (--model-snapshots)."""
+    return f"model-{updates:09d}.npz"
 CUT_PREFIX = "u-"
 
 

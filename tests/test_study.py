@@ -173,10 +173,10 @@ def test_estimates_follow_the_bench_figures_by_hand():
 
 
 @pytest.mark.parametrize("preset", [p for p in PRESETS if p != "figure3"])
-def test_every_small_preset_plans_and_is_estimated_to_fit_an_hour_here(preset):
+def test_every_small_preset_plans_and_is_estimated_to_fit_an_hour_here(preset, tmp_path):
     """The presets for this machine are whole validated studies whose estimate (from the bench figures of
     the 2-core machine) is at most about an hour; the claim presets have 10 seeds at least."""
-    study = load_study(preset_path(preset))
+    study = load_study(preset_path(preset), str(tmp_path))
     seconds = sum(run_seconds(c.run_config(""), default_figures()) for c in study.cells)
     assert 60 < seconds <= 85 * 60, clock(seconds)
     if preset.startswith("claim-"):
@@ -346,3 +346,60 @@ def test_a_failed_cell_is_reported_and_the_others_go_on(tmp_path):
     assert all("CUDA is not available" in c["error"]["log"] for c in cells)
     assert "## Failed cells" in open(os.path.join(out, "report.md")).read()
     assert not os.path.exists(os.path.join(out, LOCK_FILE))  # the study's lock goes with it
+
+
+FROZEN_STUDY = """
+kind = "frozen"
+agents = ["simple"]
+regimes = ["high"]
+seeds = 2
+steps = 800
+learning_starts = 500
+eval_period = 100
+eval_episodes = 2
+hidden = [16, 16]
+snapshots = [20, 250]
+[envs.panflute]
+num_pipes = 2
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_frozen_study_runs_its_source_then_q_on_each_frozen_snapshot(tmp_path):
+    """One command: the source run keeps its model at each snapshot; one run per snapshot trains Q from
+    scratch on that model, frozen (it is never updated); the report gives steps to 95% of optimal per
+    snapshot and draws frozen.png. Planning refuses what a frozen study cannot be."""
+    import numpy as np
+
+    spec = str(tmp_path / "frozen.toml")
+    with open(spec, "w") as f:
+        f.write(FROZEN_STUDY)
+    out = str(tmp_path / "out")
+    done = subprocess.run(study_command(spec, out), cwd=ROOT, capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, done.stderr
+    cells = os.path.join(out, "cells")
+    source = os.path.join(cells, "simple-panflute-num_pipes2-high-source", "checkpoints")
+    assert os.path.exists(os.path.join(source, "model-000000020.npz"))
+    for u in (20, 250):
+        frozen = os.path.join(cells, f"simple-panflute-num_pipes2-high-frozen{u}", "checkpoints", "model-final.npz")
+        with np.load(os.path.join(source, f"model-{u:09d}.npz")) as before, np.load(frozen) as after:
+            assert np.array_equal(before["model.params"], after["model.params"])  # never trained
+    with open(os.path.join(out, "study.json")) as f:
+        data = json.load(f)
+    assert data["kind"] == "frozen" and [r["snapshot"] for r in data["frozen"]] == [20, 250]
+    for r in data["frozen"]:
+        assert r["members"] == 2 and 0 <= r["reached"] <= 2 and len(r["steps_to_threshold"]) == 2
+    assert "p_sooner_than_previous" in data["frozen"][1] and data["frozen"][1]["p_sooner_ci95"] == [None, None]
+    report = open(os.path.join(out, "report.md")).read()
+    assert "| frozen after (model updates) |" in report and "| 250 |" in report
+    assert os.path.getsize(os.path.join(out, "frozen.png")) > 10_000
+    for bad, message in [
+        ('agents = ["simple", "er"]', "one agent, one regime and one environment level"),
+        ('agents = ["er"]', "must learn a model to freeze"),
+        ("snapshots = [20, 99999]", "at most the source run's"),
+    ]:
+        key = bad.split(" =")[0]
+        text = "\n".join(bad if line.startswith(key + " =") else line for line in FROZEN_STUDY.splitlines())
+        with pytest.raises(ValueError, match=message):
+            plan(__import__("tomllib").loads(text), "bad", str(tmp_path / "bad"))

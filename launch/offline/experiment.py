@@ -71,6 +71,7 @@ from mbgen.launch.run.policy import acting_policy, read_checkpoint
 from mbgen.launch.stats import wilson_ci95
 from mbgen.learner.agents import VARIANTS
 from mbgen.learner.config import RunConfig, SystemSection
+from mbgen.runtime.checkpoints import FINAL_MODEL
 
 from mbgen import envs
 
@@ -340,7 +341,7 @@ def main(args: argparse.Namespace) -> int:
                         group: min(r["optimal_fraction"] for r in stats[g]) for g, group in enumerate(groups)
                     }
             if cfg.spec.model_server:
-                with np.load(os.path.join(out, agent, "checkpoints", "model-final.npz")) as f:
+                with np.load(os.path.join(out, agent, "checkpoints", FINAL_MODEL)) as f:
                     model_state = {k[len("model.") :]: f[k] for k in f.files if k.startswith("model.")}
                 accuracy[agent] = model_accuracy(cfg, model_state)
                 log(f"  model on the evaluation layouts: {accuracy[agent]}")

@@ -29,11 +29,11 @@ from mbgen.actors.evaluator import evaluate
 from mbgen.envs.seeding import derive_seed
 from mbgen.launch.run.results import load_run
 from mbgen.learner.config import RunConfig
+from mbgen.runtime.checkpoints import FINAL_MODEL
 
 from mbgen import envs
 
 FINAL_CHECKPOINT = "learner-final.npz"
-MODEL_CHECKPOINT = "model-final.npz"
 
 
 @dataclass
@@ -73,7 +73,7 @@ def read_checkpoint(run_dir: str, cfg: RunConfig, checkpoint: str | None = None)
     if cfg.actor_model_numel():
         from mbgen.modelserver.interface import ModelContext, build_model
 
-        model_path = os.path.join(run_dir, "checkpoints", MODEL_CHECKPOINT)
+        model_path = os.path.join(run_dir, "checkpoints", FINAL_MODEL)
         if not os.path.exists(model_path):
             raise ValueError(f"{cfg.run.agent} acts through its model, and {model_path} does not exist")
         built = build_model(ModelContext(cfg, torch.device("cpu"), None))

@@ -9,6 +9,9 @@ curves-ENV-REGIME.png       learning curves, a panel per level, a line per agent
 heatmap-CELL.png            a grid cell's final mean per step size x temperature (Appendix G)
 smoothing-panflute-LEVEL-REGIME.png  PanFlute: every model agent's reward and dynamics smoothing at its
                             last diagnostics (Figure 4, left)
+frozen.png                  a frozen study: env steps to 95% of optimal per snapshot of the source
+                            model, a dot per member (censored ones on the budget line), the median
+                            joined across snapshots (Figure 4, right)
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ AGENT_ORDER = ("er", "simple", "perfect", "latent-cat", "latent-gauss")
 def draw_study(study: Study, out: str, data: dict) -> list[str]:
     """Every figure the cells' results allow so far; returns their file names (in `out`)."""
     figures = []
+    if study.kind == "frozen":
+        return [frozen_figure(study, out, data)] if any(r["members"] for r in data["frozen"]) else []
     if any(c["final"] is not None for c in data["cells"]):
         figures.append(figure3(study, out, data))
     figures += learning_curves(study, out, data)
@@ -107,6 +112,43 @@ def figure3(study: Study, out: str, data: dict) -> str:
     fig.suptitle("\n".join(lines), fontsize=10)
     fig.tight_layout()  # makes room for the suptitle too
     name = "figure3.png"
+    fig.savefig(os.path.join(out, name), dpi=110)
+    plt.close(fig)
+    return name
+
+
+def frozen_figure(study: Study, out: str, data: dict) -> str:
+    rows = [r for r in data["frozen"] if r["members"]]
+    cfg = study.cells[0].run_config("")
+    budget = cfg.run.steps
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    x = list(range(len(rows)))
+    for k, r in zip(x, rows):
+        reached = [v for v in r["steps_to_threshold"] if v is not None]
+        censored = r["members"] - len(reached)
+        jitter = [k + 0.06 * (i - len(reached) / 2) / max(1, len(reached)) for i in range(len(reached))]
+        ax.scatter(jitter, reached, color="C0", s=14, alpha=0.7, label="a member" if k == 0 else None)
+        if censored:
+            ax.scatter([k], [budget], color="C3", marker="x", s=30, label="never within the budget" if k == 0 else None)
+            ax.annotate(f"{censored} of {r['members']}", (k, budget), textcoords="offset points", xytext=(6, -10), fontsize=7)
+    medians = [r["median"] if r["median"] is not None else budget for r in rows]
+    ax.plot(x, medians, color="k", lw=1.5, marker="o", ms=4, label="median")
+    ax.axhline(budget, color="0.45", ls=":", lw=1, label=f"budget ({budget:,} env steps)")
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{r['snapshot']:,}" for r in rows])
+    ax.set_xlabel("source model frozen after this many model updates")
+    ax.set_ylabel("env steps to 95% of optimal")
+    ax.set_ylim(0, budget * 1.08)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    cell = study.cells[0]
+    title = (
+        f"{study.title}: Q trained from scratch on a frozen {cell.agent} model, {cell.env} "
+        f"{level_text(cell.params, [])}, {len(cell.config['run']['seeds'])} seeds"
+    )
+    fig.suptitle("\n".join(textwrap.wrap(title, 70)), fontsize=9)
+    fig.tight_layout()
+    name = "frozen.png"
     fig.savefig(os.path.join(out, name), dpi=110)
     plt.close(fig)
     return name

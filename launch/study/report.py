@@ -19,11 +19,19 @@ Comparisons: for every model agent against ER in the same environment, level
 and regime, the probability that a member of the agent scores higher than a
 member of ER, with its bootstrap 95% CI (rliable's definition, launch/stats.py);
 no interval when either side has fewer than 5 members.
+
+A frozen study (the paper's Figure 4, right) reports instead, per snapshot of the
+source run's model, each member's env steps until its greedy score first reaches
+95% of the way from random to optimal behaviour (censored at the budget when it
+never does), their median, how many got there, and the probability that a member
+trained on this model gets there sooner than one trained on the snapshot before
+(ties, including two censored members, count one half).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from mbgen.launch.run.results import final_scores, learned_rows, load_run, point_names, scale_of
@@ -33,6 +41,7 @@ from mbgen.launch.stats import (
     probability_of_improvement,
     probability_of_improvement_ci95,
     score_summary,
+    steps_to_threshold,
 )
 from mbgen.launch.study.spec import CELLS_DIR, Study, level_text
 
@@ -120,7 +129,51 @@ def collect(study: Study, out: str) -> dict:
         if cell.name in failures and status == "failed":
             entry["error"] = failures[cell.name]
         cells.append(entry)
-    return {"title": study.title, "cells": cells, "comparisons": comparisons(study, cells)}
+    data = {"title": study.title, "kind": study.kind, "cells": cells, "comparisons": comparisons(study, cells)}
+    if study.kind == "frozen":
+        data["comparisons"] = []  # every cell is the same agent: nothing to set against ER
+        data["frozen"] = frozen_snapshots(study, out)
+    return data
+
+
+FROZEN_THRESHOLD = 0.95  # of the way from random to optimal behaviour
+
+
+def frozen_snapshots(study: Study, out: str) -> list[dict]:
+    """Per snapshot: each member's env steps to FROZEN_THRESHOLD (None: censored, never within the
+    budget), their median (None when most members never got there), and P(sooner than the previous
+    snapshot) with its bootstrap interval."""
+    rows = []
+    for cell in (c for c in study.cells if c.snapshot):
+        cell_dir = study.cell_dir(out, cell)
+        steps = []
+        if os.path.exists(os.path.join(cell_dir, "metrics.jsonl")):
+            run = load_run(cell_dir)
+            scale = scale_of(run.config)
+            for member in sorted({int(r["member"]) for r in run.rows}):
+                mine = sorted((int(r["env_steps"]), float(r["eval_return"])) for r in run.rows if int(r["member"]) == member)
+                steps.append(
+                    steps_to_threshold(
+                        [e for e, _ in mine], [v for _, v in mine], scale["random"]["score"],
+                        scale["optimal"]["score"], FROZEN_THRESHOLD,
+                    )  # fmt: skip
+                )
+        median = float(sorted(steps)[len(steps) // 2]) if steps else math.inf
+        row = {
+            "cell": cell.name,
+            "snapshot": cell.snapshot,
+            "steps_to_threshold": [None if math.isinf(x) else x for x in steps],
+            "reached": sum(not math.isinf(x) for x in steps),
+            "members": len(steps),
+            "median": None if math.isinf(median) else median,
+        }
+        if rows and steps and rows[-1]["_steps"]:
+            before = rows[-1]["_steps"]
+            negated = [-x for x in steps], [-x for x in before]  # sooner = fewer steps
+            row["p_sooner_than_previous"] = probability_of_improvement(*negated)
+            row["p_sooner_ci95"] = list(probability_of_improvement_ci95(*negated))
+        rows.append({**row, "_steps": steps})
+    return [{k: v for k, v in r.items() if k != "_steps"} for r in rows]
 
 
 def comparisons(study: Study, cells: list[dict]) -> list[dict]:
@@ -190,7 +243,9 @@ def markdown(study: Study, data: dict, figures: list[str]) -> str:
         "",
         *few_seeds_note(cells, data["comparisons"]),
     ]
-    groups = list(dict.fromkeys((c["env"], c["regime"]) for c in cells))
+    if study.kind == "frozen":
+        lines += frozen_markdown(data["frozen"])
+    groups = list(dict.fromkeys((c["env"], c["regime"]) for c in cells)) if study.kind == "grid" else []
     for env, regime in groups:
         group = [c for c in cells if c["env"] == env and c["regime"] == regime]
         varied = study.levels.get(env, [])
@@ -232,6 +287,29 @@ def markdown(study: Study, data: dict, figures: list[str]) -> str:
     if figures:
         lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     return "\n".join(lines)
+
+
+def frozen_markdown(rows: list[dict]) -> list[str]:
+    lines = [
+        "## Q trained from scratch on a frozen model",
+        "",
+        f"Env steps until a member's greedy score first reaches {FROZEN_THRESHOLD:.0%} of the way from random "
+        "to optimal behaviour, per snapshot of the source run's model (model updates when frozen); members "
+        "that never did within the budget are censored (counted as slower than any that did).",
+        "",
+        "| frozen after (model updates) | median env steps | reached | P(sooner than the snapshot before) [95% CI] |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        median = f"{r['median']:,.0f}" if r["median"] is not None else ("not reached" if r["members"] else "–")
+        if "p_sooner_than_previous" in r:
+            lo, hi = r["p_sooner_ci95"]
+            bracket = f"[{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else f"({TOO_FEW})"
+            sooner = f"{r['p_sooner_than_previous']:.2f} {bracket}"
+        else:
+            sooner = "–"
+        lines.append(f"| {r['snapshot']:,} | {median} | {r['reached']} of {r['members']} | {sooner} |")
+    return lines + [""]
 
 
 def probability_text(comparison: dict) -> str:

@@ -398,8 +398,16 @@ def run_study(
         signal.signal(s, interrupt)
     try:
         while todo or running:
-            while todo and len(running) < parallel:
-                cell = todo.pop(0)
+            for cell in blocked(todo, running, failures, out):
+                todo.remove(cell)
+                progress.failed += 1
+                failures[cell.name] = {"exit": None, "log": f"its source cell {cell.needs} did not complete"}
+                progress.say(f"cell {cell.name} not run: its source cell {cell.needs} did not complete")
+            while len(running) < parallel:
+                cell = next((c for c in todo if source_ready(c, out)), None)
+                if cell is None:
+                    break
+                todo.remove(cell)
                 cell_dir = study.cell_dir(out, cell)
                 progress.remaining_estimate_s -= estimates[cell.name]
                 handle = engine.start(cell, cell_dir, cell.run_config(cell_dir))
@@ -429,6 +437,19 @@ def run_study(
             signal.signal(s, handler)
         engine.close()
     return 1 if progress.failed else 0
+
+
+def source_ready(cell: Cell, out: str) -> bool:
+    """A cell may start: it needs no other cell, or the one it needs has completed."""
+    return not cell.needs or cell_state(os.path.join(out, CELLS_DIR, cell.needs)) == "completed"
+
+
+def blocked(todo: list[Cell], running: list[Running], failures: dict, out: str) -> list[Cell]:
+    """Cells whose source cell failed, or will not run again in this study run: they cannot start."""
+    ahead = {c.name for c in todo} | {r.cell.name for r in running}
+    return [
+        c for c in todo if not source_ready(c, out) and (c.needs in failures or c.needs not in ahead)
+    ]
 
 
 def _finished(progress: StudyProgress, r: Running, code: int, cell_dir: str, failures: dict) -> None:
@@ -501,7 +522,8 @@ def dry_run(study: Study, out: str, figures: dict, parallel: int) -> int:
 def main(args) -> int:
     from mbgen.launch.study.estimate import load_figures
     from mbgen.launch.study.report import read_failures, write_failures, write_report
-    from mbgen.launch.study.spec import check_directory, load_study, write_plan
+    from mbgen.launch.options import load_toml
+    from mbgen.launch.study.spec import check_directory, load_study, study_title, write_plan
 
     if args.parallel < 1:
         raise ValueError(f"--parallel must be an integer >= 1, got {args.parallel}")
@@ -511,8 +533,9 @@ def main(args) -> int:
         raise ValueError("--engine ray needs --address HOST:PORT (the cluster's head; `ray start --head`)")
     if args.cell_cpus <= 0 or args.cell_gpus < 0:
         raise ValueError("--cell-cpus must be > 0 and --cell-gpus >= 0")
-    study = load_study(resolve_spec(args))
-    out = args.out or os.path.join("runs", f"study-{study.title}")
+    path = resolve_spec(args)
+    out = args.out or os.path.join("runs", f"study-{study_title(path, load_toml(path))}")
+    study = load_study(path, out)
     figures = load_figures(args.bench)
     check_directory(study, out)
     if args.dry_run:

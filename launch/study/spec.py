@@ -35,6 +35,7 @@ from mbgen.launch.options import dump_toml, load_toml
 from mbgen.launch.run.rundir import STUDY_FILE, existing_run
 from mbgen.learner.agents import AGENTS, option_names
 from mbgen.learner.config import REGIMES, RunConfig, section_of_key
+from mbgen.runtime.checkpoints import snapshot_name
 
 from mbgen import envs
 
@@ -42,6 +43,7 @@ from mbgen import envs
 CELLS_DIR = "cells"  # the study directory's run directories, one per cell
 PRESETS = (  # launch/study/presets/<name>.toml
     "figure3", "figure3-small", "agents-small", "claim-complexity", "claim-regimes", "claim-panflute", "claim-structure",
+    "claim-frozen",
 )
 
 # The study's own keys; every other key must be a run-config key, applied to every cell.
@@ -54,7 +56,11 @@ STUDY_KEYS = {
     "lr": "Q step size, or a list of grid values (0: the tuned value)",
     "temperature": "softmax temperature, or a list of grid values (0: the tuned value)",
     "envs": "a table per environment of parameter levels, e.g. [envs.procmaze] grid_size = [2, 3, 4]",
+    "kind": "grid (the default: every agent x regime x level) or frozen (one run's model frozen at each of "
+    "`snapshots`, Q trained from scratch on each: the paper's Figure 4, right)",
+    "snapshots": "a frozen study's model-update counts at which the source run's model is frozen, e.g. [500, 5000]",
 }
+KINDS = ("grid", "frozen")
 PER_CELL_KEYS = ("agent", "env", "env_params", "regime", "out")  # what the study sets for each cell
 
 
@@ -66,6 +72,8 @@ class Cell:
     params: dict[str, Any]  # the environment parameters the study file gives (levels and fixed values)
     regime: str
     config: dict[str, Any]  # the cell's resolved run configuration (sections), without `out`
+    needs: str = ""  # a cell that must complete before this one starts (a frozen cell's source run)
+    snapshot: int = 0  # a frozen cell: the source model's updates when it was frozen
 
     def run_config(self, out: str) -> RunConfig:
         return RunConfig.from_dict(self.config).replace(out=out)
@@ -84,6 +92,7 @@ class Cell:
 
 @dataclass
 class Study:
+    kind: str  # KINDS
     title: str
     spec: dict[str, Any]  # the study file as given, without its title (study.toml keeps both)
     cells: list[Cell]
@@ -99,11 +108,15 @@ def preset_path(name: str) -> str:
     return str(importlib.resources.files("mbgen.launch.study") / "presets" / f"{name}.toml")
 
 
-def load_study(path: str) -> Study:
-    """The study in a study file, planned and validated (raises ValueError naming the key)."""
+def load_study(path: str, out: str | None = None) -> Study:
+    """The study in a study file, planned and validated (raises ValueError naming the key); `out` (the
+    study directory) is needed by a frozen study, whose cells name files of its source cell."""
     spec = load_toml(path)
-    title = spec.pop("title", None) or os.path.splitext(os.path.basename(path))[0]
-    return plan(spec, title)
+    return plan(spec, study_title(path, spec), out)
+
+
+def study_title(path: str, spec: dict[str, Any]) -> str:
+    return spec.pop("title", None) or os.path.splitext(os.path.basename(path))[0]
 
 
 def _list_of(key: str, value: Any, allowed: str) -> list:
@@ -134,8 +147,14 @@ def _steps(value: Any, regime: str) -> int:
     return value
 
 
-def plan(spec: dict[str, Any], title: str) -> Study:
-    """Every cell of a study file's cross product, each a validated run configuration."""
+def plan(spec: dict[str, Any], title: str, out: str | None = None) -> Study:
+    """Every cell of a study file, each a validated run configuration: a grid study's cross product,
+    or a frozen study's source run and one run per snapshot (`plan_frozen`)."""
+    kind = spec.get("kind", "grid")
+    if kind not in KINDS:
+        raise ValueError(f"study: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "grid" and "snapshots" in spec:
+        raise ValueError('study: snapshots is a key of frozen studies (kind = "frozen")')
     run_keys = set(section_of_key())
     for key in spec:
         if key in PER_CELL_KEYS:
@@ -160,7 +179,9 @@ def plan(spec: dict[str, Any], title: str) -> Study:
     seeds = _seeds(spec.get("seeds", 1))
     if not isinstance(spec["envs"], dict) or not spec["envs"]:
         raise ValueError("study: envs must hold a table per environment, e.g. [envs.procmaze] grid_size = [2, 3]")
-    common = {k: v for k, v in spec.items() if k in run_keys and k not in ("steps", "lr", "temperature", "seeds")}
+    common = {
+        k: v for k, v in spec.items() if k in run_keys and k not in ("steps", "lr", "temperature", "seeds", "kind")
+    }
     for key in common:  # an agent option applies to the study's agents that have it; one of them must
         if section_of_key()[key] == "options" and not any(key in option_names(a) for a in agents if a in AGENTS):
             raise ValueError(f"study: {key} is an option of none of the study's agents ({', '.join(agents)})")
@@ -181,10 +202,58 @@ def plan(spec: dict[str, Any], title: str) -> Study:
                 params = dict(zip(lists, values))
                 for agent in agents:
                     cells.append(_cell(agent, env, params, regime, seeds, spec, common))
+    if kind == "frozen":
+        cells = plan_frozen(spec, cells, out)
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise ValueError("study: two cells share a name (repeated agents or levels?)")
-    return Study(title=title, spec=spec, cells=cells, levels=levels)
+    return Study(kind=kind, title=title, spec=spec, cells=cells, levels=levels)
+
+
+def plan_frozen(spec: dict[str, Any], cells: list[Cell], out: str | None) -> list[Cell]:
+    """A frozen study (the paper's Figure 4, right): its one agent, regime and level give a source run
+    that keeps its model at each of `snapshots` model updates (--model-snapshots), then one run per
+    snapshot that trains Q from scratch on rollouts of that model, frozen (--frozen-model)."""
+    if len(cells) != 1:
+        raise ValueError(
+            f"study: a frozen study has one agent, one regime and one environment level, got {len(cells)} cells"
+        )
+    if out is None:
+        raise ValueError("study: a frozen study is planned in its directory (--out)")
+    (base,) = cells
+    if "frozen_model" not in option_names(base.agent):
+        raise ValueError(f"study: a frozen study's agent must learn a model to freeze, got {base.agent!r}")
+    if "snapshots" not in spec:
+        raise ValueError(f"study: snapshots is required ({STUDY_KEYS['snapshots']})")
+    snapshots = _list_of("snapshots", spec["snapshots"], "a list of model-update counts")
+    if not all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in snapshots):
+        raise ValueError(f"study: snapshots must be model-update counts >= 1, got {snapshots!r}")
+    snapshots = sorted(snapshots)
+    updates = RunConfig.from_dict(base.config).total_updates
+    if snapshots[-1] > updates:
+        raise ValueError(f"study: snapshots must be at most the source run's {updates:,} model updates")
+    source_name = f"{base.name}-source"
+    source = _with_options(base, source_name, {"model_snapshots": snapshots})
+    source_dir = os.path.join(os.path.abspath(out), CELLS_DIR, source_name)
+    frozen = [
+        _with_options(
+            base,
+            f"{base.name}-frozen{u}",
+            {"frozen_model": os.path.join(source_dir, "checkpoints", snapshot_name(u))},
+            needs=source_name,
+            snapshot=u,
+        )
+        for u in snapshots
+    ]
+    return [source, *frozen]
+
+
+def _with_options(base: Cell, name: str, options: dict[str, Any], **fields) -> Cell:
+    """`base` renamed, with agent options set after validation (a frozen model's file appears only when
+    its source cell has run; `mbgen run` checks it then)."""
+    config = json.loads(json.dumps(base.config))
+    config["options"].update(options)
+    return Cell(name=name, agent=base.agent, env=base.env, params=base.params, regime=base.regime, config=config, **fields)
 
 
 def cell_name(agent: str, env: str, params: dict[str, Any], regime: str) -> str:
@@ -270,7 +339,7 @@ def load_directory(out: str) -> Study:
     if not os.path.exists(path):
         raise ValueError(f"{out} holds no study (no {STUDY_FILE})")
     spec = load_toml(path)
-    return plan(spec, spec.pop("title", os.path.basename(out)))
+    return plan(spec, spec.pop("title", os.path.basename(out)), out)
 
 
 def level_text(params: dict, varied: list[str]) -> str:
