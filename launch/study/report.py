@@ -238,8 +238,13 @@ def markdown(study: Study, data: dict, figures: list[str]) -> str:
         f"{counts['pending']} pending. Final score per member: the mean of its last 10% of greedy "
         "evaluations. Cells show the mean over members [Student-t 95% CI] and the interquartile mean "
         "[stratified-bootstrap 95% CI]; * marks a partial score (a cell not yet completed, from its "
-        "evaluations so far). P(improvement) is the probability that a member of the agent beats a "
-        "member of ER (0.5: no difference), with a bootstrap 95% CI.",
+        "evaluations so far)."
+        + (
+            " P(improvement) is the probability that a member of the agent beats a member of ER (0.5: no "
+            "difference), with a bootstrap 95% CI."
+            if study.kind == "grid"
+            else ""
+        ),
         "",
         *few_seeds_note(cells, data["comparisons"]),
     ]
