@@ -190,7 +190,7 @@ class Limits:
     max_frames: int  # frames per message
     max_message: int  # plaintext bytes per message, all frames together
     read_chunk: int = 65536  # bytes read from the kernel at a time
-    max_output: int = 1 << 20  # reply bytes queued for a peer before its connection is not read
+    max_output: int = 65536  # reply bytes queued for a peer before its connection is not read
     max_handshakes: int = 64  # connections not yet authenticated
     max_per_key: int = 16  # connections one key may hold
     handshake_timeout_s: float = 10.0
