@@ -35,6 +35,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import glob
+import hmac
 import os
 import selectors
 import socket
@@ -116,6 +117,17 @@ class Sodium:
         target = (ctypes.c_char * len(out)).from_buffer(out) if out else None
         ok = self.lib.crypto_box_open_easy_afternm(target, box, len(box), nonce, key) == 0
         del target  # release the export so `out` may be used freely
+        return out if ok else None
+
+    def open_at(self, buf: bytearray, offset: int, size: int, nonce: bytes, key: bytes) -> bytearray | None:
+        """`open` of the box buf[offset:offset+size], read in place (no copy of the ciphertext)."""
+        if size < MAC:
+            return None
+        out = bytearray(size - MAC)
+        target = (ctypes.c_char * len(out)).from_buffer(out) if out else None
+        source = (ctypes.c_char * size).from_buffer(buf, offset)
+        ok = self.lib.crypto_box_open_easy_afternm(target, source, size, nonce, key) == 0
+        del target, source  # release the exports so both buffers may be resized again
         return out if ok else None
 
     def box_keys(self, message: bytes, nonce: bytes, public: bytes, secret: bytes) -> bytes:
@@ -294,11 +306,13 @@ class Connection:
                 raise Closed(f"frame of {size} bytes over the limit of {limit}")
             if available < head + size:
                 break
-            body = bytes(self.buf[self.pos + head : self.pos + head + size])
-            self.pos += head + size
+            start = self.pos + head
+            self.pos = start + size
             if self.state == READY:
-                self.on_message_frame(body, flags)
-            elif not flags & COMMAND:
+                self.on_message_frame(start, size)
+                continue
+            body = bytes(self.buf[start : start + size])
+            if not flags & COMMAND:
                 raise Closed("a data frame during the handshake")
             else:
                 self.on_command(body)
@@ -338,7 +352,7 @@ class Connection:
             self.key = s.precompute(self.client_public, self.short_secret)
             self.state = INITIATE
         elif self.state == INITIATE and name == b"INITIATE":
-            if len(data) < 96 + 8 + MAC + 128 or data[:96] != self.cookie:
+            if len(data) < 96 + 8 + MAC + 128 or not hmac.compare_digest(data[:96], self.cookie):
                 raise Closed("malformed INITIATE or wrong cookie")
             short = data[96:104]
             nonce = struct.unpack(">Q", short)[0]
@@ -350,7 +364,11 @@ class Connection:
                 raise Closed("INITIATE box does not verify")
             long_public, vouch_nonce, vouch = bytes(plain[:32]), bytes(plain[32:48]), bytes(plain[48:128])
             vouched = s.open_keys(vouch, b"VOUCH---" + vouch_nonce, long_public, self.short_secret)
-            if vouched is None or vouched[:32] != self.client_public or vouched[32:64] != srv.public:
+            if (
+                vouched is None
+                or not hmac.compare_digest(vouched[:32], self.client_public)
+                or not hmac.compare_digest(vouched[32:64], srv.public)
+            ):
                 raise Closed("vouch does not verify")
             try:
                 props = parse_metadata(bytes(plain[128:]))
@@ -376,14 +394,15 @@ class Connection:
             raise Closed(f"unexpected command {name!r} in handshake state {self.state}")
 
     # -- messages ------------------------------------------------------------------
-    def on_message_frame(self, body: bytes, flags: int) -> None:
-        if len(body) < MESSAGE_OVERHEAD or body[:8] != b"\x07MESSAGE":
+    def on_message_frame(self, start: int, size: int) -> None:
+        """The MESSAGE frame buf[start:start+size], decrypted in place."""
+        if size < MESSAGE_OVERHEAD or self.buf[start : start + 8] != b"\x07MESSAGE":
             raise Closed("malformed MESSAGE")
-        short = body[8:16]
+        short = bytes(self.buf[start + 8 : start + 16])
         nonce = struct.unpack(">Q", short)[0]
         if nonce <= self.peer_nonce:
             raise Closed("MESSAGE nonce did not increase (a replayed or reordered box)")
-        plain = sodium().open(body[16:], b"CurveZMQMESSAGEC" + short, self.key)
+        plain = sodium().open_at(self.buf, start + 16, size - 16, b"CurveZMQMESSAGEC" + short, self.key)
         if plain is None:
             raise Closed("MESSAGE box does not verify")
         self.peer_nonce = nonce
