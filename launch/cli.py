@@ -183,7 +183,8 @@ def print_summary(summary: dict, run_dir: str) -> None:
         lines.append(
             f"  remote slot {a['slot']} {a['identity']} ({a['state']}): claimed {a['claimed']:,}, "
             f"stored {a['stored']:,}, refused {a['refused']:,}, duplicates {a['duplicates']:,}, "
-            f"lost in flight {a['lost_in_flight']:,}" + (f", unexplained {a['unexplained']:,}" if a["unexplained"] else "")
+            f"lost in flight {a['lost_in_flight']:,}"
+            + (f", unexplained {a['unexplained']:,}" if a["unexplained"] else "")
         )
     if not summary["reconciled"] and summary["reconciliation"]:
         lines.append(f"ACCOUNTING DOES NOT RECONCILE: {summary['reconciliation']}")

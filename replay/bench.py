@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     parser.add_argument("--remote-only", action="store_true", help="only the remote (CurveZMQ) ingest rates")
     args = parser.parse_args(argv)
-    print(json.dumps(remote_run(args.seconds) if args.remote_only else {**run(args.seconds), **remote_run(args.seconds)}))
+    rates = remote_run(args.seconds) if args.remote_only else {**run(args.seconds), **remote_run(args.seconds)}
+    print(json.dumps(rates))
 
 
 if __name__ == "__main__":

@@ -241,7 +241,8 @@ class RunCounters:
         """What dead local actors and released remote ones claimed to have sent but the service never
         stored nor refused (their unacknowledged messages died with them), plus retired incarnations'.
         Negative differences (claims below what arrived) are not losses; `reconciles()` catches them."""
-        lost = sum(int(self.slot_accounting(s)["_lost"].sum()) for s in range(ACTOR_SLOTS) if self.slot_state[s] in (DEAD, RELEASED))
+        closed = [s for s in range(ACTOR_SLOTS) if self.slot_state[s] in (DEAD, RELEASED)]
+        lost = sum(int(self.slot_accounting(s)["_lost"].sum()) for s in closed)
         return lost + int(self.retired[3].sum())
 
     def accounting(self) -> dict[str, int]:

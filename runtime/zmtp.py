@@ -5,9 +5,14 @@ its high-water mark, and it makes a multipart message visible only once complete
 authenticated peer sending a message of 30,000 maximal frames made the service buffer a gigabyte.
 No socket option bounds that. This server reads each frame's header before its body and
 disconnects a peer whose frame, frame count or message size is over the limits before reading
-(let alone keeping) the excess; it keeps at most one complete message per connection and stops
-reading a connection until the service has taken it (TCP then pushes back on the sender). So a
-connection's buffers are bounded by construction: at most `Limits.per_connection_bytes()`.
+(let alone keeping) the excess; it keeps at most one complete message per connection waiting and
+stops reading that connection until the service has taken it (TCP then pushes back on the
+sender). So a connection's buffers are bounded by construction: at most
+`Limits.per_connection_bytes()` (a frame being read, one message waiting, one the service is
+handling, unsent replies); connections per key and handshakes in progress are limited too.
+
+It runs in a thread of its own (reading and decrypting overlap the service's work, as libzmq's
+I/O thread did); the service polls `fileno()` and takes messages with `recv()`.
 
 Wire format (RFC 23 ZMTP 3.0, RFC 26 CurveZMQ), as unmodified libzmq DEALER sockets with
 curve keys speak it:
@@ -32,6 +37,7 @@ pyzmq ships (or the system's).
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import ctypes.util
 import glob
@@ -40,6 +46,7 @@ import os
 import selectors
 import socket
 import struct
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -210,8 +217,9 @@ class Limits:
 
     def per_connection_bytes(self) -> int:
         """The most one connection can make this server hold: a partly read frame plus one chunk, one
-        message being assembled or waiting to be taken, and its queued replies (plus one reply)."""
-        return (self.max_frame + MESSAGE_OVERHEAD + 8 + self.read_chunk) + self.max_message + self.max_output + 4096
+        message being assembled or waiting to be taken and one the owner is handling, and its queued
+        replies (plus one reply)."""
+        return (self.max_frame + MESSAGE_OVERHEAD + 8 + self.read_chunk) + 2 * self.max_message + self.max_output + 4096
 
     def bound_bytes(self, keys: int) -> int:
         """The most all connections together can make this server hold, with `keys` authorised keys."""
@@ -385,8 +393,9 @@ class Connection:
                 raise Closed(f"{peer} already holds {srv.limits.max_per_key} connections")
             self.peer = peer
             self.nonce += 1
-            ready = s.box(metadata({"Socket-Type": b"ROUTER"}), b"CurveZMQREADY---" + struct.pack(">Q", self.nonce), self.key)
-            self.send_raw(command(b"READY", struct.pack(">Q", self.nonce) + ready))
+            short = struct.pack(">Q", self.nonce)
+            ready = s.box(metadata({"Socket-Type": b"ROUTER"}), b"CurveZMQREADY---" + short, self.key)
+            self.send_raw(command(b"READY", short + ready))
             self.state = READY
             del self.short_secret, self.cookie
             srv.on_authenticated(self)
@@ -423,18 +432,11 @@ class Connection:
         if not inner & MORE:
             self.ready, self.frames, self.message_bytes = self.frames, [], 0
             self.server.ready_conns.append(self)
-
-    def take(self) -> list:
-        frames, self.ready = self.ready, None
-        try:
-            self.parse()  # the next message may already be here
-        except Closed as error:
-            self.server.close(self, str(error))
-        self.server.update_interest(self)
-        return frames
+            self.server.ring()
 
     # -- writing ---------------------------------------------------------------------
     def send(self, frames: list[bytes]) -> None:
+        """Send a message (the owner's thread; replies are encrypted there, written by either thread)."""
         if self.closed or self.state != READY:
             return
         s, out = sodium(), []
@@ -444,32 +446,51 @@ class Connection:
             more = b"\x01" if i < len(frames) - 1 else b"\x00"
             box = s.box(more + bytes(data), b"CurveZMQMESSAGES" + short, self.key)
             out.append(frame(b"\x07MESSAGE" + short + box))
-        self.send_raw(b"".join(out))
+        with self.server.lock:
+            if self.closed:
+                return
+            self.out += b"".join(out)
+            self._write()
+        if self.out:
+            self.server.later(self)  # the server's thread waits for the socket to take the rest
 
     def send_raw(self, data: bytes) -> None:
-        self.out += data
+        """A handshake command (the server's thread)."""
+        with self.server.lock:
+            self.out += data
         self.flush()
 
-    def flush(self) -> None:
+    def _write(self) -> None:
+        """Write what the socket takes now (under the server's lock)."""
         while self.out and not self.closed:
             try:
                 n = self.sock.send(self.out)
             except (BlockingIOError, InterruptedError):
-                break
-            except OSError as error:
-                self.server.close(self, f"send failed: {error}")
+                return
+            except OSError:  # the reading side sees the connection fail and closes it
+                self.out = bytearray()
                 return
             del self.out[:n]
+
+    def flush(self) -> None:
+        with self.server.lock:
+            self._write()
         self.server.update_interest(self)
 
 
 class CurveServer:
     """A ZMTP 3.0 CURVE server for DEALER clients on one TCP endpoint, driven by its owner's loop.
 
-    `fileno()` is a selector (epoll) descriptor that is readable when there is work; the owner polls
-    it beside its other sockets and calls `recv()` for the next complete message, one connection
-    after another in turn: (connection, frames), or None. Replies go through `connection.send`.
-    `closed()` hands over the connections dropped since the last call (the owner frees what they held).
+    With `threaded`, a thread of its own accepts, reads, decrypts and writes, and `fileno()` is a pipe
+    that is readable when a complete message waits; without, `fileno()` is the selector's (epoll)
+    descriptor and the owner's calls do the work. Either way the owner polls `fileno()` beside its
+    other sockets and calls `recv()` for the next complete message, one connection after another in
+    turn: (connection, frames), or None. Replies go through `connection.send`. `closed()` hands over
+    the connections dropped since the last call (the owner frees what they held).
+
+    Threads: the selector, the connections' input side and closing belong to the server's thread;
+    the owner takes a message (`recv`, which hands the connection back through `resume`) and
+    encrypts replies; output buffers, socket writes, closing and `_closed` are under `lock`.
     """
 
     def __init__(
@@ -480,6 +501,7 @@ class CurveServer:
         authorize: Callable[[bytes], str | None],
         limits: Limits,
         log=None,
+        threaded: bool = True,
     ):
         url = urlparse(endpoint)
         if url.scheme != "tcp" or url.port is None:
@@ -501,9 +523,68 @@ class CurveServer:
         self.refused = 0  # handshakes refused (wrong mechanism, bad boxes, unknown keys, over a limit)
         self.dropped = 0  # authenticated connections dropped for breaking a limit or the protocol
         self.next_sweep = 0.0
+        self.lock = threading.Lock()
+        self.resume: deque[Connection] = deque()  # connections the owner took a message from, or wrote to
+        self.touch_requested = False
+        self.wake_r, self.wake_w = os.pipe()  # rung by the owner: the server's thread has work
+        self.bell_r, self.bell_w = os.pipe()  # rung by the server's thread: a message waits
+        for fd in (self.wake_r, self.wake_w, self.bell_r, self.bell_w):
+            os.set_blocking(fd, False)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        self._stop = threading.Event()
+        self.thread = None
+        if threaded:
+            run = contextvars.copy_context().run  # the owner's log context (role, pid)
+            self.thread = threading.Thread(target=run, args=(self._serve,), name="zmtp", daemon=True)
+            self.thread.start()
 
     def fileno(self) -> int:
-        return self.selector.fileno()
+        return self.bell_r if self.thread is not None else self.selector.fileno()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.pump(0.5)
+            except Exception:  # a bug of ours: log it, drop nothing else
+                if self.log is not None:
+                    self.log.exception("zmtp_failed")
+                time.sleep(0.1)
+
+    @staticmethod
+    def _ring(fd: int) -> None:
+        try:
+            os.write(fd, b"x")
+        except (BlockingIOError, OSError):
+            pass  # full: it is rung already
+
+    @staticmethod
+    def _drain(fd: int) -> None:
+        try:
+            while os.read(fd, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def ring(self) -> None:
+        if self.thread is not None:
+            self._ring(self.bell_w)
+
+    def later(self, conn: Connection) -> None:
+        """Hand `conn` back to the server's thread (to read on, or to wait for its socket to be writable)."""
+        if self.thread is not None:
+            self.resume.append(conn)
+            self._ring(self.wake_w)
+        else:
+            self._resume(conn)
+
+    def _resume(self, conn: Connection) -> None:
+        if conn.closed:
+            return
+        try:
+            conn.parse()  # the next message may already be here
+        except Closed as error:
+            self.close(conn, str(error))
+        self.update_interest(conn)
 
     def connections_of(self, peer: str) -> int:
         return sum(1 for c in self.conns.values() if c.peer == peer and not c.closed)
@@ -519,6 +600,9 @@ class CurveServer:
             if key.data is None:
                 self._accept()
                 continue
+            if key.data == "wake":
+                self._drain(self.wake_r)
+                continue
             conn = key.data
             try:
                 if events & selectors.EVENT_WRITE:
@@ -528,31 +612,44 @@ class CurveServer:
             except Closed as error:
                 self.close(conn, str(error))
             self.update_interest(conn)
+        while self.resume:
+            self._resume(self.resume.popleft())
+        if self.touch_requested:
+            self.touch_requested = False
+            now = time.monotonic()
+            for conn in self.conns.values():
+                conn.last_rx = max(conn.last_rx, now)
         now = time.monotonic()
         if now >= self.next_sweep:
             self.sweep(now)
             self.next_sweep = now + 1.0
 
     def recv(self):
-        """The next complete message, (connection, frames), or None."""
-        if not self.ready_conns:
+        """The next complete message, (connection, frames), or None. The connection is read on (for its
+        next message) only once its message is taken: one message per connection at a time."""
+        if self.thread is not None:
+            self._drain(self.bell_r)  # before looking: a message queued after this rings again
+        elif not self.ready_conns:
             self.pump(0)
         while self.ready_conns:
             conn = self.ready_conns.popleft()
-            if conn.closed or conn.ready is None:
+            frames, conn.ready = conn.ready, None
+            if conn.closed or frames is None:
                 continue
-            return conn, conn.take()
+            self.later(conn)
+            return conn, frames
         return None
 
     def closed(self) -> list[Connection]:
-        out, self._closed = self._closed, []
+        with self.lock:
+            out, self._closed = self._closed, []
         return out
 
     def touch(self) -> None:
         """Restart every idle clock (the owner stopped reading for a while, e.g. paused by its limiter)."""
-        now = time.monotonic()
-        for conn in self.conns.values():
-            conn.last_rx = max(conn.last_rx, now)
+        self.touch_requested = True
+        if self.thread is None:
+            self.pump(0)
 
     def sweep(self, now: float) -> None:
         for conn in list(self.conns.values()):
@@ -601,23 +698,32 @@ class CurveServer:
     def close(self, conn: Connection, reason: str) -> None:
         if conn.closed:
             return
-        if conn.state == READY and reason not in ("peer closed the connection", "closing") and not reason.startswith("idle"):
+        ordinary = reason in ("peer closed the connection", "closing") or reason.startswith("idle")
+        if conn.state == READY and not ordinary:
             self.dropped += 1
         if conn.events:
             self.selector.unregister(conn.sock)
             conn.events = 0
-        conn.closed, conn.reason = True, reason
-        conn.sock.close()
-        conn.buf = conn.out = bytearray()
+        with self.lock:
+            conn.closed, conn.reason = True, reason
+            conn.sock.close()
+            conn.out = bytearray()
+            if conn.peer is not None:
+                self._closed.append(conn)
+        conn.buf = bytearray()
         conn.frames, conn.ready = [], None
         self.conns.pop(conn.fd, None)
         if conn.peer is not None:
-            self._closed.append(conn)
             if self.log is not None:
                 self.log.info("remote_disconnected", peer=conn.peer, reason=reason)
 
     def shutdown(self, last: list[bytes] | None = None, linger_s: float = 0.5) -> None:
         """Send `last` to every authenticated connection (best effort within `linger_s`), then close all."""
+        if self.thread is not None:
+            self._stop.set()
+            self._ring(self.wake_w)
+            self.thread.join(5.0)
+            self.thread = None
         if last is not None:
             for conn in list(self.conns.values()):
                 if conn.state == READY:
@@ -629,3 +735,5 @@ class CurveServer:
             self.close(conn, "closing")
         self.selector.close()
         self.listener.close()
+        for fd in (self.wake_r, self.wake_w, self.bell_r, self.bell_w):
+            os.close(fd)

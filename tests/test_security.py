@@ -437,7 +437,8 @@ def test_a_gigabyte_of_hostile_multipart_messages_from_a_key_holder_keeps_memory
                 attacker.send_multipart([header(actor="evil")[0]] + [b""] * 100_000, zmq.NOBLOCK)
                 giants += 1
             else:
-                frames = [header(actor="evil")[0], big] if (offered // limits.max_frame) % 2 else [header(actor="evil")[0], under, under]
+                first = header(actor="evil")[0]
+                frames = [first, big] if (offered // limits.max_frame) % 2 else [first, under, under]
                 attacker.send_multipart(frames, zmq.NOBLOCK)
                 offered += sum(len(f) for f in frames)
         except zmq.Again:
@@ -458,7 +459,7 @@ def test_a_gigabyte_of_hostile_multipart_messages_from_a_key_holder_keeps_memory
     assert sum("message of more than" in r and "bytes" in r for r in reasons) == 2, reasons[:5]  # the giants
     assert sum("more than 16 frames" in r for r in reasons) == 1, reasons[:5]
     assert sum("over the limit" in r for r in reasons) >= 10  # the oversized frames
-    print(f"3 GB hostile remote: peak RSS {service.peak_rss:.0f} MB (baseline {baseline:.0f} MB, growth {growth:.0f} MB)")
+    print(f"3 GB hostile remote: peak RSS {service.peak_rss:.0f} MB (baseline {baseline:.0f} MB, +{growth:.0f} MB)")
 
 
 VICTIM = """
@@ -507,7 +508,7 @@ def test_another_key_cannot_take_over_an_actors_route(grace_service):
     acknowledged, and B's messages never reach A's slot."""
     s = grace_service
     victim = remote_actor(s, "faraway", 602, pause=1.0)
-    first = json.loads(victim.stdout.readline())  # the victim said hello and holds its route
+    json.loads(victim.stdout.readline())  # the victim said hello and holds its route
     thief = s.dealer(keys="mallory", remote=True, routing_id=b"faraway")
     welcome = hello(thief, "faraway")  # its own name space: key/mallory/faraway, not the victim's slot
     assert welcome["type"] == "welcome"
@@ -516,7 +517,6 @@ def test_another_key_cannot_take_over_an_actors_route(grace_service):
     report = [msgpack.packb({"v": PROTOCOL_VERSION, "type": "report", "actor": "faraway", "sent": [10**6, 0]})]
     assert round_trip(thief, report)["type"] == "error"  # beyond what key/mallory/faraway sent
     result = finished(victim)
-    assert result["slot"] == first["slot"] if "slot" in result else True
     assert result["stored"] == 602 and result["duplicates"] == 0
     slots = {a["identity"]: a for a in s.counters.per_slot()}
     mine = slots["key/actor/faraway"]
@@ -584,7 +584,6 @@ def test_a_restarted_remote_actor_always_gets_a_slot_and_the_accounting_stays_wh
         r = finished(remote_actor(s, f"host-{1000 + i}", 3))
         assert r["stored"] == 3 and "slot" in r
     time.sleep(0.6)  # past the grace period: every slot released
-    s.counters.segment  # (attached)
     totals = s.counters.accounting()
     assert totals["sent"] == totals["stored"] == 4 * (9 * 5 + 9 * 3)
     ok, why = s.counters.reconciles()
