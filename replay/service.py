@@ -214,6 +214,10 @@ class ReplayService:
         self.conn_actors: dict[Any, set] = defaultdict(set)
         self.unheld_since: dict[str, float] = {}
         self.released_order: dict[int, float] = {}  # slot -> when released (the longest released is reused first)
+        now = time.monotonic()  # a restarted service: remote actors not heard from within the grace period go
+        for identity, slot in self.slots.items():
+            if counters.slot_state[slot] == REMOTE:
+                self.unheld_since[identity] = now
         self.last_part = counters.part_done[process_slot(REPLAY)]
         check_private_endpoint(cfg.endpoint)
         self.ctx = zmq.Context()

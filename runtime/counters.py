@@ -176,7 +176,7 @@ class RunCounters:
         return {self.slot_identity(s): s for s in range(ACTOR_SLOTS) if self.identity[s, 0]}
 
     # -- accounting ------------------------------------------------------------------
-    def slot_accounting(self, slot: int) -> dict:
+    def slot_accounting(self, slot: int, state: int | None = None) -> dict:
         """One slot's claims beside the service's observations, and what follows from them.
 
         claimed = stored + refused + lost in flight must hold. A live local actor, or a connected remote
@@ -186,7 +186,7 @@ class RunCounters:
         """
         claimed, stored = self.sent[slot], self.stored_by_actor[slot]
         refused = self.refused_by_actor[slot]
-        state = int(self.slot_state[slot])
+        state = int(self.slot_state[slot]) if state is None else state
         gap = claimed - stored - refused
         lost = np.zeros_like(gap)
         unexplained = np.zeros_like(gap)
@@ -224,15 +224,13 @@ class RunCounters:
     def retire(self, slot: int) -> None:
         """Fold a remote slot's accounting into `retired` and clear it (its slot is reused, or its actor
         starts again from zero claims): the totals stay what they were."""
-        a = self.slot_accounting(slot)
+        a = self.slot_accounting(slot, RELEASED)  # an incarnation that said hello again is gone as well
         self.retired[0] += self.sent[slot]
         self.retired[1] += self.stored_by_actor[slot]
         self.retired[2] += self.refused_by_actor[slot]
-        if int(self.slot_state[slot]) in (REMOTE,):  # a live incarnation said hello again: its gap is unexplained
-            self.retired[4] += np.abs(a["_gap"])
-        else:
-            self.retired[3] += a["_lost"]
-            self.retired[4] += a["_unexplained"]
+        self.retired[3] += a["_lost"]
+        # claims beyond its window, and observations beyond its claims (a report that never caught up)
+        self.retired[4] += a["_unexplained"] + np.clip(-a["_gap"], 0, None)
         for array in (self.sent, self.stored_by_actor, self.refused_by_actor, self.duplicates_by_actor):
             array[slot] = 0
         self.largest_message[slot] = 0
