@@ -98,7 +98,7 @@ from mbgen.runtime.shm import segment_name
 from mbgen.runtime.wiring import COUNTERS_SEGMENT, STORE_SEGMENT
 
 RCVHWM = 64  # messages queued per peer before ZeroMQ stops reading its connection
-MAX_SLOTS_PER_KEY = 8  # remote actor slots one authorised key may hold (and at most its fair share, see hello)
+MAX_SLOTS_PER_KEY = 8  # remote actor slots one authorised key may hold (and at most its fair share, see take_slot)
 MAX_FRAMES = 16  # frames per remote message (a valid one has 6); more is a disconnect before they are read
 MAX_CONNECTIONS_PER_KEY = 10  # remote connections one key may hold at once (its 8 actors, and room to reconnect)
 REJECTION_LOG_PERIOD_S = 10.0  # at most one "rejected" line per peer and reason per period
