@@ -210,7 +210,8 @@ class Limits:
     max_message: int  # plaintext bytes per message, all frames together
     read_chunk: int = 65536  # bytes read from the kernel at a time
     max_output: int = 65536  # reply bytes queued for a peer before its connection is not read
-    max_handshakes: int = 64  # connections not yet authenticated
+    max_handshakes: int = 256  # connections not yet authenticated
+    max_handshakes_per_address: int = 16  # of which from one address
     max_per_key: int = 16  # connections one key may hold
     handshake_timeout_s: float = 10.0
     idle_timeout_s: float = 300.0  # an authenticated connection that sends nothing this long is closed
@@ -223,9 +224,11 @@ class Limits:
 
     def bound_bytes(self, keys: int) -> int:
         """The most all connections together can make this server hold, with `keys` authorised keys."""
-        return keys * self.max_per_key * self.per_connection_bytes() + self.max_handshakes * (
-            MAX_COMMAND + self.read_chunk + 9
-        )
+        return keys * self.max_per_key * self.per_connection_bytes() + self.max_handshakes * HANDSHAKE_BYTES
+
+
+HANDSHAKE_READ = 4096  # bytes read at a time before a peer is authenticated
+HANDSHAKE_BYTES = GREETING + MAX_COMMAND + 9 + HANDSHAKE_READ + 1024  # what a handshake can make us hold
 
 
 class Closed(Exception):
@@ -267,7 +270,7 @@ class Connection:
         """Read one chunk from the kernel (never more than one chunk beyond the frame being read) and parse."""
         limits = self.server.limits
         try:
-            data = self.sock.recv(limits.read_chunk)
+            data = self.sock.recv(limits.read_chunk if self.state == READY else HANDSHAKE_READ)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as error:
@@ -666,10 +669,12 @@ class CurveServer:
                 sock, address = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except OSError:  # out of descriptors: leave the rest queued in the kernel for a moment
+                time.sleep(0.05)
                 return
-            handshaking = sum(1 for c in self.conns.values() if c.state != READY)
-            if handshaking >= self.limits.max_handshakes:
+            handshaking = [c for c in self.conns.values() if c.state != READY]
+            same = sum(1 for c in handshaking if c.address[0] == address[0])
+            if len(handshaking) >= self.limits.max_handshakes or same >= self.limits.max_handshakes_per_address:
                 self.refused += 1
                 sock.close()
                 continue

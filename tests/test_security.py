@@ -588,3 +588,47 @@ def test_a_restarted_remote_actor_always_gets_a_slot_and_the_accounting_stays_wh
     assert totals["sent"] == totals["stored"] == 4 * (9 * 5 + 9 * 3)
     ok, why = s.counters.reconciles()
     assert ok, why
+
+
+def test_strangers_on_the_tcp_port_cannot_block_an_actors_handshake(service):
+    """Before authentication: 300 idle connections and garbage from other addresses (127.0.0.2-4), a
+    NULL-mechanism greeting, a huge command frame, a HELLO with a bad box: each is refused or dropped
+    (at most 16 handshakes per address wait, 10 s each), the service stays small, and an actor with a
+    key still completes its handshake and is served."""
+    import socket
+
+    from mbgen.runtime.zmtp import greeting
+
+    port = int(service.cfg.remote_endpoint.rsplit(":", 1)[1])
+    baseline = service.rss_mb()
+
+    def stranger(source, payload=b""):
+        s = socket.socket()
+        s.bind((source, 0))
+        s.connect(("127.0.0.1", port))
+        if payload:
+            s.sendall(payload)
+        return s
+
+    idle = [stranger(f"127.0.0.{2 + i % 3}") for i in range(300)]
+    hostile = [
+        stranger("127.0.0.5", os.urandom(4096)),  # not ZMTP
+        stranger("127.0.0.5", greeting(b"NULL", False)),  # no keys
+        stranger("127.0.0.5", greeting(b"CURVE", False) + b"\x06" + (1 << 40).to_bytes(8, "big")),  # 1 TB command
+        stranger("127.0.0.5", greeting(b"CURVE", False) + b"\x04\xc8\x05HELLO\x01\x00" + os.urandom(192)),  # bad box
+    ]
+    for s in hostile:  # each is dropped without the handshake timeout
+        s.settimeout(5)
+        data = b"x"
+        while data:
+            try:
+                data = s.recv(4096)
+            except ConnectionResetError:
+                break
+    friend = service.dealer(keys=True, remote=True)
+    assert hello(friend, "friend")["type"] == "welcome"
+    assert round_trip(friend, header(actor="friend"))["status"] == "stored"
+    assert service.rss_mb() - baseline < 16
+    for s in idle + hostile:
+        s.close()
+    assert service.process.is_alive()
