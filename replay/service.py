@@ -231,7 +231,7 @@ class ReplayService:
         self.authorized_dir = keys.authorized_dir if keys else None
         self.remote: CurveServer | None = None
         if cfg.remote_endpoint:
-            if keys is None:  # loopback without keys: still CURVE, with a throwaway server key nobody knows
+            if keys is None:  # even on loopback: the remote endpoint only speaks CURVE
                 raise ValueError(f"the remote endpoint {cfg.remote_endpoint} needs CurveZMQ keys (`mbgen keys DIR`)")
             self.remote = CurveServer(
                 cfg.remote_endpoint,
