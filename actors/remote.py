@@ -72,6 +72,7 @@ def run_remote_actor(connect: str, keys_dir: str | None, name: str | None, envs_
     try:
         welcome = client.hello(timeout_s=30)
         run, slot = welcome["run"], int(welcome["slot"])
+        client.next_seq = int(welcome.get("first_seq", 0))  # a restart under the same name continues there
         cfg = RunConfig.from_dict(run["config"]).replace(envs_per_actor=envs_per_member)
         if cfg.lockstep:
             raise ValueError("this run is lock-step (tolerance 0): remote actors would break its reproducibility")

@@ -179,6 +179,13 @@ def print_summary(summary: dict, run_dir: str) -> None:
         f"rejected {tr['rejected']} ({tr['rejected_messages']} messages) duplicates dropped {tr['duplicates']}"
         + (" (reconciled)" if summary["reconciled"] else "")
     )
+    for a in summary.get("remote_slots", []):
+        lines.append(
+            f"  remote slot {a['slot']} {a['identity']} ({a['state']}): claimed {a['claimed']:,}, "
+            f"stored {a['stored']:,}, refused {a['refused']:,}, duplicates {a['duplicates']:,}, "
+            f"lost in flight {a['lost_in_flight']:,}"
+            + (f", unexplained {a['unexplained']:,}" if a["unexplained"] else "")
+        )
     if not summary["reconciled"] and summary["reconciliation"]:
         lines.append(f"ACCOUNTING DOES NOT RECONCILE: {summary['reconciliation']}")
     if summary["restarts"]:

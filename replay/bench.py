@@ -3,6 +3,9 @@
 `python -m replay.bench` prints one JSON object:
   ingest_1actor_tps, ingest_2actors_tps   transitions/s stored by the service from 1 or 2 actor
                                           processes over ipc://, 256 per message, acknowledged
+  remote_ingest_1actor_tps, remote_ingest_2actors_tps
+                                          the same from remote actors over loopback TCP with
+                                          CurveZMQ keys (`--remote-only`: only these two)
   sample_32_tps, sample_320_tps           transitions/s sampled in place as float32 batches, P=1
   sample_30x320_tps                       the same for [30, 320] batches (P=30)
   bytes_per_transition                    shared memory per stored transition
@@ -25,7 +28,7 @@ from mbgen.replay.service import ServiceConfig, start
 from mbgen.replay.store import Batch, ReplayStore, bytes_per_transition
 from mbgen.runtime.counters import RunCounters
 from mbgen.runtime.roles import actor_name
-from mbgen.runtime.security import LocalCredentials, private_directory
+from mbgen.runtime.security import ClientKeys, LocalCredentials, make_keys, private_directory
 from mbgen.runtime.shm import new_run_id, segment_name
 
 from mbgen import envs
@@ -49,10 +52,14 @@ def procmaze_transitions(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v)[:n] for k, v in parts.items()}
 
 
-def _actor(endpoint: str, token: str, actor: int, ready, go) -> None:
+def _actor(endpoint: str, token: str | None, actor: int, ready, go, keys_dir: str | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
     pool = procmaze_transitions(MESSAGE * 16, seed=actor)
-    client = ReplayClient(endpoint, actor_name(actor), window=32, token=token)
+    if keys_dir is None:
+        client = ReplayClient(endpoint, actor_name(actor), window=32, token=token)
+    else:  # a remote actor: CurveZMQ over TCP, slot from its hello
+        client = ReplayClient(endpoint, f"bench{actor}", window=32, keys=ClientKeys.load(keys_dir))
+        client.hello(timeout_s=30)
     messages = [{k: v[i * MESSAGE : (i + 1) * MESSAGE] for k, v in pool.items()} for i in range(16)]
     ready.set()
     go.wait()
@@ -62,8 +69,12 @@ def _actor(endpoint: str, token: str, actor: int, ready, go) -> None:
         i += 1
 
 
-def ingest_tps(actors: int, seconds: float) -> float:
+def ingest_tps(actors: int, seconds: float, remote: bool = False) -> float:
     run_id, directory = new_run_id(), private_directory("mbgen-bench-")
+    keys_dir = None
+    if remote:
+        keys_dir = os.path.join(directory, "keys")
+        make_keys(keys_dir)
     credentials = LocalCredentials.in_directory(directory)
     tokens = [credentials.issue(actor_name(a)) for a in range(actors)]
     obs_dim = GRID * GRID * 4
@@ -77,13 +88,18 @@ def ingest_tps(actors: int, seconds: float) -> float:
         num_actions=5,
         accounting_period_s=3600,
         log_path=os.devnull,
+        remote_endpoint=f"tcp://127.0.0.1:{free_port()}" if remote else None,
+        keys_dir=keys_dir,
     )
     mp = multiprocessing.get_context("spawn")
     service = start(cfg)
     counters = RunCounters.attach(cfg.counters_name)
     go = mp.Event()
     readies = [mp.Event() for _ in range(actors)]
-    procs = [mp.Process(target=_actor, args=(cfg.endpoint, tokens[a], a, readies[a], go)) for a in range(actors)]
+    endpoint = cfg.remote_endpoint if remote else cfg.endpoint
+    procs = [
+        mp.Process(target=_actor, args=(endpoint, tokens[a], a, readies[a], go, keys_dir)) for a in range(actors)
+    ]
     try:
         for p in procs:
             p.start()
@@ -103,6 +119,14 @@ def ingest_tps(actors: int, seconds: float) -> float:
         service.terminate()
         service.join()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def sample_tps(members: int, batch: int, seconds: float) -> float:
@@ -125,6 +149,13 @@ def sample_tps(members: int, batch: int, seconds: float) -> float:
         store.close()
 
 
+def remote_run(seconds: float = 2.0) -> dict[str, float]:
+    return {
+        "remote_ingest_1actor_tps": round(ingest_tps(1, seconds, remote=True)),
+        "remote_ingest_2actors_tps": round(ingest_tps(2, seconds, remote=True)),
+    }
+
+
 def run(seconds: float = 2.0) -> dict[str, float]:
     return {
         "ingest_1actor_tps": round(ingest_tps(1, seconds)),
@@ -139,8 +170,10 @@ def run(seconds: float = 2.0) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    parser.add_argument("--remote-only", action="store_true", help="only the remote (CurveZMQ) ingest rates")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.seconds)))
+    rates = remote_run(args.seconds) if args.remote_only else {**run(args.seconds), **remote_run(args.seconds)}
+    print(json.dumps(rates))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from mbgen.envs.base import TRANSITION_FIELDS
 PROTOCOL_VERSION = 2
 MAX_TRANSITIONS_PER_MESSAGE = 4096  # per message; actors send message_size x envs (16 by default)
 MAX_ACTOR_ID = 128
+MAX_HEADER_BYTES = 4096  # the room a header frame is given in the size limits
 MAX_HEADER_STR = 1024  # longest string a header may hold (decoding refuses longer ones before allocating)
 INT64_MAX = (1 << 63) - 1
 MESSAGE_TYPES = ("hello", "insert", "report")
@@ -67,7 +68,13 @@ class StoreSpec:
 
 def max_frame_bytes(obs_dim: int) -> int:
     """The largest frame a valid message has (its observations, or its int64 actions), plus room for a header."""
-    return MAX_TRANSITIONS_PER_MESSAGE * max(obs_dim, 8) + 4096
+    return MAX_TRANSITIONS_PER_MESSAGE * max(obs_dim, 8) + MAX_HEADER_BYTES
+
+
+def max_message_bytes(obs_dim: int) -> int:
+    """The most bytes a valid message's frames hold together: a header and MAX_TRANSITIONS_PER_MESSAGE
+    transitions (two observations, an int64 action, a float32 reward, a terminal flag each)."""
+    return MAX_HEADER_BYTES + MAX_TRANSITIONS_PER_MESSAGE * (2 * obs_dim + 8 + 4 + 1)
 
 
 @dataclass

@@ -6,20 +6,34 @@ the tolerance it stops reading its socket, so ZeroMQ's high-water marks push
 back on the actors.
 
 Who may send. The local endpoint is an ipc path in the run's private
-directory; a peer logs in with its per-run token (PLAIN) and is bound to that
-actor id. The remote endpoint needs a CurveZMQ key from the authorised
-directory; a remote peer is known as its key plus the name it gives, and may
-hold at most MAX_SLOTS_PER_KEY actor slots. The ZAP handler (replay/security.py)
-refuses everything else during the handshake, before any message is read. A
-message whose `actor` field is not its sender's authenticated identity is
-refused.
+directory; a peer logs in with its per-run token (PLAIN, libzmq, checked by the
+ZAP handler in runtime/security.py) and is bound to that actor id. The remote
+endpoint is our own ZMTP 3.0 CURVE server (runtime/zmtp.py): a peer needs a key
+from the authorised directory, and is known as that key plus the name it gives.
+A remote message is answered on the connection it came on (the service, not the
+client, chooses routes: nothing can be handed over). A message whose `actor`
+field is not its sender's authenticated identity is refused.
 
-What is bounded. Frames larger than a valid message can be disconnect their
-peer (ZMQ_MAXMSGSIZE); each peer has at most RCVHWM messages queued; remote
-slots are limited per key; counters are validated as the int64 they are
-stored in; rewards must lie in the environment's declared range. Refusals are
-counted (messages, and transitions only where the arrays were well formed) and
-logged at most once per peer and reason per interval, with a count.
+Remote slots. A key may hold at most MAX_SLOTS_PER_KEY slots, and beyond its
+fair share (the remote slots divided among the authorised keys) only while every
+other key could still get its share. A slot is released when no connection has
+carried its actor for `remote_slot_grace_s` (a disconnect, or a connection idle
+past `remote_idle_timeout_s`); the same actor saying hello again gets it back,
+another actor gets it only once the free ones are gone, and then the slot's
+accounting is folded into the retired totals (RunCounters.retire). Every hello
+starts a new incarnation: its claims start from zero (the old ones are retired)
+and its welcome says which sequence number to continue from.
+
+What is bounded. Local: frames larger than a valid message disconnect their
+peer (ZMQ_MAXMSGSIZE), each peer has at most RCVHWM messages queued. Remote: a
+frame over the size limit, a message of more than MAX_FRAMES frames or more
+bytes than a valid message is a disconnect before its body is read; each
+connection holds at most one message; connections per key and handshakes in
+progress are limited (runtime/zmtp.py Limits). Counters are validated as the
+int64 they are stored in; rewards must lie in the environment's declared
+range. Refusals are counted (messages, and transitions only where the arrays
+were well formed, also per actor slot) and logged at most once per peer and
+reason per interval, with a count.
 
 Surviving a crash. The store and counters are owned by the supervisor, so a
 restarted service re-attaches. Deduplication state (the highest sequence below
@@ -48,6 +62,7 @@ from typing import Any
 
 import numpy as np
 import zmq
+from zmq.utils import z85
 from mbgen.replay.limiter import RatioPolicy
 from mbgen.replay.protocol import (
     INT64_MAX,
@@ -57,11 +72,12 @@ from mbgen.replay.protocol import (
     decode_header,
     decode_insert,
     max_frame_bytes,
+    max_message_bytes,
     pack,
 )
 from mbgen.replay.store import DEFAULT_CAPACITY, ReplayStore
 from mbgen.runtime import checkpoints
-from mbgen.runtime.counters import FREE, LIVE, REMOTE, SEQ_WINDOW, RunCounters
+from mbgen.runtime.counters import FREE, LIVE, RELEASED, REMOTE, SEQ_WINDOW, RunCounters
 from mbgen.runtime.doorbell import Doorbell, Ringer
 from mbgen.runtime.lifecycle import StopSignal
 from mbgen.runtime.logs import get_logger
@@ -69,18 +85,22 @@ from mbgen.runtime.roles import ACTOR_SLOTS, LEARNER, LOCAL_ACTOR_SLOTS, REPLAY,
 from mbgen.runtime.runner import run_role
 from mbgen.runtime.security import (
     LOCAL_DOMAIN,
-    REMOTE_DOMAIN,
     LocalCredentials,
     ServerKeys,
     ZapHandler,
+    authorized_keys,
     check_bind,
     check_private_endpoint,
+    key_name,
 )
+from mbgen.runtime.zmtp import CurveServer, Limits
 from mbgen.runtime.shm import segment_name
 from mbgen.runtime.wiring import COUNTERS_SEGMENT, STORE_SEGMENT
 
 RCVHWM = 64  # messages queued per peer before ZeroMQ stops reading its connection
-MAX_SLOTS_PER_KEY = 8  # remote actor slots one authorised key may hold
+MAX_SLOTS_PER_KEY = 8  # remote actor slots one authorised key may hold (and at most its fair share, see take_slot)
+MAX_FRAMES = 16  # frames per remote message (a valid one has 6); more is a disconnect before they are read
+MAX_CONNECTIONS_PER_KEY = 10  # remote connections one key may hold at once (its 8 actors, and room to reconnect)
 REJECTION_LOG_PERIOD_S = 10.0  # at most one "rejected" line per peer and reason per period
 
 
@@ -106,6 +126,8 @@ class ServiceConfig:
     managed: bool = False  # started by a supervisor: ignore SIGINT (the supervisor relays stops)
     stall_warning_s: float = 30.0  # warn when inserts stay paused this long
     accounting_period_s: float = 10.0  # log the counters this often
+    remote_slot_grace_s: float = 10.0  # a remote actor no connection carried this long loses its slot
+    remote_idle_timeout_s: float = 300.0  # a remote connection that sends nothing this long is closed
 
     @property
     def store_name(self) -> str:
@@ -185,8 +207,17 @@ class ReplayService:
         self.policy = RatioPolicy(**cfg.ratio) if cfg.ratio else None
         self.log = get_logger()
         self.rejections = RejectionLog(self.log)
-        self.remote_peers: dict[bytes, zmq.Socket] = {}  # routing identity -> socket, for the goodbye
         self.slots = counters.identities()  # identity -> actor slot (survives a restart)
+        self.current_slot: int | None = None  # the slot of the message being handled (for per-slot refusals)
+        # remote actors' connections: identity -> connections that carried it; when the last one closed
+        self.actor_conns: dict[str, set] = defaultdict(set)
+        self.conn_actors: dict[Any, set] = defaultdict(set)
+        self.unheld_since: dict[str, float] = {}
+        self.released_order: dict[int, float] = {}  # slot -> when released (the longest released is reused first)
+        now = time.monotonic()  # a restarted service: remote actors not heard from within the grace period go
+        for identity, slot in self.slots.items():
+            if counters.slot_state[slot] == REMOTE:
+                self.unheld_since[identity] = now
         self.last_part = counters.part_done[process_slot(REPLAY)]
         check_private_endpoint(cfg.endpoint)
         self.ctx = zmq.Context()
@@ -194,14 +225,29 @@ class ReplayService:
         if cfg.remote_endpoint:
             keys = ServerKeys.load(cfg.keys_dir) if cfg.keys_dir else None
             check_bind(cfg.remote_endpoint, keys)
-        self.zap = ZapHandler(self.ctx, LocalCredentials(cfg.credentials), keys.authorized_dir if keys else None)
+        self.zap = ZapHandler(self.ctx, LocalCredentials(cfg.credentials), None)
         self.max_frame = max_frame_bytes(cfg.obs_dim)
         self.sockets = [self._router(cfg.endpoint, LOCAL_DOMAIN, None)]
+        self.authorized_dir = keys.authorized_dir if keys else None
+        self.remote: CurveServer | None = None
         if cfg.remote_endpoint:
-            self.sockets.append(self._router(cfg.remote_endpoint, REMOTE_DOMAIN, keys))
-        self.remote_socket = self.sockets[1] if cfg.remote_endpoint else None
+            if keys is None:  # even on loopback: the remote endpoint only speaks CURVE
+                raise ValueError(f"the remote endpoint {cfg.remote_endpoint} needs CurveZMQ keys (`mbgen keys DIR`)")
+            self.remote = CurveServer(
+                cfg.remote_endpoint,
+                z85.decode(keys.public),
+                z85.decode(keys.secret),
+                self.authorize,
+                remote_limits(cfg.obs_dim, cfg.remote_idle_timeout_s),
+                self.log,
+            )
         self.bell = Doorbell(self.ctx, cfg.bell) if cfg.bell else None
         self.ringer = Ringer(self.ctx, cfg.ring_on_insert)
+
+    def authorize(self, public: bytes) -> str | None:
+        """The peer name of an authorised CURVE public key ("key/<file stem>"), or None."""
+        name = key_name(public, self.authorized_dir) if self.authorized_dir else None
+        return None if name is None else f"key/{name}"
 
     def _router(self, endpoint: str, domain: str, keys: ServerKeys | None) -> zmq.Socket:
         sock = self.ctx.socket(zmq.ROUTER)
@@ -218,18 +264,16 @@ class ReplayService:
         return sock
 
     def close(self) -> None:
-        # Tell actors that said hello that the run is over, so they stop instead of waiting for acks.
-        for identity, sock in self.remote_peers.items():
-            try:
-                sock.send_multipart([identity, pack({"type": "closing"})], zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass
+        # Tell remote actors that the run is over, so they stop instead of waiting for acks.
+        if self.remote is not None:
+            self.remote.shutdown([pack({"type": "closing"})])
+            self.release_gone_actors(force=True)
         self.rejections.flush()
         self.ringer.close()
         if self.bell is not None:
             self.bell.close()
         for sock in self.sockets:
-            sock.close(linger=500 if self.remote_peers else 0)
+            sock.close(linger=0)
         self.zap.stop()
         self.ctx.term()
 
@@ -243,6 +287,9 @@ class ReplayService:
         poller = zmq.Poller()
         for sock in self.sockets:
             poller.register(sock, zmq.POLLIN)
+        if self.remote is not None:
+            poller.register(self.remote.fileno(), zmq.POLLIN)
+        was_paused = False
         next_accounting = time.monotonic() + self.cfg.accounting_period_s
         next_stall_warning = None
         while True:
@@ -253,7 +300,9 @@ class ReplayService:
                 self.log_accounting("accounting")
                 self.rejections.flush()
                 next_accounting = now + self.cfg.accounting_period_s
+            self.release_gone_actors()
             if self.paused():
+                was_paused = True
                 if self.counters.inserts_paused_since == 0:
                     self.counters.inserts_paused_since = time.time()
                     next_stall_warning = now + self.cfg.stall_warning_s
@@ -271,56 +320,84 @@ class ReplayService:
                     self.bell.wait(0.2)  # short: actors' checkpoint parts do not ring this bell
                 continue
             self.counters.inserts_paused_since = 0
-            ready = [sock for sock, _ in poller.poll(1000)]
-            # Handle what is queued, one message per socket in turn (fair to remote actors),
-            # re-checking the limiter and the checkpoint before each message.
+            if was_paused and self.remote is not None:
+                self.remote.touch()  # we did not read: nobody was idle
+            was_paused = False
+            poller.poll(1000)
+            # Handle what is queued, one message per endpoint in turn (and the remote endpoint takes its
+            # connections in turn: fair to remote actors), re-checking the limiter and the checkpoint
+            # before each message.
+            ready = list(self.sockets) + ([self.remote] if self.remote is not None else [])
             while ready and not self.paused():
-                for sock in list(ready):
+                for source in list(ready):
                     self.maybe_write_part()
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        ready.remove(sock)
-                        continue
-                    self.handle(sock, frames)
+                    if source is self.remote:
+                        got = self.remote.recv()
+                        self.note_closed()
+                        if got is None:
+                            ready.remove(source)
+                            continue
+                        self.handle_remote(*got)
+                    else:
+                        try:
+                            frames = source.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            ready.remove(source)
+                            continue
+                        self.handle(source, frames)
                     if self.paused():
                         break
 
     def handle(self, sock: zmq.Socket, frames: list) -> None:
-        identity, body = frames[0], frames[1:]
-        peer = "?"
+        """A local message: [routing id, body...], its sender known by its PLAIN login."""
+        identity = frames[0]
         try:
             peer = authenticated_peer(frames)
+        except ProtocolError as error:
+            reply = self.refuse("?", error)
+        else:
+            reply = self.answer(peer, frames[1:], None)
+        sock.send_multipart([identity, pack(reply)])
+
+    def handle_remote(self, conn, frames: list) -> None:
+        """A remote message, from a connection bound to the key it proved; answered on that connection."""
+        conn.send([pack(self.answer(conn.peer, frames, conn))])
+
+    def answer(self, peer: str, body: list, conn) -> dict:
+        """The reply to one message (an error reply when it is refused)."""
+        self.current_slot = None
+        try:
             if not body:
                 raise ProtocolError("empty message")
             header = decode_header(body[0])
             kind = header["type"]
-            remote = sock is self.remote_socket
             if kind == "insert":
-                slot = self.sender_slot(peer, header["actor"], remote)
-                reply = self.insert(slot, decode_insert(header, body[1:], self.spec))
-            elif kind == "hello":
-                if not remote:
+                slot = self.sender_slot(peer, header["actor"], conn)
+                return self.insert(slot, decode_insert(header, body[1:], self.spec))
+            if kind == "hello":
+                if conn is None:
                     raise ProtocolError("hello is for remote actors; local actors are known by their login")
-                reply = self.hello(peer, header["actor"])
-                self.remote_peers[bytes(identity.bytes)] = sock
-            else:
-                slot = self.sender_slot(peer, header["actor"], remote)
-                reply = self.report(slot, header)
+                return self.hello(peer, header["actor"], conn)
+            slot = self.sender_slot(peer, header["actor"], conn)
+            return self.report(slot, header)
         except ProtocolError as error:
-            return self.refuse(sock, identity, peer, error)
+            return self.refuse(peer, error)
         except Exception as error:  # a bug of ours must not let one message stop the run
             self.log.exception("handling_failed", peer=peer)
-            return self.refuse(sock, identity, peer, ProtocolError(f"internal error: {type(error).__name__}"))
-        sock.send_multipart([identity, pack(reply)])
+            return self.refuse(peer, ProtocolError(f"internal error: {type(error).__name__}"))
 
     # -- who is sending ------------------------------------------------------------
-    def sender_slot(self, peer: str, actor: str, remote: bool) -> int:
+    def sender_slot(self, peer: str, actor: str, conn) -> int:
         """The actor slot of an authenticated sender; its messages must name it."""
-        if remote:
-            slot = self.slots.get(f"{peer}/{actor}")
+        if conn is not None:
+            identity = f"{peer}/{actor}"
+            slot = self.slots.get(identity)
             if slot is None:
                 raise ProtocolError(f"actor {actor!r} of {peer} has not said hello")
+            if self.counters.slot_state[slot] == RELEASED:  # back after its grace period, without a hello
+                self.take_slot(peer, identity, slot)
+            self.carry(identity, conn)
+            self.current_slot = slot
             return slot
         if peer != f"local/{actor}":
             raise ProtocolError(f"actor field {actor!r} is not this connection's login ({peer})")
@@ -330,31 +407,125 @@ class ReplayService:
         if slot not in self.slots.values():
             self.counters.set_slot_identity(slot, f"local/{actor}")
             self.slots[f"local/{actor}"] = slot
+        self.current_slot = slot
         return slot
 
-    def hello(self, peer: str, actor: str) -> dict:
+    def hello(self, peer: str, actor: str, conn) -> dict:
+        """A remote actor (re)starts: its slot (its own released one if still there), a fresh incarnation
+        of its accounting, and the sequence number to continue from."""
         identity = f"{peer}/{actor}"
-        if identity not in self.slots:
-            held = sum(1 for k in self.slots if k.startswith(peer + "/"))
-            if held >= MAX_SLOTS_PER_KEY:
-                raise ProtocolError(f"quota: key {peer} already holds {held} actor slots (at most {MAX_SLOTS_PER_KEY})")
-            free = [s for s in range(LOCAL_ACTOR_SLOTS, ACTOR_SLOTS) if self.counters.slot_state[s] == FREE]
-            if not free:
-                raise ProtocolError(f"quota: no remote actor slot left ({ACTOR_SLOTS - LOCAL_ACTOR_SLOTS} per run)")
-            slot = free[0]
-            self.counters.set_slot_identity(slot, identity)
-            self.counters.slot_state[slot] = REMOTE
+        c = self.counters
+        slot = self.slots.get(identity)
+        if slot is None or c.slot_state[slot] != REMOTE:
+            slot = self.take_slot(peer, identity, slot)
+        if c.sent[slot].any() or c.stored_by_actor[slot].any() or c.refused_by_actor[slot].any():
+            c.retire(slot)  # the previous incarnation's claims: kept in the totals, not in this one's
+        self.carry(identity, conn)
+        self.log.info("actor_joined", actor=actor, peer=peer, slot=slot)
+        return {"type": "welcome", "run": self.cfg.run_info, "slot": slot, "first_seq": next_unseen(c, slot)}
+
+    # -- remote slots ----------------------------------------------------------------
+    def take_slot(self, peer: str, identity: str, own: int | None) -> int:
+        """A slot for `identity` of key `peer`: its own released one, else a free one, else the longest
+        released one of another actor (whose accounting is retired); within the key's quota."""
+        c = self.counters
+        remote = range(LOCAL_ACTOR_SLOTS, ACTOR_SLOTS)
+        held: dict[str, int] = defaultdict(int)
+        for s in remote:
+            if c.slot_state[s] == REMOTE:
+                held[c.slot_identity(s).rsplit("/", 1)[0]] += 1
+        mine = held.get(peer, 0)
+        if mine >= MAX_SLOTS_PER_KEY:
+            raise ProtocolError(f"quota: key {peer} already holds {mine} actor slots (at most {MAX_SLOTS_PER_KEY})")
+        available = [s for s in remote if c.slot_state[s] in (FREE, RELEASED)]
+        if not available:
+            raise ProtocolError(f"quota: no remote actor slot left ({len(remote)} per run)")
+        keys = {f"key/{k}" for k in authorized_keys(self.authorized_dir)} | set(held) | {peer}
+        share = max(1, len(remote) // len(keys))
+        reserve = sum(max(0, share - held.get(k, 0)) for k in keys if k != peer)
+        if mine >= share and len(available) - 1 < reserve:
+            raise ProtocolError(
+                f"quota: key {peer} holds {mine} actor slots, its fair share of {len(remote)} among {len(keys)} keys "
+                f"is {share}, and the {len(available)} left are kept for the other keys"
+            )
+        if own is not None and c.slot_state[own] == RELEASED:
+            slot = own
+        else:
+            free = [s for s in available if c.slot_state[s] == FREE and not c.identity[s, 0]]
+            if free:
+                slot = free[0]
+            else:
+                slot = min(available, key=lambda s: self.released_order.get(s, 0.0))
+                previous = c.slot_identity(slot)
+                c.retire(slot)
+                c.seq_below[slot] = 0
+                c.seq_window[slot] = 0
+                self.slots.pop(previous, None)
+                self.log.info("slot_reused", slot=slot, previous=previous, actor=identity)
+            c.set_slot_identity(slot, identity)
             self.slots[identity] = slot
-            self.log.info("actor_joined", actor=actor, peer=peer, slot=slot)
-        return {"type": "welcome", "run": self.cfg.run_info, "slot": self.slots[identity]}
+        c.slot_state[slot] = REMOTE
+        self.unheld_since.pop(identity, None)
+        return slot
+
+    def carry(self, identity: str, conn) -> None:
+        """`conn` carries `identity`'s messages (its slot is held while some connection does)."""
+        if conn not in self.actor_conns[identity]:
+            self.actor_conns[identity].add(conn)
+            self.conn_actors[conn].add(identity)
+        self.unheld_since.pop(identity, None)
+
+    def note_closed(self) -> None:
+        if self.remote is None:
+            return
+        now = time.monotonic()
+        for conn in self.remote.closed():
+            for identity in self.conn_actors.pop(conn, ()):
+                conns = self.actor_conns.get(identity)
+                if conns is not None:
+                    conns.discard(conn)
+                    if not conns:
+                        del self.actor_conns[identity]
+                        self.unheld_since[identity] = now
+
+    def release_gone_actors(self, force: bool = False) -> None:
+        """Release the slots of remote actors no connection carried for the grace period (all, at the end)."""
+        self.note_closed()
+        now = time.monotonic()
+        if force:
+            for identity in list(self.actor_conns):
+                self.unheld_since[identity] = now - self.cfg.remote_slot_grace_s
+            self.actor_conns.clear()
+            self.conn_actors.clear()
+        for identity, since in list(self.unheld_since.items()):
+            if now - since < self.cfg.remote_slot_grace_s:
+                continue
+            del self.unheld_since[identity]
+            slot = self.slots.get(identity)
+            if slot is not None and self.counters.slot_state[slot] == REMOTE:
+                self.counters.slot_state[slot] = RELEASED
+                self.released_order[slot] = now
+                a = self.counters.slot_accounting(slot)
+                self.log.info(
+                    "actor_released",
+                    actor=identity,
+                    slot=slot,
+                    claimed=a["claimed"],
+                    stored=a["stored"],
+                    refused=a["refused"],
+                    lost_in_flight=a["lost_in_flight"],
+                    unexplained=a["unexplained"],
+                )
 
     # -- inserts -------------------------------------------------------------------------
     def insert(self, slot: int, msg) -> dict:
         c, m, n = self.counters, msg.member, msg.count
         c.received[m] += n
+        c.largest_message[slot] = max(int(c.largest_message[slot]), n)
         below = int(c.seq_below[slot])
         if seq_seen(below, c.seq_window[slot], msg.seq):
             c.duplicates[m] += n
+            c.duplicates_by_actor[slot, m] += n
             return {"type": "ack", "seq": msg.seq, "status": "duplicate"}
         if msg.seq >= below + SEQ_WINDOW:
             raise ProtocolError(
@@ -390,7 +561,7 @@ class ReplayService:
         if (claims < self.counters.sent[slot]).any():
             raise ProtocolError("sent: a claim may not go down")
         # At most what arrived plus what can be in flight (its window of messages).
-        arrived = self.counters.stored_by_actor[slot]
+        arrived = self.counters.stored_by_actor[slot] + self.counters.refused_by_actor[slot]
         bound = arrived + 2 * RCVHWM * MAX_TRANSITIONS_PER_MESSAGE
         if (claims > bound).any():
             raise ProtocolError(
@@ -399,12 +570,14 @@ class ReplayService:
         self.counters.sent[slot] = claims
         return {"type": "reported"}
 
-    def refuse(self, sock: zmq.Socket, identity, peer: str, error: ProtocolError) -> None:
+    def refuse(self, peer: str, error: ProtocolError) -> dict:
         member = error.member if error.member is not None else self.cfg.members
         self.counters.rejected_transitions[member] += error.count
         self.counters.rejected_messages[0] += 1
+        if self.current_slot is not None and error.count and error.member is not None:
+            self.counters.refused_by_actor[self.current_slot, error.member] += error.count
         self.rejections.record(peer, error)
-        sock.send_multipart([identity, pack({"type": "error", "seq": error.seq, "error": error.reason})])
+        return {"type": "error", "seq": error.seq, "error": error.reason}
 
     def log_accounting(self, event: str) -> None:
         self.log.info(
@@ -412,7 +585,9 @@ class ReplayService:
             **self.counters.accounting(),
             per_member=self.counters.per_member(),
             paused=bool(self.counters.inserts_paused_since),
-            zap_refused=self.zap.refused,
+            zap_refused=self.zap.refused + (self.remote.refused if self.remote is not None else 0),
+            remote_dropped=self.remote.dropped if self.remote is not None else 0,
+            remote_slots=[a for a in self.counters.per_slot() if a["slot"] >= LOCAL_ACTOR_SLOTS],
         )
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -464,6 +639,27 @@ def recover(c: RunCounters, store: ReplayStore, log) -> None:
         store.rollback(member, written_before)  # the data never became visible: as if never received
         c.journal[0] = 0
         log.warning("journal_rolled_back", slot=slot, member=member, seq=seq, count=count)
+
+
+def next_unseen(c: RunCounters, slot: int) -> int:
+    """One past the highest sequence number the slot stored: where a restarted actor continues."""
+    below = int(c.seq_below[slot])
+    marked = np.flatnonzero(c.seq_window[slot])
+    if marked.size == 0:
+        return below
+    return below + int(max((int(i) - below) % SEQ_WINDOW for i in marked)) + 1
+
+
+def remote_limits(obs_dim: int, idle_timeout_s: float = 300.0) -> Limits:
+    """What one remote connection may send (runtime/zmtp.py): frames no larger than a valid message's
+    largest, at most MAX_FRAMES of them and no more bytes than a valid message."""
+    return Limits(
+        max_frame=max_frame_bytes(obs_dim),
+        max_frames=MAX_FRAMES,
+        max_message=max_message_bytes(obs_dim),
+        max_per_key=MAX_CONNECTIONS_PER_KEY,
+        idle_timeout_s=idle_timeout_s,
+    )
 
 
 def authenticated_peer(frames: list) -> str:

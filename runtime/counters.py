@@ -9,6 +9,12 @@ exactly one writer, so plain stores suffice:
     rejected_transitions [P+1]           transitions of refused messages whose arrays were well formed
     rejected_messages [1]                refused messages of any kind
     stored_by_actor [ACTOR_SLOTS, P]     what each actor slot's messages stored
+    refused_by_actor [ACTOR_SLOTS, P]    transitions of each slot's refused (well-formed) messages
+    duplicates_by_actor [ACTOR_SLOTS, P] transitions of each slot's duplicate messages
+    largest_message [ACTOR_SLOTS]        the most transitions one message of the slot held
+    retired [RETIRED, P]                 the accounting of remote incarnations whose slot was reused or
+                                         who said hello again: sent, stored, refused, lost in flight,
+                                         unexplained (claims beyond what could have been in flight)
     seq_below, seq_window [ACTOR_SLOTS]  deduplication: every seq below `seq_below` was stored, and
                                          which of the next SEQ_WINDOW were
     identity [ACTOR_SLOTS]               the authenticated identity owning each slot
@@ -19,7 +25,8 @@ exactly one writer, so plain stores suffice:
     actor_cut [ACTOR_SLOTS]              the last checkpoint cut the actor wrote its part for
   the supervisor
     slot_state [ACTOR_SLOTS]             FREE, LIVE (a local actor running), FINISHED, DEAD, REMOTE
-                                         (the service marks REMOTE slots)
+                                         (the service marks REMOTE slots, and RELEASED when no
+                                         connection carried the actor for a grace period)
     stop_requested, draining             a stop cut is wanted; inserts must not pause any more
   the learner: updates, update_times [2], cut_at, cut_id
   the model server: model_updates
@@ -37,7 +44,10 @@ from mbgen.runtime.shm import Segment
 SEQ_WINDOW = 512  # messages an actor may have stored out of order beyond its oldest unstored one
 IDENTITY_BYTES = 160
 JOURNAL = 8  # active, slot, member, seq, count, written_before, stored_before, stored_by_before
-FREE, LIVE, FINISHED, DEAD, REMOTE = range(5)  # slot_state values
+FREE, LIVE, FINISHED, DEAD, REMOTE, RELEASED = range(6)  # slot_state values
+STATE_NAMES = ("free", "live", "finished", "dead", "remote", "released")
+RETIRED = 5  # rows of `retired`: sent, stored, refused, lost in flight, unexplained
+IN_FLIGHT_MESSAGES = 64  # a remote actor's window (ReplayClient's default): what it can have unacknowledged
 
 
 class RunCounters:
@@ -51,6 +61,10 @@ class RunCounters:
         self.rejected_transitions = a["rejected_transitions"]
         self.rejected_messages = a["rejected_messages"]
         self.stored_by_actor = a["stored_by_actor"]
+        self.refused_by_actor = a["refused_by_actor"]
+        self.duplicates_by_actor = a["duplicates_by_actor"]
+        self.largest_message = a["largest_message"]
+        self.retired = a["retired"]
         self.seq_below = a["seq_below"]
         self.seq_window = a["seq_window"]
         self.identity = a["identity"]
@@ -83,6 +97,10 @@ class RunCounters:
             "rejected_transitions": (np.int64, (p1,)),
             "rejected_messages": (np.int64, (1,)),
             "stored_by_actor": (np.int64, (ACTOR_SLOTS, members)),
+            "refused_by_actor": (np.int64, (ACTOR_SLOTS, members)),
+            "duplicates_by_actor": (np.int64, (ACTOR_SLOTS, members)),
+            "largest_message": (np.int64, (ACTOR_SLOTS,)),
+            "retired": (np.int64, (RETIRED, members)),
             "seq_below": (np.int64, (ACTOR_SLOTS,)),
             "seq_window": (np.uint8, (ACTOR_SLOTS, SEQ_WINDOW)),
             "identity": (np.uint8, (ACTOR_SLOTS, IDENTITY_BYTES)),
@@ -158,18 +176,77 @@ class RunCounters:
         return {self.slot_identity(s): s for s in range(ACTOR_SLOTS) if self.identity[s, 0]}
 
     # -- accounting ------------------------------------------------------------------
+    def slot_accounting(self, slot: int, state: int | None = None) -> dict:
+        """One slot's claims beside the service's observations, and what follows from them.
+
+        claimed = stored + refused + lost in flight must hold. A live local actor, or a connected remote
+        one, has nothing lost yet; a dead local actor lost what it claims beyond what arrived; a
+        released remote actor at most what its window could hold (IN_FLIGHT_MESSAGES of its largest
+        message): a claim beyond that is `unexplained`.
+        """
+        claimed, stored = self.sent[slot], self.stored_by_actor[slot]
+        refused = self.refused_by_actor[slot]
+        state = int(self.slot_state[slot]) if state is None else state
+        gap = claimed - stored - refused
+        lost = np.zeros_like(gap)
+        unexplained = np.zeros_like(gap)
+        if state == DEAD:
+            lost = np.clip(gap, 0, None)
+        elif state == RELEASED:
+            cap = IN_FLIGHT_MESSAGES * int(self.largest_message[slot])
+            lost = np.clip(gap, 0, None)
+            if int(lost.sum()) > cap:
+                unexplained, lost = lost, np.zeros_like(gap)
+        return {
+            "slot": slot,
+            "identity": self.slot_identity(slot),
+            "state": STATE_NAMES[state] if 0 <= state < len(STATE_NAMES) else str(state),
+            "claimed": int(claimed.sum()),
+            "stored": int(stored.sum()),
+            "refused": int(refused.sum()),
+            "duplicates": int(self.duplicates_by_actor[slot].sum()),
+            "lost_in_flight": int(lost.sum()),
+            "unexplained": int(unexplained.sum()),
+            "_lost": lost,
+            "_unexplained": unexplained,
+            "_gap": gap,
+        }
+
+    def per_slot(self) -> list[dict]:
+        """Every slot that was used: claims beside observations (summary.json)."""
+        rows = []
+        for slot in range(ACTOR_SLOTS):
+            if self.slot_state[slot] == FREE and not self.identity[slot, 0] and not self.sent[slot].any():
+                continue
+            rows.append({k: v for k, v in self.slot_accounting(slot).items() if not k.startswith("_")})
+        return rows
+
+    def retire(self, slot: int) -> None:
+        """Fold a remote slot's accounting into `retired` and clear it (its slot is reused, or its actor
+        starts again from zero claims): the totals stay what they were."""
+        a = self.slot_accounting(slot, RELEASED)  # an incarnation that said hello again is gone as well
+        self.retired[0] += self.sent[slot]
+        self.retired[1] += self.stored_by_actor[slot]
+        self.retired[2] += self.refused_by_actor[slot]
+        self.retired[3] += a["_lost"]
+        # claims beyond its window, and observations beyond its claims (a report that never caught up)
+        self.retired[4] += a["_unexplained"] + np.clip(-a["_gap"], 0, None)
+        for array in (self.sent, self.stored_by_actor, self.refused_by_actor, self.duplicates_by_actor):
+            array[slot] = 0
+        self.largest_message[slot] = 0
+
     def lost_in_flight(self) -> int:
-        """What dead actors claimed to have sent but the service never stored (their unacknowledged
-        messages died with them). Negative differences (claims below what arrived) are not losses;
-        `reconciles()` catches them."""
-        dead = self.slot_state == DEAD
-        gap = self.sent[dead] - self.stored_by_actor[dead]
-        return int(np.clip(gap, 0, None).sum())
+        """What dead local actors and released remote ones claimed to have sent but the service never
+        stored nor refused (their unacknowledged messages died with them), plus retired incarnations'.
+        Negative differences (claims below what arrived) are not losses; `reconciles()` catches them."""
+        closed = [s for s in range(ACTOR_SLOTS) if self.slot_state[s] in (DEAD, RELEASED)]
+        lost = sum(int(self.slot_accounting(s)["_lost"].sum()) for s in closed)
+        return lost + int(self.retired[3].sum())
 
     def accounting(self) -> dict[str, int]:
         """Totals of the transition accounting (what summary.json reports)."""
         return {
-            "sent": int(self.sent.sum()),
+            "sent": int(self.sent.sum()) + int(self.retired[0].sum()),
             "received": int(self.received.sum()),
             "stored": int(self.stored.sum()),
             "rejected": int(self.rejected_transitions.sum()),
@@ -179,25 +256,34 @@ class RunCounters:
         }
 
     def reconciles(self) -> tuple[bool, str]:
-        """Whether every actor's claims agree with what the service observed, and if not, why.
+        """Whether every actor slot's claims agree with what the service observed, and if not, why.
 
-        A live or finished actor must have had exactly what it claims stored; a dead one at most
-        what it claims (the rest is lost in flight); nothing may have been refused.
+        For every slot, local or remote: claimed = stored + refused + lost in flight, where only a dead
+        local actor or a released remote one can have lost anything (a remote one at most its window);
+        retired remote incarnations likewise; and nothing may have been refused.
         """
         problems = []
         for slot in range(ACTOR_SLOTS):
-            claimed, stored = self.sent[slot], self.stored_by_actor[slot]
             state = int(self.slot_state[slot])
-            if state == FREE and not claimed.any() and not stored.any():
+            if state == FREE and not self.sent[slot].any() and not self.stored_by_actor[slot].any():
                 continue
-            if state == DEAD:
-                if (stored > claimed).any():
-                    problems.append(f"slot {slot}: stored {stored.sum()} exceeds its claim {claimed.sum()}")
-            elif state == REMOTE:
-                if (stored > claimed).any():
-                    problems.append(f"remote slot {slot}: stored {stored.sum()} but reported {claimed.sum()}")
-            elif not np.array_equal(claimed, stored):
-                problems.append(f"slot {slot}: claims {claimed.sum()}, stored {stored.sum()}")
+            a = self.slot_accounting(slot)
+            kind = "remote slot" if state in (REMOTE, RELEASED) else "slot"
+            who = f"{kind} {slot}" + (f" ({a['identity']})" if state in (REMOTE, RELEASED) else "")
+            observed = f"stored {a['stored']:,}" + (f" + refused {a['refused']:,}" if a["refused"] else "")
+            gap = a["_gap"]
+            if (gap < 0).any():
+                problems.append(f"{who}: {observed} exceeds its claim {a['claimed']:,}")
+            elif a["unexplained"]:
+                problems.append(
+                    f"{who}: claims {a['claimed']:,}, {observed}: {a['unexplained']:,} more than its window "
+                    f"({IN_FLIGHT_MESSAGES} messages of at most {int(self.largest_message[slot])}) could have lost"
+                )
+            elif state not in (DEAD, RELEASED) and gap.any():
+                problems.append(f"{who}: claims {a['claimed']:,}, {observed}")
+        unexplained = int(self.retired[4].sum())
+        if unexplained:
+            problems.append(f"earlier remote incarnations: {unexplained:,} transitions claimed but not observed")
         rejected = int(self.rejected_messages[0])
         if rejected:
             problems.append(f"{rejected} messages refused")

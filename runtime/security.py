@@ -225,6 +225,20 @@ def key_name(public: bytes, authorized_dir: str) -> str | None:
     return None
 
 
+def authorized_keys(authorized_dir: str | None) -> list[str]:
+    """The file stems of the authorised public keys (the names remote peers are known by)."""
+    if not authorized_dir:
+        return []
+    names = []
+    for path in sorted(Path(authorized_dir).glob("*.key")):
+        try:
+            zmq.auth.load_certificate(str(path))
+        except (OSError, ValueError):
+            continue
+        names.append(path.stem)
+    return names
+
+
 class ZapHandler:
     """ZeroMQ's authentication handler (ZAP, RFC 27) for one context, in a thread.
 

@@ -10,11 +10,17 @@ import os
 import shutil
 import stat
 
+import json
+import subprocess
+import sys
+import time
+
 import msgpack
 import numpy as np
 import psutil
 import pytest
 import zmq
+import zmq.auth
 from helpers import local_token, message, private_endpoint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,9 +43,12 @@ MEMORY_BOUND_MB = 400  # the service's resident memory, whatever its peers send 
 
 
 class Service:
-    def __init__(self, tmp_path, port):
+    def __init__(self, tmp_path, port, more_keys=(), **overrides):
         self.keys_dir = str(tmp_path / "keys")
         make_keys(self.keys_dir)
+        for name in more_keys:  # further authorised actor keys: KEYS/<name>.key_secret, authorized/<name>.key
+            public, _ = zmq.auth.create_certificates(self.keys_dir, name)
+            shutil.copy(public, os.path.join(self.keys_dir, "authorized", f"{name}.key"))
         self.directory, endpoint, credentials = private_endpoint()
         self.cfg = ServiceConfig(
             run_id=new_run_id(),
@@ -53,6 +62,7 @@ class Service:
             keys_dir=self.keys_dir,
             run_info={"config": {"agent": "er"}, "param_endpoint": ""},
             log_path=str(tmp_path / "events.jsonl"),
+            **overrides,
         )
         self.process = start(self.cfg)
         self.ctx = zmq.Context()
@@ -66,13 +76,19 @@ class Service:
         self.peak_rss = max(self.peak_rss, rss)
         return rss
 
-    def dealer(self, login=None, keys=False, remote=False):
+    def client_keys(self, name="actor"):
+        public, secret = zmq.auth.load_certificate(os.path.join(self.keys_dir, f"{name}.key_secret"))
+        return ClientKeys(public, secret, ClientKeys.load(self.keys_dir).server_public)
+
+    def dealer(self, login=None, keys=False, remote=False, routing_id=None):
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        if routing_id is not None:
+            sock.setsockopt(zmq.ROUTING_ID, routing_id)
         if login is not None:
             apply_local_login(sock, *login)
         if keys:
-            ClientKeys.load(self.keys_dir).apply(sock)
+            self.client_keys("actor" if keys is True else keys).apply(sock)
         sock.connect(self.cfg.remote_endpoint if remote else self.cfg.endpoint)
         self.sockets.append(sock)
         return sock
@@ -377,3 +393,242 @@ def test_a_doorbell_takes_only_empty_rings_and_only_in_a_private_directory(tmp_p
         with pytest.raises(ValueError, match=why):
             Doorbell(ctx, endpoint)
     ctx.term()
+
+
+# ------------------------------------------------------------ the remote endpoint (issue 31)
+REMOTE_MEMORY_GROWTH_MB = 64  # docs/security.md: what hostile remote traffic may add to the service's memory
+
+
+def hello(sock, actor):
+    return round_trip(sock, [msgpack.packb({"v": PROTOCOL_VERSION, "type": "hello", "actor": actor})])
+
+
+@pytest.fixture
+def grace_service(tmp_path):
+    s = Service(tmp_path, 23000 + os.getpid() % 20000, more_keys=("mallory", "k3", "k4", "k5"), remote_slot_grace_s=0.3)
+    yield s
+    s.close()
+
+
+def test_a_gigabyte_of_hostile_multipart_messages_from_a_key_holder_keeps_memory_bounded(service):
+    """Issue 31.1: multipart messages of 28,521 frames of 36,700 bytes (1 GB each, which libzmq buffered
+    whole), frames over the size limit, and maximal messages refused one by one, from a holder of a valid
+    key: the service's memory grows by less than REMOTE_MEMORY_GROWTH_MB and a valid remote actor is
+    still served."""
+    from mbgen.replay.service import remote_limits
+
+    limits = remote_limits(D)
+    assert limits.bound_bytes(keys=1) < REMOTE_MEMORY_GROWTH_MB * 2**20 / 2
+    baseline = service.rss_mb()
+    attacker = service.dealer(keys=True, remote=True)
+    attacker.setsockopt(zmq.SNDHWM, 4)
+    assert hello(attacker, "evil")["type"] == "welcome"
+    chunk = zmq.Frame(os.urandom(36_700))
+    big, under = os.urandom(limits.max_frame + 1), os.urandom(limits.max_frame - 1)
+    offered, giants = 0, 0
+    t0 = time.monotonic()
+    while offered < 3 << 30 and time.monotonic() - t0 < 40:
+        try:
+            if giants < 2:  # the issue's message, twice: 2 GB offered, cut off at a valid message's bytes
+                attacker.send_multipart([header(actor="evil")[0]] + [chunk] * 28_521, zmq.NOBLOCK, copy=False)
+                offered += 28_521 * 36_700
+                giants += 1
+            elif giants == 2:  # 100,000 empty frames: cut off at frame MAX_FRAMES + 1
+                attacker.send_multipart([header(actor="evil")[0]] + [b""] * 100_000, zmq.NOBLOCK)
+                giants += 1
+            else:
+                first = header(actor="evil")[0]
+                frames = [first, big] if (offered // limits.max_frame) % 2 else [first, under, under]
+                attacker.send_multipart(frames, zmq.NOBLOCK)
+                offered += sum(len(f) for f in frames)
+        except zmq.Again:
+            attacker.poll(50)
+            while attacker.poll(0):
+                attacker.recv()
+        service.rss_mb()
+    attacker.close(linger=0)
+    assert offered >= 3 << 30
+    assert service.process.is_alive()
+    growth = service.peak_rss - baseline
+    assert growth < REMOTE_MEMORY_GROWTH_MB, f"peak {service.peak_rss:.0f} MB (baseline {baseline:.0f} MB)"
+    friend = service.dealer(keys=True, remote=True)
+    assert hello(friend, "friend")["type"] == "welcome"
+    assert round_trip(friend, header(actor="friend"), 10_000)["status"] == "stored"
+    with open(service.cfg.log_path) as f:
+        reasons = [e.get("reason", "") for e in map(json.loads, f) if e.get("event") == "remote_disconnected"]
+    assert sum("message of more than" in r and "bytes" in r for r in reasons) == 2, reasons[:5]  # the giants
+    assert sum("more than 16 frames" in r for r in reasons) == 1, reasons[:5]
+    assert sum("over the limit" in r for r in reasons) >= 10  # the oversized frames
+    print(f"3 GB hostile remote: peak RSS {service.peak_rss:.0f} MB (baseline {baseline:.0f} MB, +{growth:.0f} MB)")
+
+
+VICTIM = """
+import json, sys, time
+import numpy as np
+from mbgen.replay.client import ReplayClient
+from mbgen.replay.protocol import MAX_TRANSITIONS_PER_MESSAGE
+from mbgen.runtime.security import ClientKeys
+endpoint, keys, name, messages, pause = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+client = ReplayClient(endpoint, name, keys=ClientKeys.load(keys), resend_after_s=600)
+welcome = client.hello(timeout_s=30)
+client.next_seq = welcome["first_seq"]
+print(json.dumps({"slot": welcome["slot"], "first_seq": welcome["first_seq"]}), flush=True)
+time.sleep(pause)
+d = 16
+for i in range(messages):
+    obs = np.zeros((4, d), bool)
+    client.send(0, obs, np.zeros(4, np.int64), np.full(4, float(i), np.float32), obs, np.zeros(4, bool))
+client.flush(30)
+client.report([4 * messages, 0])
+print(json.dumps({"stored": client.stored, "duplicates": client.duplicates}), flush=True)
+client.close()
+"""
+
+
+def remote_actor(service, name, messages, pause=0.0):
+    """A remote actor process (ReplayClient with the run's actor key) sending `messages` of 4 transitions."""
+    return subprocess.Popen(
+        [sys.executable, "-c", VICTIM, service.cfg.remote_endpoint, service.keys_dir, name, str(messages), str(pause)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finished(proc, timeout=60):
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return {k: v for line in lines for k, v in line.items()}
+
+
+def test_another_key_cannot_take_over_an_actors_route(grace_service):
+    """Issue 31.2: a peer with key B connecting with the routing id of key A's actor, saying hello under
+    that name and sending as it, does not take its route: the victim's next 602 messages are all
+    acknowledged, and B's messages never reach A's slot."""
+    s = grace_service
+    victim = remote_actor(s, "faraway", 602, pause=1.0)
+    json.loads(victim.stdout.readline())  # the victim said hello and holds its route
+    thief = s.dealer(keys="mallory", remote=True, routing_id=b"faraway")
+    welcome = hello(thief, "faraway")  # its own name space: key/mallory/faraway, not the victim's slot
+    assert welcome["type"] == "welcome"
+    for seq in range(20):
+        round_trip(thief, header(actor="faraway", seq=seq), 1000)
+    report = [msgpack.packb({"v": PROTOCOL_VERSION, "type": "report", "actor": "faraway", "sent": [10**6, 0]})]
+    assert round_trip(thief, report)["type"] == "error"  # beyond what key/mallory/faraway sent
+    result = finished(victim)
+    assert result["stored"] == 602 and result["duplicates"] == 0
+    slots = {a["identity"]: a for a in s.counters.per_slot()}
+    mine = slots["key/actor/faraway"]
+    assert mine["stored"] == mine["claimed"] == 4 * 602
+    assert slots["key/mallory/faraway"]["slot"] != mine["slot"]
+    # a message naming an actor that said hello only under another key is refused
+    other = s.dealer(keys="k3", remote=True)
+    reply = round_trip(other, header(actor="faraway", seq=999))
+    assert reply["type"] == "error" and "has not said hello" in reply["error"]
+
+
+def test_an_inflated_report_and_replayed_duplicates_do_not_reconcile(grace_service):
+    """Issue 31.3: a report inflated by the whole allowed window and 500 replayed duplicates: the
+    accounting names the slot and says it does not reconcile, connected or released."""
+    s = grace_service
+    evil = s.dealer(keys="mallory", remote=True)
+    assert hello(evil, "liar")["type"] == "welcome"
+    for seq in range(10):
+        assert round_trip(evil, header(actor="liar", seq=seq))["status"] == "stored"
+    for _ in range(500):
+        assert round_trip(evil, header(actor="liar", seq=3))["status"] == "duplicate"
+    inflated = [40 + 2 * RCVHWM * MAX_TRANSITIONS_PER_MESSAGE, 2 * RCVHWM * MAX_TRANSITIONS_PER_MESSAGE]
+    report = [msgpack.packb({"v": PROTOCOL_VERSION, "type": "report", "actor": "liar", "sent": inflated})]
+    assert round_trip(evil, report)["type"] == "reported"  # plausible while connected: some may be in flight
+    ok, why = s.counters.reconciles()
+    assert not ok and "remote slot" in why and "key/mallory/liar" in why, why
+    row = [a for a in s.counters.per_slot() if a["identity"] == "key/mallory/liar"][0]
+    assert (row["claimed"], row["stored"], row["duplicates"]) == (sum(inflated), 40, 2000)
+    evil.close(linger=0)
+    deadline = time.monotonic() + 10
+    while s.counters.slot_state[row["slot"]] == REMOTE and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ok, why = s.counters.reconciles()  # released: at most its window (64 messages of 4) could be lost
+    assert not ok and "more than its window" in why, why
+    assert s.counters.accounting()["lost_in_flight"] == 0
+
+
+def test_a_fifth_key_gets_its_share_of_remote_slots(grace_service):
+    """Issue 31.4: four keys asking for every slot they can get leave the fifth its fair share."""
+    s = grace_service
+    welcomed = {}
+    for key in ("actor", "mallory", "k3", "k4", "k5"):
+        sock = s.dealer(keys=key, remote=True)
+        replies = [hello(sock, f"{key}-{i}") for i in range(12)]
+        welcomed[key] = sum(r["type"] == "welcome" for r in replies)
+        assert all("quota" in r["error"] for r in replies if r["type"] == "error")
+    share = 32 // 5
+    assert all(n >= share for n in welcomed.values()), welcomed
+    assert max(welcomed.values()) <= MAX_SLOTS_PER_KEY and sum(welcomed.values()) <= 32
+
+
+def test_a_restarted_remote_actor_always_gets_a_slot_and_the_accounting_stays_whole(grace_service):
+    """Issue 31.4: an actor restarted 8 times under one name gets its released slot back and continues its
+    sequence (nothing dropped as a duplicate); 9 incarnations under fresh names (the default, host-pid)
+    all get slots although one key holds at most 8; the totals still reconcile."""
+    s = grace_service
+    slots = set()
+    for i in range(9):
+        r = finished(remote_actor(s, "restarting", 5))
+        assert r["stored"] == 5 and r["duplicates"] == 0
+        assert r["first_seq"] == 5 * i
+        slots.add(r["slot"])
+    assert len(slots) == 1
+    for i in range(9):
+        r = finished(remote_actor(s, f"host-{1000 + i}", 3))
+        assert r["stored"] == 3 and "slot" in r
+    time.sleep(0.6)  # past the grace period: every slot released
+    totals = s.counters.accounting()
+    assert totals["sent"] == totals["stored"] == 4 * (9 * 5 + 9 * 3)
+    ok, why = s.counters.reconciles()
+    assert ok, why
+
+
+def test_strangers_on_the_tcp_port_cannot_block_an_actors_handshake(service):
+    """Before authentication: 300 idle connections and garbage from other addresses (127.0.0.2-4), a
+    NULL-mechanism greeting, a huge command frame, a HELLO with a bad box: each is refused or dropped
+    (at most 16 handshakes per address wait, 10 s each), the service stays small, and an actor with a
+    key still completes its handshake and is served."""
+    import socket
+
+    from mbgen.runtime.zmtp import greeting
+
+    port = int(service.cfg.remote_endpoint.rsplit(":", 1)[1])
+    baseline = service.rss_mb()
+
+    def stranger(source, payload=b""):
+        s = socket.socket()
+        s.bind((source, 0))
+        s.connect(("127.0.0.1", port))
+        if payload:
+            s.sendall(payload)
+        return s
+
+    idle = [stranger(f"127.0.0.{2 + i % 3}") for i in range(300)]
+    hostile = [
+        stranger("127.0.0.5", os.urandom(4096)),  # not ZMTP
+        stranger("127.0.0.5", greeting(b"NULL", False)),  # no keys
+        stranger("127.0.0.5", greeting(b"CURVE", False) + b"\x06" + (1 << 40).to_bytes(8, "big")),  # 1 TB command
+        stranger("127.0.0.5", greeting(b"CURVE", False) + b"\x04\xc8\x05HELLO\x01\x00" + os.urandom(192)),  # bad box
+    ]
+    for s in hostile:  # each is dropped without the handshake timeout
+        s.settimeout(5)
+        data = b"x"
+        while data:
+            try:
+                data = s.recv(4096)
+            except ConnectionResetError:
+                break
+    friend = service.dealer(keys=True, remote=True)
+    assert hello(friend, "friend")["type"] == "welcome"
+    assert round_trip(friend, header(actor="friend"))["status"] == "stored"
+    assert service.rss_mb() - baseline < 16
+    for s in idle + hostile:
+        s.close()
+    assert service.process.is_alive()

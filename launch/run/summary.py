@@ -18,6 +18,7 @@ from mbgen.launch.run.plots import last_smoothing, plot_runs, plot_smoothing
 from mbgen.launch.run.results import learned_rows, point_finals, read_metrics, run_final, scale_of, session_wall_s
 from mbgen.learner.config import RunConfig
 from mbgen.runtime.logs import get_logger
+from mbgen.runtime.roles import LOCAL_ACTOR_SLOTS
 
 
 def write_summary(
@@ -65,6 +66,10 @@ def write_summary(
             k: accounting.get(k, 0)
             for k in ("sent", "stored", "rejected", "rejected_messages", "duplicates", "lost_in_flight")
         },
+        # every remote actor slot: what its actor claimed beside what the service observed
+        "remote_slots": (
+            [a for a in counters.per_slot() if a["slot"] >= LOCAL_ACTOR_SLOTS] if counters is not None else []
+        ),
         "reconciled": reconciled,
         "reconciliation": problems,
         "restarts": len(restarts),
