@@ -156,6 +156,8 @@ def test_concurrent_writer_never_yields_a_torn_transition():
         writer = run_in_process(write_forever, store.name, 64 * 20_000)
         bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)
         batch, rng, checked = Batch.allocate(1, 256, D), [np.random.default_rng(0)], 0
+        # Four seconds of reading from the writer's first write (its start under load can take longer).
+        wait_for(lambda: store.total_written()[0] > 512 or not writer.is_alive(), 60, "the writer's first write")
         deadline = time.monotonic() + 4
         while time.monotonic() < deadline and writer.is_alive():
             store.sample(rng, batch)
