@@ -21,7 +21,7 @@ from mbgen.runtime.logs import get_logger
 
 
 def write_summary(
-    run_dir: str, cfg: RunConfig, counters, started: float, outcome: str, reason: str = "", restarts=()
+    run_dir: str, cfg: RunConfig, counters, started: float, outcome: str, reason: str = "", restarts=(), cluster=None
 ) -> dict:
     rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
     # A run that did not complete reports its score as partial, from evaluations after learning began.
@@ -69,6 +69,10 @@ def write_summary(
         "reconciliation": problems,
         "restarts": len(restarts),
     }
+    if cluster is not None:  # actors on a Ray cluster (launch/run/cluster.py): what each node did, their lag
+        summary["nodes"] = cluster.nodes(counters)
+        summary["lost_nodes"] = list(cluster.lost_nodes)
+        summary["policy_lag"] = cluster.policy_lag()
     try:
         with open(os.path.join(run_dir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)

@@ -1,0 +1,28 @@
+"""The one way mbgen joins a Ray cluster (`--engine ray` of `mbgen study` and `mbgen run`).
+
+Ray is an optional extra and the control plane only: nothing imports it until a command
+asks for the Ray engine, and then a missing install is a one-line refusal.
+"""
+
+from __future__ import annotations
+
+INSTALL_HINT = "pip install 'mbgen[ray]'"
+
+
+def require_ray():
+    """The `ray` module, or a one-line refusal naming the install."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(f"--engine ray needs Ray: {INSTALL_HINT}") from None
+    return ray
+
+
+def join_cluster(address: str):
+    """The `ray` module, connected to the cluster whose head is at `address` (HOST:PORT)."""
+    ray = require_ray()
+    try:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    except ConnectionError as error:
+        raise ValueError(f"address: no Ray cluster answers at {address} ({error})") from None
+    return ray
