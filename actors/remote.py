@@ -57,13 +57,13 @@ class RemoteParams:
 
 class Acting:
     """What a remote actor is doing, for whoever watches it from another thread (a Ray actor's
-    `progress()`): its slot, the Q version it acts with, its steps and its claims."""
+    `progress()`): its slot, the Q version it acts with, its steps and its claims per member."""
 
     def __init__(self):
         self.slot = -1
         self.q_version = -1
         self.steps = 0
-        self.sent = 0
+        self.sent: list[int] = []
 
 
 def act_remotely(
@@ -116,7 +116,7 @@ def act_remotely(
         actor = Actor(cfg, slot, AnnouncingClient(client, sent), policy, refresh, sent, steps=steps)
 
         def count_steps() -> None:
-            acting.steps, acting.sent = actor.step - actor.origin, int(sent.sum())
+            acting.steps, acting.sent = actor.step - actor.origin, sent.tolist()
 
         actor.heartbeat = count_steps
         try:

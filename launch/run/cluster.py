@@ -66,12 +66,12 @@ class ClusterActor:
         try:
             return act_remotely(connect, keys, name, envs, (first, last), self.acting)
         except ReplayClosed:
-            return self.acting.sent
+            return sum(self.acting.sent)
 
     def progress(self) -> list[int]:
-        """[slot, Q version acted with, steps done, transitions sent]."""
+        """[slot, Q version acted with, steps done, then the transitions it sent per member]."""
         a = self.acting
-        return [a.slot, a.q_version, a.steps, a.sent]
+        return [a.slot, a.q_version, a.steps, *a.sent]
 
 
 @dataclass
@@ -92,7 +92,7 @@ class Placed:
     q_version: int = -1
     moved_at: float = field(default_factory=time.monotonic)  # when its steps last went up
     steps_done: int = 0
-    sent: int = 0
+    sent: list[int] = field(default_factory=list)  # per member, as it last told (at most PROGRESS_PERIOD_S old)
     slot: int = -1
     state: str = "running"  # running | finished | lost
 
@@ -208,15 +208,16 @@ class RayActors:
         ray = self.ray
         if p.asked is not None and (wait or ray.wait([p.asked], timeout=0)[0]):
             try:
-                slot, version, steps, sent = ray.get(p.asked, timeout=10)
-            except Exception:
+                slot, version, steps, *sent = ray.get(p.asked, timeout=10)
+            except Exception:  # it died meanwhile: what it said before stands
                 slot, version, steps, sent = p.slot, p.q_version, p.steps_done, p.sent
-            if steps != p.steps_done:
+            acting = steps != p.steps_done
+            if acting:
                 p.moved_at = time.monotonic()
+                if version >= 0:  # a sample of the lag of the parameters it is acting with
+                    self.lag_samples.append(max(0, updates - version))
             p.slot = slot if slot >= 0 else p.slot
-            p.q_version, p.steps_done, p.sent = version, steps, sent
-            if version >= 0 and p.state == "running":
-                self.lag_samples.append(max(0, updates - version))
+            p.q_version, p.steps_done, p.sent = version, steps, sent or p.sent
             p.asked = None
         if p.state == "running" and p.asked is None and time.monotonic() - p.asked_at >= PROGRESS_PERIOD_S:
             p.asked, p.asked_at = p.handle.progress.remote(), time.monotonic()
@@ -226,12 +227,11 @@ class RayActors:
         replacement for the rest of its share in the same bundle (Ray moves the bundle off a dead node)."""
         p.state = "lost"
         E = self.cfg.system.envs_per_actor
-        lost = 0
         first = p.steps[0]
         if p.slot >= 0:
             counters.slot_state[p.slot] = DEAD
             first = p.steps[0] + int(counters.stored_by_actor[p.slot].min()) // E
-            lost = int((counters.sent[p.slot] - counters.stored_by_actor[p.slot]).clip(0).sum())
+        lost = self.lost_in_flight(p, counters)
         node_alive = self.node_alive(p.node)
         if p.node and not node_alive and p.node not in self.lost_nodes:
             self.lost_nodes.append(p.node)
@@ -249,6 +249,27 @@ class RayActors:
             steps_left=p.steps[1] - first,
         )
 
+    def unannounced(self, p: Placed, counters) -> int:
+        """Transitions an actor told the driver (over Ray) it sent whose announcements never reached the
+        service: they were in flight behind its messages when it died."""
+        if p.slot < 0 or not p.sent:
+            return 0
+        return int(sum(max(0, told - int(known)) for told, known in zip(p.sent, counters.sent[p.slot])))
+
+    def lost_in_flight(self, p: Placed, counters) -> int:
+        """What a dead actor sent (as the service and the driver last heard) that was never stored."""
+        if p.slot < 0:
+            return 0
+        announced = int((counters.sent[p.slot] - counters.stored_by_actor[p.slot]).clip(0).sum())
+        return announced + self.unannounced(p, counters)
+
+    def accounting(self, totals: dict[str, int], counters) -> dict[str, int]:
+        """The run's transition totals with the claims only the driver heard: a dead actor's messages whose
+        announcements died with them count as sent and lost in flight (as of its last progress answer,
+        at most PROGRESS_PERIOD_S before it died, so a lower bound)."""
+        extra = sum(self.unannounced(p, counters) for p in self.placed if p.state in ("lost", "stopped"))
+        return {**totals, "sent": totals["sent"] + extra, "lost_in_flight": totals["lost_in_flight"] + extra}
+
     def node_alive(self, node: str) -> bool:
         return any(n["NodeID"] == node and n["Alive"] for n in self.ray.nodes())
 
@@ -262,7 +283,8 @@ class RayActors:
             row["actors"] += 1
             row["env_steps"] += p.steps_done * E_of(self.cfg)
             if p.slot >= 0 and counters is not None:
-                row["sent"] += int(counters.sent[p.slot].sum())
+                unannounced = self.unannounced(p, counters) if p.state != "finished" else 0
+                row["sent"] += int(counters.sent[p.slot].sum()) + unannounced
                 row["stored"] += int(counters.stored_by_actor[p.slot].sum())
         return out
 

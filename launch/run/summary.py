@@ -36,6 +36,8 @@ def write_summary(
     final.update(partial=outcome != "completed", from_env_steps=span)
     wall = session_wall_s(os.path.join(run_dir, "events.jsonl")) or time.time() - started
     accounting = counters.accounting() if counters is not None else {}
+    if cluster is not None and counters is not None:
+        accounting = cluster.accounting(accounting, counters)
     reconciled, problems = counters.reconciles() if counters is not None and not cfg.run.offline else (False, "")
     updates = counters.updates if counters is not None else 0
     steps = int(counters.inserts().sum()) if counters is not None else 0

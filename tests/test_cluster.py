@@ -1,0 +1,95 @@
+"""A run's actors on a real two-node Ray cluster started here (`mbgen run --engine ray`): both nodes
+act and the accounting reconciles; then a node leaves mid-run and the run completes without it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+from helpers import events, start, summary, tiny_run
+
+ray_cluster_utils = pytest.importorskip("ray.cluster_utils")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and a second node (its own resource label), each with 4 logical CPUs."""
+    made = ray_cluster_utils.Cluster(
+        initialize_head=True, connect=False, head_node_args={"num_cpus": 4, "include_dashboard": False}
+    )
+    second = made.add_node(num_cpus=4, resources={"second_node": 1})
+    made.wait_for_nodes()
+    yield made, second
+    made.shutdown()
+
+
+def ray_run(cluster, run_dir, steps, *extra):
+    return start(
+        "run", *tiny_run(steps=steps, eval_period=500), "--out", run_dir,
+        "--engine", "ray", "--address", cluster.address, "--remote-actors", "4", *extra,
+    )  # fmt: skip
+
+
+def finish(proc, timeout=240):
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    return err
+
+
+def learned(s):
+    scale = s["scale"]
+    random, optimal = scale["random"]["score"], scale["optimal"]["score"]
+    return s["final"]["mean"] > random + 0.6 * (optimal - random)
+
+
+def test_remote_actors_on_two_nodes_then_a_node_leaves(cluster, tmp_path):
+    made, second = cluster
+    # Both nodes act; what each sent was stored; the greedy policy learns as a local run's does.
+    run_dir = str(tmp_path / "both")
+    err = finish(ray_run(made, run_dir, 2000))
+    s = summary(run_dir)
+    assert s["outcome"] == "completed" and s["reconciled"], s["reconciliation"]
+    assert set(s["nodes"]) == {second.node_id, made.head_node.node_id}
+    for row in s["nodes"].values():
+        assert row["actors"] == 2 and row["env_steps"] > 0 and row["sent"] == row["stored"] > 0
+    assert s["transitions"]["stored"] == 2 * 2000 and s["transitions"]["lost_in_flight"] == 0
+    assert s["policy_lag"]["samples"] > 0
+    assert learned(s), s["final"]
+    assert f"node {second.node_id[:12]}: 2 actors" in err
+
+    # The second node leaves mid-run: its actors are replaced on the head, the run completes.
+    run_dir = str(tmp_path / "node-left")
+    proc = ray_run(made, run_dir, 2400, "--heartbeat-timeout-s", "30")
+    status = os.path.join(run_dir, "status.json")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with open(status) as f:
+                if json.load(f)["steps"] >= 900:
+                    break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)  # status.json is rewritten every second: read it again
+    made.remove_node(second)
+    err = finish(proc)
+    s = summary(run_dir)
+    assert s["outcome"] == "completed" and s["reconciled"], s["reconciliation"]
+    t = s["transitions"]
+    assert t["sent"] == t["stored"] + t["lost_in_flight"]
+    assert t["stored"] >= 2 * 2400  # replacements redid what was lost
+    assert s["lost_nodes"] == [second.node_id]
+    lost = [e for e in events(run_dir) if e["event"] == "remote_actor_lost"]
+    # Its actors still acting were lost (one may have finished its share first) and replaced on the head.
+    assert 1 <= len(lost) <= 2 and all(e["node"] == second.node_id and e["node_left"] for e in lost)
+    assert all(e["replacement"] for e in lost)
+    assert s["nodes"][second.node_id]["actors"] == 2
+    assert s["nodes"][made.head_node.node_id]["actors"] == 2 + len(lost)
+    assert f"node {second.node_id[:12]} (left during the run)" in err
