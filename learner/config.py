@@ -146,8 +146,8 @@ class SystemSection:
     workers: int = 0  # threads splitting the population in the learner and model server; 0 = auto
     learner_threads: int = 0  # torch threads per learner worker; 0 = auto (runtime/devices.py: parallelism)
     model_threads: int = 0  # torch threads per model-server worker; 0 = auto
-    remote_endpoint: str = ""  # tcp://HOST:PORT where remote actors send transitions; empty = local actors only
-    param_endpoint: str = ""  # tcp://HOST:PORT where remote actors subscribe to parameters; empty = none
+    remote_endpoint: str = ""  # tcp://HOST:PORT where remote actors send transitions; empty = none (engine ray: a free port)
+    param_endpoint: str = ""  # tcp://HOST:PORT where remote actors subscribe to parameters; empty = none (ray: a free port)
     keys: str = ""  # CurveZMQ key directory (required for non-loopback endpoints; see `mbgen keys`)
     stall_warning_s: float = 30.0  # warn when a process waits this long for another
     heartbeat_timeout_s: float = 120.0  # kill and heal (as a crash) a process that shows no sign of life this long
@@ -182,7 +182,7 @@ class SystemSection:
             v = getattr(self, key)
             if v and not v.startswith(("tcp://", "ipc://")):
                 fail(key, "empty, tcp://HOST:PORT or ipc://PATH", v)
-            if v and not self.keys:  # remote actors log in only with CurveZMQ keys, loopback or not
+            if v and not self.keys and self.engine != "ray":  # remote actors log in only with CurveZMQ keys
                 fail(key, "set together with keys (remote actors log in with CurveZMQ keys: mbgen keys DIR)", v)
         if bool(self.remote_endpoint) != bool(self.param_endpoint):
             fail("param_endpoint", "set together with remote_endpoint (remote actors need both)", self.param_endpoint)
@@ -210,9 +210,8 @@ class SystemSection:
             fail("remote_actors", "an integer >= 1 when engine = ray (actors placed on the cluster)", self.remote_actors)
         if self.actors != 1:
             fail("actors", "1 (the default) when engine = ray: the run's actors are its remote_actors", self.actors)
-        for key in ("remote_endpoint", "param_endpoint", "keys"):
-            if getattr(self, key):
-                fail(key, "empty when engine = ray (the run makes its own endpoints and per-run keys)", getattr(self, key))
+        if self.keys:
+            fail("keys", "empty when engine = ray (the run makes a key pair per actor for itself)", self.keys)
 
     @property
     def acting_actors(self) -> int:

@@ -115,16 +115,18 @@ class RayActors:
 
     # -- a session ---------------------------------------------------------------------
     def endpoints(self, socket_dir: str) -> dict[str, str]:
-        """The session's remote endpoints on this node's address and its key directory (server key pair,
-        authorized/ for the actors' public keys) in the run's private directory."""
+        """The session's remote endpoints (system.remote_endpoint and param_endpoint, or free ports on this
+        node's address) and its key directory in the run's private directory: the server key pair, and
+        authorized/ for the actors' public keys."""
+        system = self.cfg.system
         ip = self.ray.util.get_node_ip_address()
-        ingest, params = free_port(ip), free_port(ip)
+        self.connect = system.remote_endpoint or f"tcp://{ip}:{free_port(ip)}"
+        params = system.param_endpoint or f"tcp://{ip}:{free_port(ip)}"
         self.keys_dir = os.path.join(socket_dir, "keys")
         os.makedirs(os.path.join(self.keys_dir, AUTHORIZED), mode=0o700)
         zmq.auth.create_certificates(self.keys_dir, SERVER)
         self.server_public = zmq.auth.load_certificate(os.path.join(self.keys_dir, f"{SERVER}.key"))[0]
-        self.connect = f"tcp://{ip}:{ingest}"
-        return {"remote_endpoint": self.connect, "param_endpoint": f"tcp://{ip}:{params}", "keys": self.keys_dir}
+        return {"remote_endpoint": self.connect, "param_endpoint": params, "keys": self.keys_dir}
 
     def place(self, stored: int) -> None:
         """The placement group, then one actor per share of the steps still to do (`stored`: per member,
