@@ -35,6 +35,7 @@ from mbgen.learner.losses import GAMMA
 from mbgen.learner.shapes import MLPShape, mlp_shape
 from mbgen.replay.limiter import RatioPolicy, protocol_updates
 from mbgen.runtime.devices import DEVICES
+from mbgen.runtime.roles import REMOTE_ACTOR_SLOTS
 
 from mbgen import envs
 
@@ -206,8 +207,13 @@ class SystemSection:
             return
         if not self.address:
             fail("address", "HOST:PORT of the Ray cluster's head when engine = ray", self.address)
-        if self.remote_actors < 1:
-            fail("remote_actors", "an integer >= 1 when engine = ray (actors placed on the cluster)", self.remote_actors)
+        if not 1 <= self.remote_actors <= REMOTE_ACTOR_SLOTS // 2:
+            fail(
+                "remote_actors",
+                f"an integer in [1, {REMOTE_ACTOR_SLOTS // 2}] when engine = ray (half the run's "
+                f"{REMOTE_ACTOR_SLOTS} remote slots: the rest are for replacements)",
+                self.remote_actors,
+            )
         if self.actors != 1:
             fail("actors", "1 (the default) when engine = ray: the run's actors are its remote_actors", self.actors)
         if self.keys:

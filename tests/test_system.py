@@ -237,7 +237,7 @@ def test_remote_actor_joins_over_tcp_with_keys(tmp_path):
         (["--remote-actors", "4"], "remote_actors must be left out unless engine = ray (engine is local), got 4"),
         (["--engine", "slurm"], "engine must be one of local, ray, got 'slurm'"),
         (["--engine", "ray", "--remote-actors", "4"], "address must be HOST:PORT of the Ray cluster's head"),
-        (["--engine", "ray", "--address", "h:6379"], "remote_actors must be an integer >= 1 when engine = ray"),
+        (["--engine", "ray", "--address", "h:6379"], "remote_actors must be an integer in [1, 16] when engine = ray"),
         (
             ["--engine", "ray", "--address", "h:6379", "--remote-actors", "4", "--placement", "pack"],
             "placement must be one of spread, strict_spread, got 'pack'",

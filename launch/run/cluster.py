@@ -38,12 +38,17 @@ from mbgen.launch.raycluster import join_cluster
 from mbgen.replay.client import ReplayClosed
 from mbgen.runtime.counters import DEAD
 from mbgen.runtime.logs import configure_logging
+from mbgen.runtime.roles import REMOTE_ACTOR_SLOTS
 from mbgen.runtime.security import AUTHORIZED, SERVER, ClientKeys
 
 RAY_ACTOR_PREFIX = "ray"  # Ray actors are ray0, ray1, ... in the order they were started (replacements too)
 PROGRESS_PERIOD_S = 1.0  # how often the driver asks each actor what it is doing
 PLACEMENT_TIMEOUT_S = 120.0  # the placement group must be placed within this long
 STRATEGIES = {"spread": "SPREAD", "strict_spread": "STRICT_SPREAD"}  # system.placement -> Ray's name
+
+
+class ClusterFailed(RuntimeError):
+    """The cluster cannot go on with the run (no slot left for a replacement)."""
 
 
 class ClusterActor:
@@ -81,7 +86,6 @@ class Placed:
     name: str
     bundle: int
     steps: tuple[int, int]  # its share [first, last) of env steps
-    origin: int  # where the share it continues began (a replacement continues a dead actor's)
     handle: object
     done: object  # the ObjectRef of act()
     node: str = ""  # where it runs, once it said (or the placement group said)
@@ -145,7 +149,7 @@ class RayActors:
             )
         share = (self.cfg.run.steps - stored) // (system.remote_actors * system.envs_per_actor)
         for i in range(system.remote_actors):
-            self.start(i // per_bundle, (0, share), 0)
+            self.start(i // per_bundle, (0, share))
         self.log.info("remote_actors_placed", actors=system.remote_actors, bundles=bundles,
                       strategy=STRATEGIES[system.placement], nodes=self.bundle_nodes())  # fmt: skip
 
@@ -155,7 +159,7 @@ class RayActors:
         table = placement_group_table(self.group)
         return [table["bundles_to_node_id"].get(b, "") for b in range(len(table["bundles"]))]
 
-    def start(self, bundle: int, steps: tuple[int, int], origin: int) -> Placed:
+    def start(self, bundle: int, steps: tuple[int, int]) -> Placed:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         name = f"{RAY_ACTOR_PREFIX}{self.started}"
@@ -169,7 +173,7 @@ class RayActors:
         done = handle.act.remote(
             self.connect, self.server_public, public, secret, name, steps[0], steps[1], self.cfg.system.envs_per_actor
         )
-        placed = Placed(name, bundle, steps, origin, handle, done, where=handle.node.remote())
+        placed = Placed(name, bundle, steps, handle, done, where=handle.node.remote())
         self.placed.append(placed)
         return placed
 
@@ -192,9 +196,10 @@ class RayActors:
                 p.where = None
             if ray.wait([p.done], timeout=0)[0]:
                 try:
-                    ray.get(p.done)
+                    sent = ray.get(p.done)
                     p.state = "finished"
                     self.ask(p, counters.updates, wait=True)
+                    p.steps_done = sent // E_of(self.cfg)
                 except Exception as error:
                     self.lose(p, counters, why_lost(error))
                 continue
@@ -237,7 +242,14 @@ class RayActors:
         node_alive = self.node_alive(p.node)
         if p.node and not node_alive and p.node not in self.lost_nodes:
             self.lost_nodes.append(p.node)
-        replacement = self.start(p.bundle, (first, p.steps[1]), p.origin) if first < p.steps[1] else None
+            self.announce("node_left", node=p.node, node_ip=p.node_ip)
+        replacement = None
+        if first < p.steps[1]:
+            if self.started >= REMOTE_ACTOR_SLOTS:
+                raise ClusterFailed(
+                    f"{p.name} was lost ({why}) and all {REMOTE_ACTOR_SLOTS} remote actor slots of the run are used"
+                )
+            replacement = self.start(p.bundle, (first, p.steps[1]))
         self.announce(
             "remote_actor_lost",
             actor=p.name,

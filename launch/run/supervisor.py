@@ -378,12 +378,20 @@ class Supervisor:
             if not cfg.run.offline:
                 self.keeper.assemble()
             if self.cluster is not None:
-                self.cluster.watch(self.counters)
+                self.watch_cluster()
             steps = self.counters.updates if cfg.run.offline else self.counters.min_inserts()
             self.monitor.update(steps, self.counters.updates, self.table.health(self.counters), self.counters.accounting())
             if self.finished():
                 return
             self.check_heartbeats()
+
+    def watch_cluster(self) -> None:
+        from mbgen.launch.run.cluster import ClusterFailed
+
+        try:
+            self.cluster.watch(self.counters)
+        except ClusterFailed as error:
+            raise RunFailed(str(error)) from None
 
     def check_steps_remain(self) -> None:
         """Local actors that all finished short of the step budget leave the learner waiting forever:
