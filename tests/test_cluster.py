@@ -81,6 +81,7 @@ def test_remote_actors_on_two_nodes_then_a_node_leaves(cluster, tmp_path):
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.2)  # status.json is rewritten every second: read it again
+    removed_at = time.time()
     made.remove_node(second)
     err = finish(proc)
     s = summary(run_dir)
@@ -94,6 +95,8 @@ def test_remote_actors_on_two_nodes_then_a_node_leaves(cluster, tmp_path):
     # Its actors still acting were lost (one may have finished its share first) and replaced on the head.
     assert 1 <= len(lost) <= 2 and all(e["node"] == second.node_id and e["node_left"] for e in lost)
     assert all(e["replacement"] for e in lost)
+    assert all(e["t"] - removed_at < 60 for e in lost)  # noticed by Ray (or our heartbeat at 30 s)
+    assert [e["node"] for e in events(run_dir) if e["event"] == "node_left"] == [second.node_id]
     assert s["nodes"][second.node_id]["actors"] == 2
     assert s["nodes"][made.head_node.node_id]["actors"] == 2 + len(lost)
     assert f"node {second.node_id[:12]} (left during the run)" in err
