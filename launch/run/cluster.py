@@ -15,8 +15,8 @@ directory on this machine (removed when the run ends), each secret key handed to
 its actor as a task argument and never written anywhere.
 
 Health: an actor is lost when Ray says it died (its node left, its process was
-killed) or when it shows no progress for `heartbeat_timeout_s` while the replay
-service is reading (then it is killed). Its slot is marked DEAD, so what it
+killed) or when, once acting, it shows no progress for `heartbeat_timeout_s`
+while the replay service is reading (then it is killed). Its slot is marked DEAD, so what it
 announced but the service never stored counts as lost in flight
 (runtime/counters.py); a replacement (a new name, a new key) does the rest of
 its share in the same placement bundle, which Ray moves to a live node when the
@@ -94,7 +94,7 @@ class Placed:
     asked: object = None  # the pending ObjectRef of progress()
     asked_at: float = 0.0
     q_version: int = -1
-    moved_at: float = field(default_factory=time.monotonic)  # when its steps last went up
+    moved_at: float = 0.0  # when its steps last went up
     steps_done: int = 0
     sent: list[int] = field(default_factory=list)  # per member, as it last told (at most PROGRESS_PERIOD_S old)
     slot: int = -1
@@ -204,8 +204,8 @@ class RayActors:
                     self.lose(p, counters, why_lost(error))
                 continue
             self.ask(p, counters.updates, wait=False)
-            silent = now - p.moved_at
-            if silent > self.cfg.system.heartbeat_timeout_s and not counters.inserts_paused_since:
+            silent = now - p.moved_at  # counted once it acts: starting a Ray worker can take long on a busy node
+            if p.steps_done and silent > self.cfg.system.heartbeat_timeout_s and not counters.inserts_paused_since:
                 ray.kill(p.handle, no_restart=True)
                 self.lose(p, counters, f"silent for {silent:.0f} s (killed)")
 
@@ -233,6 +233,8 @@ class RayActors:
         """A dead actor: its slot DEAD (what it announced but was never stored is lost in flight), a
         replacement for the rest of its share in the same bundle (Ray moves the bundle off a dead node)."""
         p.state = "lost"
+        if not p.node:  # it died before saying where it was: where its bundle was placed
+            p.node, p.where = self.bundle_nodes()[p.bundle], None
         E = self.cfg.system.envs_per_actor
         first = p.steps[0]
         if p.slot >= 0:
