@@ -58,12 +58,27 @@ def learned(s, run_dir):
     return final > s["scale"]["random"]["score"] and final > sum(untrained) / len(untrained)
 
 
+def wait_for_steps(run_dir, proc, steps):
+    """Until the run's status.json says `steps` per member are stored (or the run ended)."""
+    status = os.path.join(run_dir, "status.json")
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with open(status) as f:
+                if json.load(f)["steps"] >= steps:
+                    return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)  # status.json is rewritten every second: read it again
+
+
 def test_remote_actors_on_two_nodes_then_a_node_leaves(cluster, tmp_path):
-    """Two runs at once on the cluster (half the wall time on a busy machine): the first keeps both nodes
-    to its end; then the second node leaves, in the middle of the second run."""
+    """Two runs: the first keeps both nodes to its end; the second node leaves in the middle of the
+    second, which starts once the first has every step stored (they overlap by the first's tail)."""
     made, second = cluster
     both, node_left = str(tmp_path / "both"), str(tmp_path / "node-left")
     first = ray_run(made, both, 1500)
+    wait_for_steps(both, first, 1500)
     other = ray_run(made, node_left, 3000, "--heartbeat-timeout-s", "30")
     try:
         err = finish(first)
@@ -84,6 +99,7 @@ def test_remote_actors_on_two_nodes_then_a_node_leaves(cluster, tmp_path):
     assert f"node {second.node_id[:12]}: {s['nodes'][second.node_id]['actors']} actors" in err
 
     # The second node leaves mid-run: its actors are replaced on the head, the run completes.
+    wait_for_steps(node_left, other, 1000)
     assert other.poll() is None, "the second run ended before the node could leave it"
     removed_at = time.time()
     made.remove_node(second)
@@ -93,7 +109,8 @@ def test_remote_actors_on_two_nodes_then_a_node_leaves(cluster, tmp_path):
     assert learned(s, node_left), s["final"]
     t = s["transitions"]
     assert t["sent"] == t["stored"] + t["lost_in_flight"]
-    assert t["stored"] >= 2 * 3000  # replacements redid what was lost
+    # What was lost was done again (the learner may finish `tolerance` = 100 steps per member early).
+    assert t["stored"] >= 2 * (3000 - 100)
     assert s["lost_nodes"] == [second.node_id]
     lost = [e for e in events(node_left) if e["event"] == "remote_actor_lost"]
     # Its actors still acting were lost (one may have finished its share first) and replaced on the head.

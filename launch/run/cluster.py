@@ -314,12 +314,16 @@ class RayActors:
     def stop(self, counters) -> None:
         """Every actor still running killed (its slot DEAD: what it announced and was never stored is lost
         in flight), the placement group removed."""
+        stopped = []
         for p in self.placed:
             if p.state == "running":
                 self.ray.kill(p.handle, no_restart=True)
                 p.state = "stopped"
+                stopped.append(p.name)
                 if p.slot >= 0 and counters is not None:
                     counters.slot_state[p.slot] = DEAD
+        if stopped:
+            self.log.info("remote_actors_stopped", actors=stopped)
         if self.group is not None:
             from ray.util.placement_group import remove_placement_group
 

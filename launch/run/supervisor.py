@@ -408,12 +408,13 @@ class Supervisor:
             )
 
     def finished(self) -> bool:
-        """The learner did every update, every point is evaluated, every local actor is done."""
+        """The learner did every update, every point is evaluated, every local actor is done. Actors on a
+        cluster are not waited for: with the learner gone no parameters reach them (a replacement still
+        starting, or one finishing the last steps the tolerance let the learner do without); they are
+        stopped with the run."""
         children = self.table.children
         work = [n for n in children if n != REPLAY and actor_slot(n) is None]
         if any(children[n].exitcode != 0 for n in work):
-            return False
-        if self.cluster is not None and self.cluster.running():
             return False
         return not (self.counters.slot_state[:LOCAL_ACTOR_SLOTS] == LIVE).any()
 
