@@ -147,8 +147,8 @@ class SystemSection:
     workers: int = 0  # threads splitting the population in the learner and model server; 0 = auto
     learner_threads: int = 0  # torch threads per learner worker; 0 = auto (runtime/devices.py: parallelism)
     model_threads: int = 0  # torch threads per model-server worker; 0 = auto
-    remote_endpoint: str = ""  # tcp://HOST:PORT where remote actors send transitions; empty = none (engine ray: a free port)
-    param_endpoint: str = ""  # tcp://HOST:PORT where remote actors subscribe to parameters; empty = none (ray: a free port)
+    remote_endpoint: str = ""  # tcp://HOST:PORT where remote actors send transitions; empty = none (ray: a free port)
+    param_endpoint: str = ""  # tcp://HOST:PORT where remote actors get parameters; empty = none (ray: a free port)
     keys: str = ""  # CurveZMQ key directory (required for non-loopback endpoints; see `mbgen keys`)
     stall_warning_s: float = 30.0  # warn when a process waits this long for another
     heartbeat_timeout_s: float = 120.0  # kill and heal (as a crash) a process that shows no sign of life this long

@@ -185,7 +185,7 @@ class Supervisor:
         self.session_started = time.time()  # the session's clock starts with its setup (restoring a cut)
         socket_dir = private_directory()
         system = self.cfg.system
-        remote = {"remote_endpoint": system.remote_endpoint, "param_endpoint": system.param_endpoint, "keys": system.keys}
+        remote = {k: getattr(system, k) for k in ("remote_endpoint", "param_endpoint", "keys")}
         if self.cluster is not None:
             remote = self.cluster.endpoints(socket_dir)
         self.wiring = Wiring(
