@@ -48,7 +48,7 @@ STRATEGIES = {"spread": "SPREAD", "strict_spread": "STRICT_SPREAD"}  # system.pl
 
 
 class ClusterFailed(RuntimeError):
-    """The cluster cannot go on with the run (no slot left for a replacement)."""
+    """The cluster cannot carry the run (its actors cannot be placed, no slot is left for a replacement)."""
 
 
 class ClusterActor:
@@ -143,7 +143,7 @@ class RayActors:
         self.group = placement_group([{"CPU": per_bundle}] * bundles, strategy=STRATEGIES[system.placement])
         ready, _ = self.ray.wait([self.group.ready()], timeout=PLACEMENT_TIMEOUT_S)
         if not ready:
-            raise ValueError(
+            raise ClusterFailed(
                 f"remote_actors: the cluster at {system.address} could not place {bundles} bundles of "
                 f"{per_bundle} CPU ({system.placement}) within {PLACEMENT_TIMEOUT_S:.0f} s"
             )

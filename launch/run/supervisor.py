@@ -283,7 +283,7 @@ class Supervisor:
         if not cfg.run.offline:
             self.start_evaluator()
             if self.cluster is not None:
-                self.cluster.place(self.counters.min_inserts())
+                self.on_cluster(self.cluster.place, self.counters.min_inserts())
             elif cut:
                 live = np.flatnonzero(self.counters.slot_state[:LOCAL_ACTOR_SLOTS] == LIVE).tolist()
                 for slot in live:
@@ -378,18 +378,19 @@ class Supervisor:
             if not cfg.run.offline:
                 self.keeper.assemble()
             if self.cluster is not None:
-                self.watch_cluster()
+                self.on_cluster(self.cluster.watch, self.counters)
             steps = self.counters.updates if cfg.run.offline else self.counters.min_inserts()
             self.monitor.update(steps, self.counters.updates, self.table.health(self.counters), self.counters.accounting())
             if self.finished():
                 return
             self.check_heartbeats()
 
-    def watch_cluster(self) -> None:
+    def on_cluster(self, step, *args) -> None:
+        """A step of the actors on the cluster (placing, watching); what stops it stops the run."""
         from mbgen.launch.run.cluster import ClusterFailed
 
         try:
-            self.cluster.watch(self.counters)
+            step(*args)
         except ClusterFailed as error:
             raise RunFailed(str(error)) from None
 
