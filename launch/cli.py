@@ -76,9 +76,10 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         )
     check_sinks(cfg)
     if cfg.system.engine == "ray":
-        from mbgen.launch.raycluster import require_ray
+        from mbgen.launch.raycluster import check_reachable, require_ray
 
         require_ray()  # refused here, before the run directory is made
+        check_reachable(cfg.system.address)
     from mbgen.runtime.devices import choose_device
 
     choose_device(cfg.system.device)  # refused here (no CUDA), not in the learner after everything started

@@ -6,6 +6,10 @@ asks for the Ray engine, and then a missing install is a one-line refusal.
 
 from __future__ import annotations
 
+import socket
+
+REACH_TIMEOUT_S = 5.0  # the head's port must accept a connection this soon (Ray itself waits minutes)
+
 INSTALL_HINT = "pip install 'mbgen[ray]'"
 
 
@@ -18,9 +22,22 @@ def require_ray():
     return ray
 
 
+def check_reachable(address: str) -> None:
+    """A one-line refusal unless something accepts connections at `address` (HOST:PORT, the head's GCS)."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=REACH_TIMEOUT_S).close()
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"address: no Ray cluster answers at {address} ({getattr(error, 'strerror', None) or error}); "
+            "start one with `ray start --head --port PORT`"
+        ) from None
+
+
 def join_cluster(address: str):
     """The `ray` module, connected to the cluster whose head is at `address` (HOST:PORT)."""
     ray = require_ray()
+    check_reachable(address)
     try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except ConnectionError as error:

@@ -205,7 +205,8 @@ class SystemSection:
             if self.placement != "spread":
                 fail("placement", "left out unless engine = ray", self.placement)
             return
-        if not self.address:
+        host, _, port = self.address.rpartition(":")
+        if not (host and port.isdigit()):
             fail("address", "HOST:PORT of the Ray cluster's head when engine = ray", self.address)
         if not 1 <= self.remote_actors <= REMOTE_ACTOR_SLOTS // 2:
             fail(

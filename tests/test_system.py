@@ -265,6 +265,20 @@ def test_engine_ray_without_ray_is_refused_naming_the_install(tmp_path, monkeypa
     assert not run_dir.exists()
 
 
+def test_engine_ray_with_no_cluster_at_the_address_is_refused_at_once(tmp_path):
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir = tmp_path / "never"
+    args = ("--engine", "ray", "--address", f"127.0.0.1:{port}", "--remote-actors", "2", "--steps", "2000")
+    code, stderr = mbgen_refusal("run", *args, "--out", str(run_dir))
+    assert code == 2 and f"address: no Ray cluster answers at 127.0.0.1:{port}" in stderr
+    assert len(stderr.strip().splitlines()) == 1 and not run_dir.exists()
+
+
 def test_help_documents_every_key():
     from mbgen.learner.config import section_of_key
 
