@@ -240,7 +240,7 @@ class RayActors:
         if p.slot >= 0:
             counters.slot_state[p.slot] = DEAD
             first = p.steps[0] + int(counters.stored_by_actor[p.slot].min()) // E
-        lost = self.lost_in_flight(p, counters)
+        unstored = self.lost_in_flight(p, counters)
         node_alive = self.node_alive(p.node)
         if p.node and not node_alive and p.node not in self.lost_nodes:
             self.lost_nodes.append(p.node)
@@ -260,7 +260,7 @@ class RayActors:
             node_ip=p.node_ip,
             node_left=bool(p.node) and not node_alive,
             why=why,
-            lost_in_flight=lost,
+            unstored=unstored,  # not stored when it was lost: some may still arrive (summary.json: what never did)
             replacement=replacement.name if replacement else None,
             steps_left=p.steps[1] - first,
         )
@@ -297,11 +297,14 @@ class RayActors:
             node = p.node or "unplaced"
             row = out.setdefault(node, {"actors": 0, "env_steps": 0, "sent": 0, "stored": 0})
             row["actors"] += 1
-            row["env_steps"] += p.steps_done * E_of(self.cfg)
+            sent = 0
             if p.slot >= 0 and counters is not None:
                 unannounced = self.unannounced(p, counters) if p.state != "finished" else 0
-                row["sent"] += int(counters.sent[p.slot].sum()) + unannounced
+                sent = int(counters.sent[p.slot].sum()) + unannounced
+                row["sent"] += sent
                 row["stored"] += int(counters.stored_by_actor[p.slot].sum())
+            # Its last progress answer may be older than its last claim: at least what it sent was stepped.
+            row["env_steps"] += max(p.steps_done * E_of(self.cfg), sent)
         return out
 
     def policy_lag(self) -> dict:
