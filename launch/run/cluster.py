@@ -173,7 +173,8 @@ class RayActors:
         done = handle.act.remote(
             self.connect, self.server_public, public, secret, name, steps[0], steps[1], self.cfg.system.envs_per_actor
         )
-        placed = Placed(name, bundle, steps, handle, done, where=handle.node.remote())
+        # Where its bundle is now (it says itself once it runs: a replacement's bundle may be moving).
+        placed = Placed(name, bundle, steps, handle, done, node=self.bundle_nodes()[bundle], where=handle.node.remote())
         self.placed.append(placed)
         return placed
 
@@ -191,8 +192,8 @@ class RayActors:
                 try:
                     node_id, p.node_ip, _ = ray.get(p.where)
                     p.node = node_id
-                except Exception:  # died before saying: the bundle's node
-                    p.node = self.bundle_nodes()[p.bundle]
+                except Exception:  # died before saying: its bundle's node when it was started stands
+                    pass
                 p.where = None
             if ray.wait([p.done], timeout=0)[0]:
                 try:
@@ -233,8 +234,7 @@ class RayActors:
         """A dead actor: its slot DEAD (what it announced but was never stored is lost in flight), a
         replacement for the rest of its share in the same bundle (Ray moves the bundle off a dead node)."""
         p.state = "lost"
-        if not p.node:  # it died before saying where it was: where its bundle was placed
-            p.node, p.where = self.bundle_nodes()[p.bundle], None
+        p.where = None  # if it never said where it ran, its bundle's node when it was started stands
         E = self.cfg.system.envs_per_actor
         first = p.steps[0]
         if p.slot >= 0:
