@@ -3,15 +3,15 @@
 It says hello to the run's replay service (CurveZMQ-authenticated), receives the
 run's configuration and its actor slot, subscribes to the parameters the learner
 publishes, acts with the newest version it has, and streams its transitions
-like a local actor. It contributes a local actor's share of steps, then reports
-how many transitions it sent so the run's accounting can reconcile.
+like a local actor. It contributes a local actor's share of steps (or the steps it is given), and
+announces its claims before each message so the run's accounting reconciles
+even if it dies. The same loop runs in a Ray actor (launch/run/cluster.py).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import time
 
 import numpy as np
 import torch
@@ -27,10 +27,6 @@ from mbgen.runtime.params import ParamSubscriber
 from mbgen.runtime.security import ClientKeys
 
 FIRST_PARAMS_TIMEOUT_S = 120.0
-REPORT_PERIOD_S = 5.0  # how often the run hears how much this actor sent
-# A report waits behind the inserts the service has not read: while the rate limiter pauses
-# inserts (a learner lagging on a busy machine) it reads nothing, so allow a long pause.
-REPORT_TIMEOUT_S = 120.0
 
 
 class RemoteParams:
@@ -59,20 +55,41 @@ class RemoteParams:
         self.sub.close()
 
 
-def run_remote_actor(connect: str, keys_dir: str | None, name: str | None, envs_per_member: int) -> int:
-    stop = StopSignal().install()
-    configure_logging("remote-actor", None, echo="info")
+class Acting:
+    """What a remote actor is doing, for whoever watches it from another thread (a Ray actor's
+    `progress()`): its slot, the Q version it acts with, its steps and its claims per member."""
+
+    def __init__(self):
+        self.slot = -1
+        self.q_version = -1
+        self.steps = 0
+        self.sent: list[int] = []
+
+
+def act_remotely(
+    connect: str,
+    keys: ClientKeys,
+    name: str,
+    envs_per_member: int,
+    steps: tuple[int, int] | None = None,
+    acting: Acting | None = None,
+) -> int:
+    """Join the run at `connect` and act until its share is done (or `steps` [first, last) of it).
+
+    Claims are announced before each message (the service records them; an announced message
+    that never arrives is lost in flight), so a remote actor that dies mid-run is accounted for
+    by what it had sent. Returns the number of transitions sent. Raises ReplayUnavailable,
+    ReplayClosed (the run ended first) or ValueError (this run takes no remote actors)."""
     log = get_logger()
-    keys = ClientKeys.load(keys_dir) if keys_dir else None
-    name = name or f"{socket.gethostname()}-{os.getpid()}"
+    acting = acting or Acting()
     ctx = zmq.Context()
     client = ReplayClient(connect, name, keys=keys, ctx=ctx)
     params = None
-    sent: np.ndarray | None = None
     try:
         welcome = client.hello(timeout_s=30)
         run, slot = welcome["run"], int(welcome["slot"])
         client.next_seq = int(welcome.get("first_seq", 0))  # a restart under the same name continues there
+        acting.slot = slot
         cfg = RunConfig.from_dict(run["config"]).replace(envs_per_actor=envs_per_member)
         if cfg.lockstep:
             raise ValueError("this run is lock-step (tolerance 0): remote actors would break its reproducibility")
@@ -92,29 +109,61 @@ def run_remote_actor(connect: str, keys_dir: str | None, name: str | None, envs_
             if waited > FIRST_PARAMS_TIMEOUT_S:
                 raise ReplayUnavailable(f"no parameters from {run['param_endpoint']} within {FIRST_PARAMS_TIMEOUT_S}s")
         sent = np.zeros(cfg.members, np.int64)
-        last_report = time.monotonic()
 
-        def report_now_and_then() -> None:
-            nonlocal last_report
-            if time.monotonic() - last_report > REPORT_PERIOD_S:
-                client.report(sent.tolist(), REPORT_TIMEOUT_S)
-                last_report = time.monotonic()
+        def refresh() -> None:
+            params.refresh()
+            acting.q_version = params.versions["q"]
 
-        Actor(cfg, slot, client, policy, params.refresh, sent, report_now_and_then).run()
-        client.report(sent.tolist(), REPORT_TIMEOUT_S)
+        actor = Actor(cfg, slot, AnnouncingClient(client, sent), policy, refresh, sent, steps=steps)
+
+        def count_steps() -> None:
+            acting.steps, acting.sent = actor.step - actor.origin, sent.tolist()
+
+        actor.heartbeat = count_steps
+        try:
+            actor.run()
+        finally:
+            count_steps()
         log.info("remote_actor_finished", sent=int(sent.sum()))
-        return 0
-    except StopRequested:
-        log.info("remote_actor_stopping")
-        return stop.exit_code
-    except ReplayClosed as error:
-        log.info("run_ended", detail=str(error), sent=int(sent.sum()) if sent is not None else 0)
-        return 0
-    except ReplayUnavailable as error:
-        log.error("replay_unavailable", error=str(error))
-        return 1
+        return int(sent.sum())
     finally:
         if params is not None:
             params.close()
         client.close()
         ctx.term()
+
+
+class AnnouncingClient:
+    """A ReplayClient whose every message is preceded by the actor's claims, which already count it."""
+
+    def __init__(self, client: ReplayClient, claims: np.ndarray):
+        self.client, self.claims = client, claims
+
+    def send(self, member: int, *arrays) -> int:
+        self.client.announce(self.claims.tolist())
+        return self.client.send(member, *arrays)
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+
+def run_remote_actor(connect: str, keys_dir: str | None, name: str | None, envs_per_member: int) -> int:
+    """`mbgen actor --connect URL --keys DIR`: exit code 0 when its share is done or the run ended."""
+    stop = StopSignal().install()
+    configure_logging("remote-actor", None, echo="info")
+    log = get_logger()
+    if not keys_dir:
+        raise ValueError("keys: a remote actor needs a key directory with server.key and actor.key_secret")
+    keys = ClientKeys.load(keys_dir)
+    try:
+        act_remotely(connect, keys, name or f"{socket.gethostname()}-{os.getpid()}", envs_per_member)
+        return 0
+    except StopRequested:
+        log.info("remote_actor_stopping")
+        return stop.exit_code
+    except ReplayClosed as error:
+        log.info("run_ended", detail=str(error))
+        return 0
+    except ReplayUnavailable as error:
+        log.error("replay_unavailable", error=str(error))
+        return 1

@@ -75,6 +75,11 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
             file=sys.stderr,
         )
     check_sinks(cfg)
+    if cfg.system.engine == "ray":
+        from mbgen.launch.raycluster import check_reachable, require_ray
+
+        require_ray()  # refused here, before the run directory is made
+        check_reachable(cfg.system.address)
     from mbgen.runtime.devices import choose_device
 
     choose_device(cfg.system.device)  # refused here (no CUDA), not in the learner after everything started
@@ -190,11 +195,29 @@ def print_summary(summary: dict, run_dir: str) -> None:
         lines.append(f"ACCOUNTING DOES NOT RECONCILE: {summary['reconciliation']}")
     if summary["restarts"]:
         lines.append(f"automatic restarts from checkpoints: {summary['restarts']}")
+    lines += node_lines(summary)
     plot = os.path.join(run_dir, "curve.png")
     lines.append(
         f"summary: {os.path.join(run_dir, 'summary.json')}" + (f"  plot: {plot}" if os.path.exists(plot) else "")
     )
     print("\n".join(lines), file=sys.stderr)
+
+
+def node_lines(summary: dict) -> list[str]:
+    """A run whose actors were on a Ray cluster: what each node did, which nodes left, the policy lag."""
+    if "nodes" not in summary:
+        return []
+    lines = []
+    for node, row in summary["nodes"].items():
+        left = " (left during the run)" if node in summary["lost_nodes"] else ""
+        lines.append(
+            f"node {node[:12]}{left}: {row['actors']} actors, {row['env_steps']:,} env steps, "
+            f"sent {row['sent']:,} stored {row['stored']:,}"
+        )
+    lag = summary["policy_lag"]
+    if lag["samples"]:
+        lines.append(f"remote actors' policy lag: mean {lag['mean']:.1f}, max {lag['max']} Q updates")
+    return lines
 
 
 PLOT_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")  # --out's endings

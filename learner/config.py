@@ -35,8 +35,12 @@ from mbgen.learner.losses import GAMMA
 from mbgen.learner.shapes import MLPShape, mlp_shape
 from mbgen.replay.limiter import RatioPolicy, protocol_updates
 from mbgen.runtime.devices import DEVICES
+from mbgen.runtime.roles import REMOTE_ACTOR_SLOTS
 
 from mbgen import envs
+
+ENGINES = ("local", "ray")  # where a run's actors run (system.engine)
+PLACEMENTS = ("spread", "strict_spread")  # Ray placement group strategies (system.placement)
 
 # The paper's data regimes: equal total updates, different amounts of data.
 REGIMES = {
@@ -143,11 +147,16 @@ class SystemSection:
     workers: int = 0  # threads splitting the population in the learner and model server; 0 = auto
     learner_threads: int = 0  # torch threads per learner worker; 0 = auto (runtime/devices.py: parallelism)
     model_threads: int = 0  # torch threads per model-server worker; 0 = auto
-    remote_endpoint: str = ""  # tcp://HOST:PORT where remote actors send transitions; empty = local actors only
-    param_endpoint: str = ""  # tcp://HOST:PORT where remote actors subscribe to parameters; empty = none
+    remote_endpoint: str = ""  # tcp://HOST:PORT where remote actors send transitions; empty = none (ray: a free port)
+    param_endpoint: str = ""  # tcp://HOST:PORT where remote actors get parameters; empty = none (ray: a free port)
     keys: str = ""  # CurveZMQ key directory (required for non-loopback endpoints; see `mbgen keys`)
     stall_warning_s: float = 30.0  # warn when a process waits this long for another
     heartbeat_timeout_s: float = 120.0  # kill and heal (as a crash) a process that shows no sign of life this long
+    engine: str = "local"  # where the actors run: local (this machine) | ray (a Ray cluster, with remote_actors)
+    address: str = ""  # the Ray cluster's HOST:PORT (engine ray; the head's `ray start --head --port`)
+    remote_actors: int = 0  # engine ray: actor processes placed on the cluster's nodes (instead of local actors)
+    actors_per_node: int = 0  # engine ray: actors placed together on one node; 0 = one placement bundle each
+    placement: str = "spread"  # engine ray: spread (across nodes where possible) | strict_spread (one bundle a node)
 
     def validate(self) -> None:
         if self.device not in DEVICES:
@@ -174,10 +183,47 @@ class SystemSection:
             v = getattr(self, key)
             if v and not v.startswith(("tcp://", "ipc://")):
                 fail(key, "empty, tcp://HOST:PORT or ipc://PATH", v)
-            if v and not self.keys:  # remote actors log in only with CurveZMQ keys, loopback or not
+            if v and not self.keys and self.engine != "ray":  # remote actors log in only with CurveZMQ keys
                 fail(key, "set together with keys (remote actors log in with CurveZMQ keys: mbgen keys DIR)", v)
         if bool(self.remote_endpoint) != bool(self.param_endpoint):
             fail("param_endpoint", "set together with remote_endpoint (remote actors need both)", self.param_endpoint)
+        self.validate_engine()
+
+    def validate_engine(self) -> None:
+        if self.engine not in ENGINES:
+            fail("engine", "one of " + ", ".join(ENGINES), self.engine)
+        for key in ("address", "placement"):
+            text(key, getattr(self, key))
+        for key in ("remote_actors", "actors_per_node"):
+            integer(key, getattr(self, key), 0)
+        if self.placement not in PLACEMENTS:
+            fail("placement", "one of " + ", ".join(PLACEMENTS), self.placement)
+        if self.engine == "local":
+            for key in ("remote_actors", "actors_per_node", "address"):
+                if getattr(self, key):
+                    fail(key, f"left out unless engine = ray (engine is {self.engine})", getattr(self, key))
+            if self.placement != "spread":
+                fail("placement", "left out unless engine = ray", self.placement)
+            return
+        host, _, port = self.address.rpartition(":")
+        if not (host and port.isdigit()):
+            fail("address", "HOST:PORT of the Ray cluster's head when engine = ray", self.address)
+        if not 1 <= self.remote_actors <= REMOTE_ACTOR_SLOTS // 2:
+            fail(
+                "remote_actors",
+                f"an integer in [1, {REMOTE_ACTOR_SLOTS // 2}] when engine = ray (half the run's "
+                f"{REMOTE_ACTOR_SLOTS} remote slots: the rest are for replacements)",
+                self.remote_actors,
+            )
+        if self.actors != 1:
+            fail("actors", "1 (the default) when engine = ray: the run's actors are its remote_actors", self.actors)
+        if self.keys:
+            fail("keys", "empty when engine = ray (the run makes a key pair per actor for itself)", self.keys)
+
+    @property
+    def acting_actors(self) -> int:
+        """The actors that share the run's steps: local ones, or those placed on a Ray cluster."""
+        return self.remote_actors if self.engine == "ray" else self.actors
 
     @property
     def lockstep(self) -> bool:
@@ -280,11 +326,12 @@ class RunConfig:
         self.outputs.validate()
         self.options.validate(self)
         run, system = self.run, self.system
-        per_step = system.actors * system.envs_per_actor
+        per_step = system.acting_actors * system.envs_per_actor
         if run.offline and not run.steps:
             fail("steps", "an integer >= 1 (the updates of an offline run)", run.steps)
         if run.steps % per_step:
-            fail("steps", f"a multiple of actors x envs_per_actor = {per_step}", run.steps)
+            actors = "remote_actors" if system.engine == "ray" else "actors"
+            fail("steps", f"a multiple of {actors} x envs_per_actor = {per_step}", run.steps)
         eval_period = self.learning.eval_period
         if eval_period and run.steps % eval_period and not run.offline:
             fail("steps", f"a multiple of eval_period = {eval_period}", run.steps)
@@ -292,7 +339,7 @@ class RunConfig:
             fail("steps", f"more than learning_starts = {self.learning.learning_starts}", run.steps)
         if system.lockstep and system.actors != 1:
             fail("actors", "1 when tolerance is 0 (lock-step runs are reproducible with one actor)", system.actors)
-        if system.lockstep and system.remote_endpoint:
+        if system.lockstep and (system.remote_endpoint or system.engine == "ray"):
             fail(
                 "remote_endpoint", "empty when tolerance is 0 (remote actors would break lock-step)",
                 system.remote_endpoint,

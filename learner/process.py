@@ -90,9 +90,9 @@ class Learner:
             self.ctx, lambda slot: wiring.bell(actor_name(slot)), self.counters.slot_state, LIVE
         )
         self.publisher = None
-        if cfg.system.param_endpoint:
-            keys = ServerKeys.load(cfg.system.keys) if cfg.system.keys else None
-            self.publisher = ParamPublisher(self.ctx, cfg.system.param_endpoint, keys)
+        if wiring.param_endpoint:
+            keys = ServerKeys.load(wiring.keys) if wiring.keys else None
+            self.publisher = ParamPublisher(self.ctx, wiring.param_endpoint, keys)
         # The model server's batches (its work per update: learner/training.py), and the replay store when
         # the agent's Q trains on replay samples.
         training = cfg.spec.trains_on

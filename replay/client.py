@@ -221,6 +221,11 @@ class ReplayClient:
     def report(self, sent: list[int], timeout_s: float = 10.0) -> dict:
         return self.request({"type": "report", "sent": [int(x) for x in np.asarray(sent)]}, timeout_s)
 
+    def announce(self, sent: list[int]) -> None:
+        """A report sent without waiting for its answer: the claims of a message about to follow (the
+        stream is ordered, so the service records them before that message arrives)."""
+        self.socket.send(pack({"actor": self.actor_id, "type": "report", "sent": [int(x) for x in sent]}))
+
     def close(self) -> None:
         self.socket.disable_monitor()
         self.monitor.close(linger=0)

@@ -21,6 +21,7 @@ ACTOR = "actor"  # the role of every actor process; each one's own name is actor
 FIXED_ROLES = (REPLAY, LEARNER, MODELSERVER, EVALUATOR)  # in slot order
 ACTOR_SLOTS = 64  # local and remote actor slots together
 LOCAL_ACTOR_SLOTS = 32
+REMOTE_ACTOR_SLOTS = ACTOR_SLOTS - LOCAL_ACTOR_SLOTS  # what the replay service hands out to remote actors
 FIRST_ACTOR_SLOT = len(FIXED_ROLES)
 PROCESS_SLOTS = FIRST_ACTOR_SLOT + ACTOR_SLOTS
 

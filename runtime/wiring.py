@@ -27,6 +27,11 @@ class Wiring:
     socket_dir: str  # private (0700) directory of the run's ipc endpoints and local credentials
     resume_from: str = ""  # checkpoint cut directory every process restores its part from; "" = fresh start
     elapsed_before: float = 0.0  # wall seconds of the run's earlier sessions (a resumed run's clock goes on)
+    # Remote actors (system.remote_endpoint etc., or what the Ray engine makes for the session): where they
+    # send transitions, where parameters are published to them, and the CurveZMQ key directory.
+    remote_endpoint: str = ""
+    param_endpoint: str = ""
+    keys: str = ""
 
     def segment(self, role: str) -> str:
         return segment_name(self.run_id, role)

@@ -189,3 +189,22 @@ def test_load_run_gives_the_metrics_as_columns(tmp_path):
     loaded = mbgen.load_run(str(run))
     assert loaded.metrics == {"env_steps": [0, 500], "member": [0, 0], "eval_return": [0.1, 0.3]}
     assert loaded.summary is None and loaded.config.run.env == "panflute"
+
+
+def test_ray_is_imported_only_inside_functions():
+    """Ray is an optional extra: no module imports it when it is loaded, so nothing needs it installed
+    until a command asks for `--engine ray`."""
+    offenders = []
+    for module, path in modules().items():
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in tree.body:  # module level only (an `if`/`try` at module level counts too)
+            for inner in ast.walk(node):
+                if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    break
+                names = [a.name for a in inner.names] if isinstance(inner, ast.Import) else (
+                    [inner.module or ""] if isinstance(inner, ast.ImportFrom) else []
+                )
+                if any(n == "ray" or n.startswith("ray.") for n in names):
+                    offenders.append(module)
+    assert not offenders, offenders

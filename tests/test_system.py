@@ -234,6 +234,18 @@ def test_remote_actor_joins_over_tcp_with_keys(tmp_path):
             ["--remote-endpoint", "tcp://127.0.0.1:5555", "--param-endpoint", "tcp://127.0.0.1:5556"],
             "remote_endpoint must be set together with keys",
         ),
+        (["--remote-actors", "4"], "remote_actors must be left out unless engine = ray (engine is local), got 4"),
+        (["--engine", "slurm"], "engine must be one of local, ray, got 'slurm'"),
+        (["--engine", "ray", "--remote-actors", "4"], "address must be HOST:PORT of the Ray cluster's head"),
+        (["--engine", "ray", "--address", "h:6379"], "remote_actors must be an integer in [1, 16] when engine = ray"),
+        (
+            ["--engine", "ray", "--address", "h:6379", "--remote-actors", "4", "--placement", "pack"],
+            "placement must be one of spread, strict_spread, got 'pack'",
+        ),
+        (
+            ["--engine", "ray", "--address", "h:6379", "--remote-actors", "2", "--keys", "DIR"],
+            "keys must be empty when engine = ray (the run makes a key pair per actor for itself)",
+        ),
     ],
 )
 def test_bad_options_are_refused_before_anything_starts(tmp_path, args, message):
@@ -242,6 +254,29 @@ def test_bad_options_are_refused_before_anything_starts(tmp_path, args, message)
     assert code == 2
     assert message in stderr
     assert not run_dir.exists()
+
+
+def test_engine_ray_without_ray_is_refused_naming_the_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: `import ray` fails
+    run_dir = tmp_path / "never"
+    args = ("--engine", "ray", "--address", "h:6379", "--remote-actors", "2", "--steps", "2000", "--out", str(run_dir))
+    code, stderr = mbgen_refusal("run", *args)
+    assert code == 2 and stderr.strip() == "mbgen run: error: --engine ray needs Ray: pip install 'mbgen[ray]'"
+    assert not run_dir.exists()
+
+
+def test_engine_ray_with_no_cluster_at_the_address_is_refused_at_once(tmp_path):
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir = tmp_path / "never"
+    args = ("--engine", "ray", "--address", f"127.0.0.1:{port}", "--remote-actors", "2", "--steps", "2000")
+    code, stderr = mbgen_refusal("run", *args, "--out", str(run_dir))
+    assert code == 2 and f"address: no Ray cluster answers at 127.0.0.1:{port}" in stderr
+    assert len(stderr.strip().splitlines()) == 1 and not run_dir.exists()
 
 
 def test_help_documents_every_key():

@@ -22,7 +22,7 @@ from mbgen.runtime.roles import LOCAL_ACTOR_SLOTS
 
 
 def write_summary(
-    run_dir: str, cfg: RunConfig, counters, started: float, outcome: str, reason: str = "", restarts=()
+    run_dir: str, cfg: RunConfig, counters, started: float, outcome: str, reason: str = "", restarts=(), cluster=None
 ) -> dict:
     rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
     # A run that did not complete reports its score as partial, from evaluations after learning began.
@@ -37,6 +37,8 @@ def write_summary(
     final.update(partial=outcome != "completed", from_env_steps=span)
     wall = session_wall_s(os.path.join(run_dir, "events.jsonl")) or time.time() - started
     accounting = counters.accounting() if counters is not None else {}
+    if cluster is not None and counters is not None:
+        accounting = cluster.accounting(accounting, counters)
     reconciled, problems = counters.reconciles() if counters is not None and not cfg.run.offline else (False, "")
     updates = counters.updates if counters is not None else 0
     steps = int(counters.inserts().sum()) if counters is not None else 0
@@ -74,6 +76,10 @@ def write_summary(
         "reconciliation": problems,
         "restarts": len(restarts),
     }
+    if cluster is not None:  # actors on a Ray cluster (launch/run/cluster.py): what each node did, their lag
+        summary["nodes"] = cluster.nodes(counters)
+        summary["lost_nodes"] = list(cluster.lost_nodes)
+        summary["policy_lag"] = cluster.policy_lag()
     try:
         with open(os.path.join(run_dir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)

@@ -127,6 +127,7 @@ class Supervisor:
         self.session_started = 0.0  # when this session began, before its setup
         self.silent_warned: set[str] = set()  # processes said to be silent (check_heartbeats)
         self.disk_full = False  # no stop cut then: it could not be written
+        self.cluster = None  # RayActors of a run whose actors are on a Ray cluster (launch/run/cluster.py)
 
     # -- public ----------------------------------------------------------------------
     def run(self) -> int:
@@ -139,6 +140,10 @@ class Supervisor:
         self.log = get_logger()
         environment = REPRODUCIBLE_MATH_ENV if self.cfg.lockstep else {}
         self.table = ProcessTable(environment, self.update_reaper, self.log)
+        if self.cfg.system.engine == "ray":
+            from mbgen.launch.run.cluster import RayActors
+
+            self.cluster = RayActors(self.cfg, self.log, self.announce)  # a refusal here is one line
         stop = StopSignal().install()
         self.started = time.time()
         cut = self.newest_cut() if self.resume else None
@@ -181,12 +186,17 @@ class Supervisor:
     def start_session(self, cut: str | None) -> None:
         self.session_started = time.time()  # the session's clock starts with its setup (restoring a cut)
         socket_dir = private_directory()
+        system = self.cfg.system
+        remote = {k: getattr(system, k) for k in ("remote_endpoint", "param_endpoint", "keys")}
+        if self.cluster is not None:
+            remote = self.cluster.endpoints(socket_dir)
         self.wiring = Wiring(
             run_id=new_run_id(),
             run_dir=self.run_dir,
             socket_dir=socket_dir,
             resume_from=cut or "",
             elapsed_before=session_wall_s(os.path.join(self.run_dir, "events.jsonl")),
+            **remote,
         )
         self.history = history(self.run_dir) if cut else None  # before any process of the session writes
         self.start_reaper()
@@ -275,7 +285,9 @@ class Supervisor:
             self.table.spawn(MODELSERVER, run_modelserver, cfg.to_dict(), self.wiring_dict())
         if not cfg.run.offline:
             self.start_evaluator()
-            if cut:
+            if self.cluster is not None:
+                self.on_cluster(self.cluster.place, self.counters.min_inserts())
+            elif cut:
                 live = np.flatnonzero(self.counters.slot_state[:LOCAL_ACTOR_SLOTS] == LIVE).tolist()
                 for slot in live:
                     self.start_actor(slot, None)  # its part holds its share and where it was
@@ -317,9 +329,9 @@ class Supervisor:
             owns_memory=False,
             bell=w.bell(REPLAY),
             ring_on_insert=[w.bell(LEARNER)] + ([w.bell(MODELSERVER)] if cfg.spec.model_server else []),
-            remote_endpoint=cfg.system.remote_endpoint or None,
-            keys_dir=cfg.system.keys or None,
-            run_info={"config": cfg.actor_view(), "param_endpoint": cfg.system.param_endpoint},
+            remote_endpoint=w.remote_endpoint or None,
+            keys_dir=w.keys or None,
+            run_info={"config": cfg.actor_view(), "param_endpoint": w.param_endpoint},
             checkpoints=w.checkpoints,
             log_path=w.events,
             managed=True,
@@ -368,17 +380,30 @@ class Supervisor:
             self.check_disk_room()
             if not cfg.run.offline:
                 self.keeper.assemble()
+            if self.cluster is not None:
+                self.on_cluster(self.cluster.watch, self.counters)
             steps = self.counters.updates if cfg.run.offline else self.counters.min_inserts()
             self.monitor.update(steps, self.counters.updates, self.table.health(self.counters), self.counters.accounting())
             if self.finished():
                 return
             self.check_heartbeats()
 
+    def on_cluster(self, step, *args) -> None:
+        """A step of the actors on the cluster (placing, watching); what stops it stops the run."""
+        from mbgen.launch.run.cluster import ClusterFailed
+
+        try:
+            step(*args)
+        except ClusterFailed as error:
+            raise RunFailed(str(error)) from None
+
     def check_steps_remain(self) -> None:
         """Local actors that all finished short of the step budget leave the learner waiting forever:
         say so instead (a share miscounted, or steps lost for good)."""
         cfg = self.cfg
         if cfg.run.offline or cfg.system.remote_endpoint or (self.counters.slot_state[:LOCAL_ACTOR_SLOTS] == LIVE).any():
+            return
+        if self.cluster is not None and self.cluster.running():
             return
         stored = self.counters.min_inserts()
         if stored < cfg.run.steps and self.counters.updates < cfg.total_updates:
@@ -387,7 +412,10 @@ class Supervisor:
             )
 
     def finished(self) -> bool:
-        """The learner did every update, every point is evaluated, every local actor is done."""
+        """The learner did every update, every point is evaluated, every local actor is done. Actors on a
+        cluster are not waited for: with the learner gone no parameters reach them (a replacement still
+        starting, or one finishing the last steps the tolerance let the learner do without); they are
+        stopped with the run."""
         children = self.table.children
         work = [n for n in children if n != REPLAY and actor_slot(n) is None]
         if any(children[n].exitcode != 0 for n in work):
@@ -496,6 +524,8 @@ class Supervisor:
         """A stop cut if the learner can still make one, the actors' last acknowledgements, then everyone."""
         deadline = time.monotonic() + STOP_BUDGET_S
         c, table = self.counters, self.table
+        if self.cluster is not None:
+            self.cluster.stop(c)  # first: an actor on the cluster needs nothing more from the run
         if table is None:
             return
         if c is not None and table.children:
@@ -550,10 +580,12 @@ class Supervisor:
 
     def finish(self) -> None:
         summary = write_summary(
-            self.run_dir, self.cfg, self.counters, self.started, self.outcome, self.reason, self.restarts
+            self.run_dir, self.cfg, self.counters, self.started, self.outcome, self.reason, self.restarts, self.cluster
         )
         if self.monitor is not None:  # before the counters close: it reads the last heartbeats
             self.monitor.finish(self.outcome, summary, self.table.health(self.counters), summary["transitions"])
         self.teardown()
         self.summary = summary
+        if self.cluster is not None:
+            self.cluster.close()
         self.log.info("run_finished", outcome=self.outcome, reason=self.reason, wall_s=summary["throughput"]["wall_s"])

@@ -164,13 +164,10 @@ class RayEngine:
     """Cells as Ray tasks: the same `mbgen run` command started on a node of the cluster."""
 
     def __init__(self, address: str, cell_cpus: float, cell_gpus: float):
-        try:
-            import ray
-        except ImportError:
-            raise ValueError("--engine ray needs Ray: pip install 'mbgen[ray]'") from None
-        self.ray = ray
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-        self.task = ray.remote(run_cell)
+        from mbgen.launch.raycluster import join_cluster
+
+        self.ray = join_cluster(address)
+        self.task = self.ray.remote(run_cell)
         self.cell_cpus, self.cell_gpus = cell_cpus, cell_gpus
 
     def start(self, cell: Cell, cell_dir: str, cfg) -> object:
