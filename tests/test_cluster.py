@@ -72,6 +72,7 @@ def wait_for_steps(run_dir, proc, steps):
         time.sleep(0.2)  # status.json is rewritten every second: read it again
 
 
+@pytest.mark.timeout(600)  # two runs on a Ray cluster: 90-123 s on a loaded 2-core machine
 def test_remote_actors_on_two_nodes_then_a_node_leaves(cluster, tmp_path):
     """Two runs, overlapping (the second starts once the first's actors are up): the first keeps both
     nodes to its end; then the second node leaves, in the middle of the second run."""
