@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 
 from mbgen.launch.run.results import final_scores, learned_rows, load_run, point_names, scale_of
 from mbgen.launch.stats import (
@@ -158,7 +159,7 @@ def frozen_snapshots(study: Study, out: str) -> list[dict]:
                         scale["optimal"]["score"], FROZEN_THRESHOLD,
                     )  # fmt: skip
                 )
-        median = float(sorted(steps)[len(steps) // 2]) if steps else math.inf
+        median = statistics.median(steps) if steps else math.inf  # inf when most members never got there
         row = {
             "cell": cell.name,
             "snapshot": cell.snapshot,
